@@ -1,0 +1,358 @@
+"""Read-only checks of a hoannot sequence folder (``hoannot init`` runs these first).
+
+:func:`validate_sequence` opens the folder (see :mod:`hoannot.datasets.sequence` for the
+layout), checks the calibration, the object spec and every (camera, frame) image, and
+returns a :class:`ValidationReport`. Fatal problems raise
+:class:`~hoannot.datasets.io.InputError` with one line naming the offending file; problems
+that do not stop annotation (e.g. mostly empty depth) become report warnings.
+
+Nothing is written: the folder is only read (no file is created, modified or touched).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hoannot.datasets.camera import Camera
+from hoannot.datasets.io import InputError, read_image
+from hoannot.datasets.sequence import Sequence, SequenceConfig, load_cameras, load_config
+
+#: Tolerance of the rigidity checks on ``T_world_cam`` (orthonormality, det, last row).
+RIGID_TOL = 1e-4
+#: A depth frame with fewer valid (non-zero) pixels than this fraction draws a warning.
+MIN_VALID_DEPTH_FRACTION = 0.5
+#: Median valid depth outside this range (metres) suggests a wrong ``depth_scale``.
+PLAUSIBLE_DEPTH_M = (0.1, 5.0)
+#: Mesh file extensions accepted for ``object.mesh`` and YCB folders.
+MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+
+
+@dataclass
+class DepthStats:
+    """Valid-depth statistics of one camera over all frames (metres).
+
+    Attributes:
+        min_m, median_m, max_m: over pixels with non-zero depth (NaN if none).
+        valid_fraction: fraction of pixels with non-zero depth, all frames pooled.
+    """
+
+    min_m: float
+    median_m: float
+    max_m: float
+    valid_fraction: float
+
+
+@dataclass
+class ValidationReport:
+    """Result of :func:`validate_sequence`.
+
+    Attributes:
+        root: the sequence folder.
+        cameras: camera names in ``sequence.yaml`` order.
+        frames: frame ids.
+        image_sizes: camera name -> (width, height) in pixels (from the calibration;
+            checked against the images when ``check_images``).
+        depth_stats: camera name -> :class:`DepthStats` (empty when images were not read).
+        object_mesh: the object spec as resolved ("primitive:...", an absolute mesh path,
+            or ``"ycb:<id>"`` when it is looked up at ``init``).
+        warnings: one line each, problems that do not stop annotation.
+        images_checked: whether image contents were decoded and checked.
+    """
+
+    root: Path
+    cameras: list[str]
+    frames: list[int]
+    image_sizes: dict[str, tuple[int, int]]
+    depth_stats: dict[str, DepthStats] = field(default_factory=dict)
+    object_mesh: str = ""
+    warnings: list[str] = field(default_factory=list)
+    images_checked: bool = False
+
+    def summary(self) -> str:
+        """A few human-readable lines (for the CLI)."""
+        lines = [
+            f"{self.root}: {len(self.cameras)} camera(s) x {len(self.frames)} frame(s), "
+            f"object {self.object_mesh}"
+        ]
+        for cam in self.cameras:
+            w, h = self.image_sizes[cam]
+            line = f"  {cam}: {w}x{h}"
+            s = self.depth_stats.get(cam)
+            if s is not None:
+                line += (
+                    f", depth {s.min_m:.3f}-{s.max_m:.3f} m (median {s.median_m:.3f}), "
+                    f"{100 * s.valid_fraction:.0f}% valid"
+                )
+            lines.append(line)
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# individual checks (each raises InputError naming ``where``)
+# ---------------------------------------------------------------------------------------
+def parse_primitive(spec: str, where: Path | str = "object.mesh") -> tuple[str, tuple[float, ...]]:
+    """Parse ``primitive:box:DX,DY,DZ`` or ``primitive:cylinder:RADIUS,HEIGHT`` (metres).
+
+    Returns:
+        (kind, dims) with kind "box" (3 dims) or "cylinder" (2 dims), all finite and > 0.
+    Raises:
+        InputError: unknown primitive or bad dimensions (names ``where``).
+    """
+    parts = spec.split(":")
+    nd = {"box": 3, "cylinder": 2}
+    if len(parts) != 3 or parts[0] != "primitive" or parts[1] not in nd:
+        raise InputError(
+            f"{where}: unknown object {spec!r} (expected a mesh file, "
+            "'primitive:box:DX,DY,DZ' or 'primitive:cylinder:RADIUS,HEIGHT' in metres)"
+        )
+    kind = parts[1]
+    try:
+        dims = tuple(float(x) for x in parts[2].split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != nd[kind] or not all(math.isfinite(d) and d > 0 for d in dims):
+        raise InputError(f"{where}: object {spec!r} needs {nd[kind]} positive sizes in metres")
+    return kind, dims
+
+
+def resolve_object(root: Path, config: SequenceConfig, ycb_dir: Path | None = None) -> tuple[str, list[str]]:
+    """Check that the object of ``config`` exists.
+
+    Args:
+        root: sequence folder (relative mesh paths are relative to it).
+        config: the parsed ``sequence.yaml``.
+        ycb_dir: optional YCB models folder (``<ycb_dir>/<id>/`` holding a mesh file);
+            used when ``object.mesh`` is empty.
+    Returns:
+        (resolved spec, warnings).
+    Raises:
+        InputError: mesh file missing, unknown primitive, or YCB id not in ``ycb_dir``;
+            the message names ``sequence.yaml``.
+    """
+    where = root / "sequence.yaml"
+    mesh = config.object.mesh.strip()
+    if mesh.startswith("primitive:"):
+        parse_primitive(mesh, where)
+        return mesh, []
+    if mesh:
+        p = Path(mesh).expanduser()
+        p = p if p.is_absolute() else root / p
+        if not p.is_file():
+            raise InputError(f"{where}: unknown object: mesh file {p} does not exist")
+        return str(p.resolve()), []
+    if ycb_dir is not None:
+        folder = Path(ycb_dir) / config.object.id
+        if not folder.is_dir() or not any(q.suffix.lower() in MESH_EXTENSIONS for q in folder.iterdir()):
+            raise InputError(f"{where}: unknown object {config.object.id!r}: no mesh in {folder}")
+        return f"ycb:{config.object.id}", []
+    return f"ycb:{config.object.id}", [
+        f"object {config.object.id!r} has no mesh; it must be found in the YCB folder given to init"
+    ]
+
+
+def check_camera(cam: Camera, where: Path | str) -> None:
+    """Check intrinsics, size, extrinsics and depth scale of one camera.
+
+    Checks: ``K`` (3, 3) finite with fx, fy > 0 and last row [0, 0, 1]; width, height > 0;
+    ``T_world_cam`` (4, 4) finite and rigid (R^T R = I and det R = +1 within
+    :data:`RIGID_TOL`, last row [0, 0, 0, 1]); ``depth_scale`` finite and > 0; ``dist``
+    finite.
+
+    Raises:
+        InputError: naming ``where`` and the camera.
+    """
+    pre = f"{where}: camera {cam.name!r}:"
+    K = np.asarray(cam.K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise InputError(f"{pre} K must be 3x3, got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise InputError(f"{pre} K has non-finite entries")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(f"{pre} K focal lengths must be positive (fx={K[0, 0]}, fy={K[1, 1]})")
+    if not np.allclose(K[2], [0.0, 0.0, 1.0], atol=1e-9):
+        raise InputError(f"{pre} K last row must be [0, 0, 1], got {K[2].tolist()}")
+    if cam.width <= 0 or cam.height <= 0:
+        raise InputError(f"{pre} image size must be positive, got {cam.width}x{cam.height}")
+    T = np.asarray(cam.T_world_cam, dtype=np.float64)
+    if T.shape != (4, 4):
+        raise InputError(f"{pre} T_world_cam must be 4x4, got shape {T.shape}")
+    if not np.all(np.isfinite(T)):
+        raise InputError(f"{pre} T_world_cam has non-finite entries")
+    if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0], atol=RIGID_TOL, rtol=0):
+        raise InputError(f"{pre} T_world_cam last row must be [0, 0, 0, 1], got {T[3].tolist()}")
+    R = T[:3, :3]
+    err = float(np.abs(R.T @ R - np.eye(3)).max())
+    if err > RIGID_TOL:
+        raise InputError(f"{pre} T_world_cam is not rigid: rotation not orthonormal (|R^T R - I| = {err:.2g})")
+    det = float(np.linalg.det(R))
+    if abs(det - 1.0) > RIGID_TOL:
+        raise InputError(f"{pre} T_world_cam is not rigid: det(R) = {det:.6g}, expected +1")
+    if not (math.isfinite(cam.depth_scale) and cam.depth_scale > 0):
+        raise InputError(f"{pre} depth_scale must be positive, got {cam.depth_scale}")
+    if not np.all(np.isfinite(np.asarray(cam.dist, dtype=np.float64))):
+        raise InputError(f"{pre} dist has non-finite entries")
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({n for n in names if n in seen or seen.add(n)})
+
+
+def _open_checked(root: Path) -> Sequence:
+    """Like ``open_sequence`` but also rejects duplicate camera names."""
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory")
+    config = load_config(root / "sequence.yaml")
+    cal = root / "calibration" / "cameras.json"
+    cameras = load_cameras(cal)  # raises for a missing / invalid file
+    dup = _duplicates([c.name for c in cameras])
+    if dup:
+        raise InputError(f"{cal}: duplicate camera name(s) {', '.join(dup)}")
+    by_name = {c.name: c for c in cameras}
+    return Sequence(root=root, config=config, cameras=[by_name.get(n) for n in config.cameras])  # type: ignore[misc]
+
+
+def _image_size(img: np.ndarray) -> tuple[int, int]:
+    return int(img.shape[1]), int(img.shape[0])
+
+
+# ---------------------------------------------------------------------------------------
+def validate_sequence(
+    seq: Sequence | str | Path, check_images: bool = True, ycb_dir: Path | None = None
+) -> ValidationReport:
+    """Check a sequence folder without modifying it.
+
+    Args:
+        seq: an opened :class:`Sequence` (its in-memory config and cameras are checked)
+            or the folder path (``sequence.yaml`` and ``calibration/cameras.json`` are
+            parsed here, including a duplicate-name check of the calibration file).
+        check_images: decode every rgb/depth image (corrupt files, dtype, sizes, depth
+            statistics). When False only the existence of the files is checked.
+        ycb_dir: optional YCB models folder, to check an object given by id only.
+
+    Returns:
+        :class:`ValidationReport`.
+
+    Raises:
+        InputError (one line, naming the file) for: missing ``sequence.yaml`` or
+        ``cameras.json``; duplicate camera names or frame ids; a configured camera
+        without calibration; bad ``K``, non-rigid / non-finite ``T_world_cam``,
+        non-positive ``depth_scale``; unknown object (missing mesh file or bad
+        primitive spec); a missing rgb or depth file; an unreadable image; rgb that is
+        not (H, W, 3|4) uint8; depth that is not (H, W) uint16; rgb/depth size not equal
+        to each other or to the calibrated width x height; a present segmentation image
+        of the wrong size/dtype or with labels outside {0, 1, 2}.
+    """
+    if isinstance(seq, Sequence):
+        root = Path(seq.root)
+        cal = root / "calibration" / "cameras.json"
+        config, cameras = seq.config, list(seq.cameras)
+        dup = _duplicates([c.name for c in cameras if c is not None])
+        if dup:
+            raise InputError(f"{cal}: duplicate camera name(s) {', '.join(dup)}")
+    else:
+        root = Path(seq)
+        cal = root / "calibration" / "cameras.json"
+        opened = _open_checked(root)
+        config, cameras = opened.config, opened.cameras
+    yaml_path = root / "sequence.yaml"
+
+    dup = _duplicates(list(config.cameras))
+    if dup:
+        raise InputError(f"{yaml_path}: duplicate camera name(s) {', '.join(dup)}")
+    missing = [n for n, c in zip(config.cameras, cameras) if c is None or c.name != n]
+    if len(cameras) != len(config.cameras) or missing:
+        raise InputError(f"{cal}: no calibration for camera(s) {', '.join(missing) or '?'}")
+    dupf = _duplicates([str(f) for f in config.frames])
+    if dupf:
+        raise InputError(f"{yaml_path}: duplicate frame id(s) {', '.join(dupf[:5])}")
+    neg = [f for f in config.frames if f < 0]
+    if neg:
+        raise InputError(f"{yaml_path}: negative frame id(s) {neg[:5]}")
+    for cam in cameras:
+        check_camera(cam, cal)
+    object_mesh, warnings = resolve_object(root, config, ycb_dir)
+    for cam in cameras:
+        if not np.allclose(cam.dist, 0.0):
+            warnings.append(f"camera {cam.name!r} has non-zero distortion; images must be undistorted already")
+
+    sequence = Sequence(root=root, config=config, cameras=cameras)
+    report = ValidationReport(
+        root=root,
+        cameras=list(config.cameras),
+        frames=list(config.frames),
+        image_sizes={c.name: (int(c.width), int(c.height)) for c in cameras},
+        object_mesh=object_mesh,
+        warnings=warnings,
+        images_checked=check_images,
+    )
+
+    # existence first (cheap), so a missing file is reported before any decoding
+    for kind, path_of in (("rgb", sequence.rgb_path), ("depth", sequence.depth_path)):
+        for cam in cameras:
+            absent = [path_of(cam.name, f) for f in config.frames if not path_of(cam.name, f).is_file()]
+            if absent:
+                n = len(config.frames)
+                raise InputError(f"{absent[0]}: {kind} frame file not found ({len(absent)} of {n} missing for camera {cam.name!r})")
+
+    if not check_images:
+        return report
+
+    for cam in cameras:
+        wh = (int(cam.width), int(cam.height))
+        valid_vals: list[np.ndarray] = []
+        n_pix = n_valid = 0
+        sparse_frames: list[int] = []
+        for f in config.frames:
+            rp, dp = sequence.rgb_path(cam.name, f), sequence.depth_path(cam.name, f)
+            rgb = read_image(rp)
+            if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
+                raise InputError(f"{rp}: rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+            if _image_size(rgb) != wh:
+                raise InputError(f"{rp}: rgb size {_image_size(rgb)} != calibrated size {wh} of camera {cam.name!r}")
+            depth = read_image(dp)
+            if depth.ndim != 2 or depth.dtype != np.uint16:
+                raise InputError(f"{dp}: depth must be single-channel uint16, got {depth.shape} {depth.dtype}")
+            if _image_size(depth) != _image_size(rgb):
+                raise InputError(f"{dp}: depth size {_image_size(depth)} != rgb size {_image_size(rgb)}")
+            nz = depth[depth > 0]
+            n_pix += depth.size
+            n_valid += nz.size
+            if nz.size < MIN_VALID_DEPTH_FRACTION * depth.size:
+                sparse_frames.append(f)
+            # subsample for the statistics: at most ~10k values per frame
+            step = max(1, nz.size // 10000)
+            valid_vals.append(nz[::step].astype(np.float64) * cam.depth_scale)
+            if nz.size:
+                valid_vals.append(np.array([nz.min(), nz.max()], np.float64) * cam.depth_scale)
+            sp = sequence.segmentation_path(cam.name, f)
+            if sp.is_file():
+                seg = read_image(sp)
+                if seg.ndim != 2 or seg.dtype != np.uint8 or _image_size(seg) != wh:
+                    raise InputError(f"{sp}: segmentation must be ({wh[1]}, {wh[0]}) uint8, got {seg.shape} {seg.dtype}")
+                if seg.size and int(seg.max()) > 2:
+                    raise InputError(f"{sp}: segmentation labels must be 0, 1 or 2, found {int(seg.max())}")
+        vals = np.concatenate(valid_vals) if valid_vals else np.zeros(0)
+        if vals.size:
+            stats = DepthStats(float(vals.min()), float(np.median(vals)), float(vals.max()), n_valid / max(n_pix, 1))
+        else:
+            stats = DepthStats(math.nan, math.nan, math.nan, 0.0)
+        report.depth_stats[cam.name] = stats
+        if sparse_frames:
+            report.warnings.append(
+                f"camera {cam.name!r}: depth is mostly zero (<{MIN_VALID_DEPTH_FRACTION:.0%} valid) in "
+                f"{len(sparse_frames)} of {len(config.frames)} frame(s), e.g. "
+                f"{sequence.depth_path(cam.name, sparse_frames[0])}"
+            )
+        lo, hi = PLAUSIBLE_DEPTH_M
+        if vals.size and not (lo <= stats.median_m <= hi):
+            report.warnings.append(
+                f"camera {cam.name!r}: median depth {stats.median_m:.3g} m is outside {lo}-{hi} m; "
+                f"is depth_scale {cam.depth_scale} right?"
+            )
+    return report
