@@ -379,12 +379,15 @@ def build_open_hand(spacing: float = 0.0015, target_faces: int = 2000) -> dict:
     radius[0] = 0.045
     radius[13] = 0.028
     J_regressor = _regressor(v, joints, bone_axis, radius)
-    # fingertip vertex: the most distal vertex of each distal bone
+    # fingertip vertex: the most distal vertex of each distal bone, near its axis
     tips = []
-    for root in (13, 1, 4, 10, 7):  # thumb, index, middle, ring, pinky
+    for root, end in zip((13, 1, 4, 10, 7), ends):  # thumb, index, middle, ring, pinky
         b = root + 2
         owned = np.flatnonzero(w.argmax(1) == b)
-        tips.append(owned[np.argmax(v[owned] @ axes[b - 1, 2])])
+        rel = v[owned] - end
+        along = rel @ axes[b - 1, 2]
+        across = np.linalg.norm(rel - along[:, None] * axes[b - 1, 2], axis=1)
+        tips.append(owned[np.argmax(along - across)])
     limits = box_from_axes(axes, OPEN_HAND_RANGES)
     kintree = np.stack([PARENTS, np.arange(16)]).astype(np.int64)
     return {
