@@ -131,9 +131,9 @@ def rest_joints() -> tuple[np.ndarray, np.ndarray]:
 def joint_axes() -> np.ndarray:
     """(15, 3, 3) float64 anatomical axes (flexion, abduction, twist) per joint.
 
-    Flexion = direction x pad (positive rotation moves the bone towards its palmar
-    side), abduction = -pad x ... the dorsal normal (positive moves it radially for the
-    fingers), twist = bone direction. For the fingers: +z, +y, -x.
+    Flexion = bone direction x pad normal (positive rotation moves the bone towards its
+    palmar side), abduction = -pad normal (positive moves a finger towards the thumb),
+    twist = bone direction. For the four fingers: +z, +y, -x.
     """
     rig = _rig()
     out = np.zeros((15, 3, 3))
