@@ -1,0 +1,94 @@
+"""All settings of a fit in one object, loadable from YAML and overridable from the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hoannot.datasets.io import InputError
+
+
+class EnergyWeights(BaseModel):
+    """Weights of the energy terms (HOnnotate Eq. 3; multi-camera defaults of Sec. 4.2:
+    alpha..eta = 20, 20, 5e-5, 50, 100, 50, 100). Units of each term: see
+    :mod:`hoannot.fitting.energies`. A weight of 0 switches the term off."""
+
+    model_config = ConfigDict(extra="forbid")
+    mask: float = 20.0  # alpha, E_mask (Eq. 4)
+    depth: float = 20.0  # beta, E_dpt (Eq. 5)
+    j2d: float = 5e-5  # gamma, E_j2d (Eq. 6), used when 2D joints exist
+    points3d: float = 50.0  # delta, E_3D (Eq. 7)
+    joint: float = 100.0  # epsilon, E_joint (Eq. 8)
+    penetration: float = 50.0  # zeta, E_phy (Eq. 9-10)
+    temporal: float = 100.0  # eta, E_tc
+
+
+class FitConfig(BaseModel):
+    """Settings of ``hoannot fit``.
+
+    Attributes (units): learning rates are Adam step sizes in radians (rotations, pose),
+    metres (translations) and shape units (betas); ``crop_size`` in pixels.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    weights: EnergyWeights = EnergyWeights()
+    iterations: int = 60
+    batch_size: int = 20
+    overlap: int = 2
+    crop_size: int = 80
+    num_points: int = 1500
+    lr_rot: float = 0.01
+    lr_pose: float = 0.02
+    lr_transl: float = 0.002
+    lr_betas: float = 0.05
+    fit_betas: bool = True
+    betas_prior: float = 0.1
+    tukey_c_cm: float = 2.0
+    sigma_px2: float = 0.15
+    faces_per_pixel: int = 8
+    object_max_faces: int = 1000
+    segmentation: Literal["segmentation", "gt"] = "segmentation"
+    backend: Literal["fast", "native"] = "fast"
+    device: str = "cpu"
+    seed: int = 0
+
+    def digest(self) -> str:
+        """Short hash of the settings that change results (device excluded)."""
+        d = self.model_dump()
+        d.pop("device")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_fit_config(path: str | Path | None = None, **overrides) -> FitConfig:
+    """Defaults, then a YAML file, then keyword overrides (``None`` values ignored;
+    ``weights`` may be a partial dict).
+
+    Raises:
+        InputError: unreadable YAML or an unknown/invalid field (names the file).
+    """
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: fit config not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k == "weights":
+            data["weights"] = {**data.get("weights", {}), **v}
+        else:
+            data[k] = v
+    try:
+        return FitConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InputError(f"{path or 'fit config'}: field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None

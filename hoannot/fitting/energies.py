@@ -1,0 +1,140 @@
+"""Energy terms of the HOnnotate objective (Hampali et al., CVPR 2020, Sec. 4), one pure function each.
+
+Every term returns a (B,) tensor, one value per frame, so schedules can sum them with
+the weights of :class:`hoannot.fitting.config.EnergyWeights` and report them per frame.
+Units are chosen so that a term is O(1) for an error of about a centimetre: depths and
+distances enter in **centimetres**, angles in radians, silhouettes as fractions.
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch3d.ops import knn_points
+
+CM = 100.0  # metres -> centimetres
+
+
+def silhouette_energy(silhouette: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """E_mask, HOnnotate Eq. 4: squared difference of rendered and observed silhouettes.
+
+    Args:
+        silhouette: (B, C, 2, H, W) rendered soft silhouettes (hand, object) in [0, 1].
+        mask: (B, C, 2, H, W) observed segmentation (hand, object), {0, 1} float.
+        weight: optional (B, C, 1 or 2, H, W) pixel weights (0 ignores a pixel).
+    Returns:
+        (B,) mean over cameras, classes and pixels.
+    """
+    d = (silhouette - mask).square()
+    if weight is not None:
+        d = d * weight
+    return d.flatten(1).mean(1)
+
+
+def tukey(r: torch.Tensor, c: float) -> torch.Tensor:
+    """Tukey's biweight rho(r) = c^2/6 (1 - (1 - (r/c)^2)^3) for |r| < c, else c^2/6."""
+    x = (r / c).clamp(-1.0, 1.0)
+    return (c * c / 6.0) * (1.0 - (1.0 - x * x) ** 3)
+
+
+def depth_energy(
+    zbuf: torch.Tensor,
+    rendered_labels: torch.Tensor,
+    depth: torch.Tensor,
+    observed_labels: torch.Tensor,
+    c: float = 2.0,
+) -> torch.Tensor:
+    """E_dpt, HOnnotate Eq. 5: Tukey-robust difference of rendered and observed depth.
+
+    Counted where the render shows hand or object, the sensor has a depth and the
+    segmentation marks hand or object; divided by the number of such pixels.
+
+    Args:
+        zbuf: (B, C, H, W) rendered depth, metres (0 where empty).
+        rendered_labels: (B, C, H, W) int, 0 background.
+        depth: (B, C, H, W) observed depth, metres (0 where missing).
+        observed_labels: (B, C, H, W) int, 0 background.
+        c: Tukey threshold, centimetres.
+    Returns:
+        (B,) mean Tukey loss, cm^2.
+    """
+    valid = (rendered_labels > 0) & (observed_labels > 0) & (depth > 0)
+    rho = tukey((zbuf - depth) * CM, c) * valid
+    return rho.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+
+
+def point_to_mesh_energy(
+    points: torch.Tensor,
+    points_valid: torch.Tensor,
+    verts: torch.Tensor,
+    normals: torch.Tensor | None = None,
+    truncate: float = 2.0,
+) -> torch.Tensor:
+    """E_3D, HOnnotate Eq. 7: observed points to their closest mesh vertex.
+
+    With vertex ``normals`` the distance is point-to-plane through the closest vertex
+    (plus a tenth of the point-to-point term), which is what a decimated mesh needs to
+    be compared with a dense point cloud.
+
+    Args:
+        points: (B, N, 3) observed points (back-projected depth of one class), metres.
+        points_valid: (B, N) bool; padding is False.
+        verts: (B, V, 3) mesh vertices of the same class, metres.
+        normals: optional (B, V, 3) unit vertex normals.
+        truncate: robust cap on a point's distance, centimetres.
+    Returns:
+        (B,) mean truncated squared distance, cm^2 (0 for frames without points).
+    """
+    nn = knn_points(points, verts, K=1, return_nn=True)
+    diff = (points - nn.knn[:, :, 0]) * CM
+    d2 = diff.square().sum(-1)
+    if normals is not None:
+        n = torch.gather(normals, 1, nn.idx[:, :, :1].expand(-1, -1, 3))
+        d2 = (diff * n).sum(-1).square() + 0.1 * d2
+    d2 = d2.clamp(max=truncate**2) * points_valid
+    return d2.sum(1) / points_valid.sum(1).clamp(min=1)
+
+
+def keypoint_2d_energy(projected: torch.Tensor, detected: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+    """E_j2d, HOnnotate Eq. 6: confidence-weighted squared reprojection error.
+
+    Args:
+        projected: (B, C, 21, 2) projections of the model's joints, pixels.
+        detected: (B, C, 21, 2) detected joints, pixels (same joint order).
+        confidence: (B, C, 21) in [0, 1] (0 for missing detections).
+    Returns:
+        (B,) sum over cameras and joints, px^2.
+    """
+    return (confidence * (projected - detected).square().sum(-1)).flatten(1).sum(1)
+
+
+def joint_limit_energy(violation: torch.Tensor) -> torch.Tensor:
+    """E_joint, HOnnotate Eq. 8: squared hinge on the 45 joint angles.
+
+    Args:
+        violation: (B, 45) radians outside the limits (0 inside), e.g.
+            :meth:`hoannot.models.joint_limits.JointLimits.violation`.
+    Returns:
+        (B,) rad^2.
+    """
+    return violation.square().sum(-1)
+
+
+def temporal_energy(values: torch.Tensor, first_order: float = 1.0, second_order: float = 1.0) -> torch.Tensor:
+    """E_tc: 0th and 1st order smoothness of a pose trajectory (HOnnotate Sec. 4.2).
+
+    ``first_order * ||x_t - x_{t-1}||^2 + second_order * ||x_{t+1} - 2 x_t + x_{t-1}||^2``,
+    each difference charged to the later frame.
+
+    Args:
+        values: (B, D) consecutive frames of a pose vector (translations in cm,
+            rotations in rad).
+    Returns:
+        (B,) (zero for the first frame).
+    """
+    out = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
+    if values.shape[0] > 1:
+        out = out + torch.nn.functional.pad(first_order * (values[1:] - values[:-1]).square().sum(-1), (1, 0))
+    if values.shape[0] > 2:
+        acc = values[2:] - 2 * values[1:-1] + values[:-2]
+        out = out + torch.nn.functional.pad(second_order * acc.square().sum(-1), (2, 0))
+    return out

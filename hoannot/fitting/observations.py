@@ -1,0 +1,150 @@
+"""What the fit compares with: cropped segmentation and depth, and segmented point clouds.
+
+For a batch of frames, each camera gets one square crop box that holds the hand and the
+object in all of the batch's frames (from the segmentation), resampled (nearest
+neighbour: depths are never mixed) to ``crop_size`` x ``crop_size``. Rendering then happens
+at the crop size, which is what makes CPU fitting affordable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hoannot.datasets.io import InputError
+from hoannot.datasets.sequence import Sequence
+from hoannot.renderers.cameras import ViewCameras
+
+
+@dataclass
+class Observations:
+    """Observed data of B frames x C cameras at the crop size S.
+
+    Attributes:
+        frames: (B,) frame ids.
+        cams: the C cropped render cameras.
+        labels: (B, C, S, S) int64 segmentation (0 background, 1 hand, 2 object).
+        masks: (B, C, 2, S, S) float32 hand and object masks.
+        depth: (B, C, S, S) float32 metres, 0 where the sensor has no value.
+        hand_points, object_points: (B, N, 3) float32 world points, metres, from
+            every camera's depth inside the class's segmentation, randomly subsampled.
+        hand_points_valid, object_points_valid: (B, N) bool, False for padding.
+    """
+
+    frames: np.ndarray
+    cams: ViewCameras
+    labels: torch.Tensor
+    masks: torch.Tensor
+    depth: torch.Tensor
+    hand_points: torch.Tensor
+    hand_points_valid: torch.Tensor
+    object_points: torch.Tensor
+    object_points_valid: torch.Tensor
+
+
+def read_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray:
+    """Segmentation of one image: ``segmentation/`` (perception) or ``gt/segmentation/``.
+
+    Raises:
+        InputError: no segmentation file exists for this image.
+    """
+    paths = {"segmentation": seq.segmentation_path(cam, frame),
+             "gt": seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png"}  # fmt: skip
+    p = paths.get(source)
+    if p is None or not p.is_file():
+        raise InputError(f"{p}: segmentation missing (run `hoannot init` first)")
+    from hoannot.datasets.io import read_image
+
+    return read_image(p)
+
+
+def square_box(mask: np.ndarray, margin: float = 0.2, min_size: float = 32.0) -> np.ndarray:
+    """(x0, y0, w, h) square box around the True pixels of (H, W) ``mask`` (continuous px)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        H, W = mask.shape
+        side = float(max(H, W))
+        return np.array([(W - side) / 2 - 0.5, (H - side) / 2 - 0.5, side, side])
+    x0, x1, y0, y1 = xs.min() - 0.5, xs.max() + 0.5, ys.min() - 0.5, ys.max() + 0.5
+    side = max(x1 - x0, y1 - y0, min_size) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return np.array([cx - side / 2, cy - side / 2, side, side])
+
+
+def _resample(img: np.ndarray, box: np.ndarray, S: int) -> np.ndarray:
+    """Nearest-neighbour crop: output pixel i samples original u = x0 + (i + 0.5) w / S."""
+    H, W = img.shape[:2]
+    x0, y0, w, h = box
+    u = np.floor(x0 + (np.arange(S) + 0.5) * w / S + 0.5).astype(int)
+    v = np.floor(y0 + (np.arange(S) + 0.5) * h / S + 0.5).astype(int)
+    inside = ((v >= 0) & (v < H))[:, None] & ((u >= 0) & (u < W))[None, :]
+    out = img[np.clip(v, 0, H - 1)[:, None], np.clip(u, 0, W - 1)[None, :]]
+    return np.where(inside, out, 0)
+
+
+def backproject(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """World points of the pixels of (H, W) ``mask`` with depth > 0: (N, 3) float64 metres."""
+    v, u = np.nonzero(mask & (depth > 0))
+    z = depth[v, u]
+    pc = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], -1)
+    return pc @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+
+
+def load_observations(
+    seq: Sequence,
+    frames: list[int],
+    crop_size: int = 80,
+    num_points: int = 1500,
+    segmentation: str = "segmentation",
+    seed: int = 0,
+) -> Observations:
+    """Read, crop and back-project the observations of ``frames``.
+
+    Args:
+        seq: the sequence.
+        frames: B frame ids.
+        crop_size: S, render size of the square crops.
+        num_points: N points kept per class and frame (all cameras together).
+        segmentation: ``"segmentation"`` (from ``init``) or ``"gt"`` (synthetic ground truth).
+        seed: subsampling seed.
+    Raises:
+        InputError: a missing or unreadable image (names the file).
+    """
+    rng = np.random.default_rng(seed)
+    labels_full = [[read_labels(seq, c.name, f, segmentation) for c in seq.cameras] for f in frames]
+    depth_full = [[seq.read_depth(c.name, f) for c in seq.cameras] for f in frames]
+    boxes = np.stack([
+        square_box(np.any([labels_full[b][ci] > 0 for b in range(len(frames))], axis=0))
+        for ci in range(len(seq.cameras))
+    ])  # fmt: skip
+    cams = ViewCameras.from_cameras(seq.cameras, boxes, (crop_size, crop_size))
+    labels = np.stack([[_resample(labels_full[b][ci], boxes[ci], crop_size) for ci in range(len(seq.cameras))]
+                       for b in range(len(frames))]).astype(np.int64)  # fmt: skip
+    depth = np.stack([[_resample(depth_full[b][ci], boxes[ci], crop_size) for ci in range(len(seq.cameras))]
+                      for b in range(len(frames))]).astype(np.float32)  # fmt: skip
+    pts = {1: [], 2: []}
+    for b in range(len(frames)):
+        for cls in (1, 2):
+            p = np.concatenate([
+                backproject(depth_full[b][ci], c.K, c.T_world_cam, labels_full[b][ci] == cls)
+                for ci, c in enumerate(seq.cameras)
+            ])  # fmt: skip
+            if len(p) > num_points:
+                p = p[rng.choice(len(p), num_points, replace=False)]
+            pts[cls].append(p)
+
+    def pad(lst):
+        out = np.zeros((len(lst), num_points, 3), np.float32)
+        valid = np.zeros((len(lst), num_points), bool)
+        for i, p in enumerate(lst):
+            out[i, : len(p)] = p
+            valid[i, : len(p)] = True
+        return torch.from_numpy(out), torch.from_numpy(valid)
+
+    hp, hv = pad(pts[1])
+    op, ov = pad(pts[2])
+    lab = torch.from_numpy(labels)
+    masks = torch.stack([(lab == 1), (lab == 2)], dim=2).float()
+    return Observations(np.asarray(frames), cams, lab, masks, torch.from_numpy(depth), hp, hv, op, ov)

@@ -1,0 +1,262 @@
+"""Fit hand and object poses to a sequence: batches of frames optimised jointly, resumable.
+
+The sequence is cut into batches of ``batch_size`` frames that overlap by ``overlap``
+frames (HOnnotate Sec. 4.2, "multi-frame joint optimisation"). Each batch minimises the
+weighted sum of the energies of :mod:`hoannot.fitting.energies` with Adam; the overlap
+frames come from the previous batch and stay fixed, so the temporal term links batches.
+The hand shape ``betas`` is estimated with the first batch, then held fixed.
+
+After every batch the state (all poses so far, per-frame quality, next batch) is written
+atomically to ``<out>/ckpt/state.npz``; ``resume=True`` continues from it and gives the
+same result as an uninterrupted run (every batch is seeded from the config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch3d.structures import Meshes
+
+from hoannot.datasets.io import InputError, write_json, write_npz
+from hoannot.datasets.poses import HandObjectPoses
+from hoannot.datasets.sequence import Sequence
+from hoannot.fitting import energies as E
+from hoannot.fitting.config import FitConfig
+from hoannot.fitting.observations import Observations, load_observations
+from hoannot.fitting.parameters import PoseParameters
+from hoannot.models.hand import HandModel
+from hoannot.models.objects import ObjectModel
+from hoannot.renderers.renderer import HandObjectRenderer
+
+TERMS = ("mask", "depth", "points3d", "joint", "temporal")
+#: a frame is flagged when a silhouette IoU falls below these or the depth residual exceeds this
+FLAG_IOU_HAND, FLAG_IOU_OBJECT, FLAG_DEPTH_MM = 0.5, 0.6, 10.0
+
+
+@dataclass
+class FitResult:
+    """Fitted poses and per-frame quality.
+
+    Attributes:
+        poses: world-frame poses of every frame (``source == "fit"``).
+        quality: per-frame arrays: ``frames`` (F,), ``E_<term>`` (F,) final energies,
+            ``iou_hand``, ``iou_object`` (F,) silhouette IoU against the segmentation
+            (crop), ``depth_residual_mm`` (F,) median |rendered - observed| depth,
+            ``flag`` (F,) bool: the frame looks wrong.
+    """
+
+    poses: HandObjectPoses
+    quality: dict[str, np.ndarray]
+
+
+def batches(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, stop) index ranges of ``size`` frames overlapping by ``overlap``."""
+    if size <= overlap:
+        raise InputError(f"fit config: batch_size ({size}) must exceed overlap ({overlap})")
+    out, start = [], 0
+    while True:
+        stop = min(start + size, n)
+        out.append((start, stop))
+        if stop == n:
+            return out
+        start = stop - overlap
+
+
+def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, obj: ObjectModel,
+              obj_normals: torch.Tensor, renderer: HandObjectRenderer, cfg: FitConfig) -> dict[str, torch.Tensor]:
+    w = cfg.weights
+    hand = params.hand(hand_model)
+    ov = params.object_vertices(obj.verts)
+    out: dict[str, torch.Tensor] = {}
+    need_render = w.mask > 0 or w.depth > 0
+    if need_render:
+        r = renderer(hand.vertices, hand.faces, ov, obj.faces, obs.cams, soft=w.mask > 0)
+        if w.mask > 0:
+            out["mask"] = E.silhouette_energy(r.silhouette, obs.masks)
+        if w.depth > 0:
+            out["depth"] = E.depth_energy(r.zbuf, r.labels, obs.depth, obs.labels, cfg.tukey_c_cm)
+    if w.points3d > 0:
+        hn = Meshes(hand.vertices, hand.faces[None].expand(len(hand.vertices), -1, -1)).verts_normals_padded()
+        on = torch.einsum("bij,vj->bvi", params.obj_R(), obj_normals)
+        out["points3d"] = E.point_to_mesh_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hn) + \
+            E.point_to_mesh_energy(obs.object_points, obs.object_points_valid, ov, on)
+    if w.joint > 0:
+        out["joint"] = E.joint_limit_energy(hand_model.limits.violation(params.hand_pose))
+    if w.temporal > 0:
+        traj = torch.cat([params.transl * E.CM, params.global_orient, params.hand_pose,
+                          params.obj_transl * E.CM, params.obj_delta], dim=1)  # fmt: skip
+        out["temporal"] = E.temporal_energy(traj)
+    return out
+
+
+def _total(terms: dict[str, torch.Tensor], params: PoseParameters, cfg: FitConfig) -> torch.Tensor:
+    total = sum(getattr(cfg.weights, k) * v.mean() for k, v in terms.items())
+    if params.betas.requires_grad:
+        total = total + cfg.betas_prior * params.betas.square().sum()
+    return total
+
+
+def _quality(params, obs, hand_model, obj, obj_normals, renderer, cfg) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        terms = _energies(params, obs, hand_model, obj, obj_normals, renderer, cfg)
+        hand = params.hand(hand_model)
+        r = renderer(hand.vertices, hand.faces, params.object_vertices(obj.verts), obj.faces, obs.cams, soft=False)
+        q = {f"E_{k}": v.cpu().numpy() for k, v in terms.items()}
+        for name, cls in (("iou_hand", 1), ("iou_object", 2)):
+            a, b = r.labels == cls, obs.labels == cls
+            inter = (a & b).flatten(1).sum(1).float()
+            union = (a | b).flatten(1).sum(1).float().clamp(min=1)
+            q[name] = (inter / union).cpu().numpy()
+        valid = (r.labels > 0) & (obs.labels > 0) & (obs.depth > 0)
+        res = []
+        for b in range(len(obs.frames)):
+            d = (r.zbuf[b] - obs.depth[b]).abs()[valid[b]]
+            res.append(float(d.median()) * 1000 if d.numel() else np.nan)
+        q["depth_residual_mm"] = np.array(res, np.float32)
+    q["flag"] = (q["iou_hand"] < FLAG_IOU_HAND) | (q["iou_object"] < FLAG_IOU_OBJECT) | ~(q["depth_residual_mm"] <= FLAG_DEPTH_MM)
+    return q
+
+
+def _save_state(path: Path, poses: HandObjectPoses, next_batch: int, quality: dict, digest: str) -> None:
+    arrays = {f.name: np.asarray(getattr(poses, f.name)) for f in fields(HandObjectPoses)}
+    arrays.update({"q_" + k: v for k, v in quality.items()})
+    write_npz(path, next_batch=np.int64(next_batch), config_digest=np.asarray(digest), **arrays)
+
+
+def _load_state(path: Path, digest: str):
+    with np.load(path, allow_pickle=False) as z:
+        if str(z["config_digest"]) != digest:
+            raise InputError(f"{path}: checkpoint was written with other fit settings; rerun without --resume")
+        poses = HandObjectPoses(**{f.name: z[f.name] for f in fields(HandObjectPoses)})
+        quality = {k[2:]: z[k] for k in z.files if k.startswith("q_")}
+        return poses, int(z["next_batch"]), quality
+
+
+def fit_sequence(
+    seq: Sequence,
+    init: HandObjectPoses,
+    hand_model: HandModel,
+    obj: ObjectModel,
+    cfg: FitConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Optimise hand and object poses of every frame of ``seq``.
+
+    Args:
+        seq: the sequence (observations are read from it).
+        init: initial world-frame poses of (at least) the sequence's frames.
+        hand_model: MANO-layout hand model.
+        obj: object model (its decimated mesh is rendered).
+        cfg: settings.
+        out_dir: folder for ``ckpt/state.npz`` (None: no checkpoints).
+        resume: continue from the checkpoint in ``out_dir``.
+        progress: show a rich progress bar with the current energies.
+        stop_after: stop after this many batches (for tests of resuming).
+    Returns:
+        :class:`FitResult`.
+    Raises:
+        InputError: missing observations, an init without the sequence's frames, or a
+            checkpoint written with other settings.
+    """
+    device = torch.device(cfg.device)
+    frames = list(seq.frames)
+    try:
+        current = init.select(frames)
+    except KeyError as e:
+        raise InputError(f"initial poses lack frame {e}") from None
+    current.source = "fit"
+    plan = batches(len(frames), cfg.batch_size, cfg.overlap)
+    ckpt = Path(out_dir) / "ckpt" / "state.npz" if out_dir is not None else None
+    quality: dict[str, np.ndarray] = {}
+    first = 0
+    if resume and ckpt is not None and ckpt.is_file():
+        current, first, quality = _load_state(ckpt, cfg.digest())
+    hand_model = hand_model.to(device)
+    obj_verts, obj_faces = obj.verts.to(device), obj.faces.to(device)
+    objd = ObjectModel(obj.name, obj.mesh, obj_verts, obj_faces, obj.points, obj.diameter, obj.symmetric)
+    obj_normals = Meshes([obj_verts], [obj_faces]).verts_normals_padded()[0]
+    renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[energies]}")]  # fmt: skip
+    with Progress(*cols, disable=not progress, transient=False) as bar:
+        task = bar.add_task("fit", total=(len(plan) - first) * cfg.iterations, energies="")
+        for bi in range(first, len(plan)):
+            if stop_after is not None and bi - first >= stop_after:
+                break
+            start, stop = plan[bi]
+            torch.manual_seed(cfg.seed + bi)
+            batch_frames = frames[start:stop]
+            bar.update(task, description=f"batch {bi + 1}/{len(plan)} frames {batch_frames[0]}-{batch_frames[-1]}")
+            obs = load_observations(seq, batch_frames, cfg.crop_size, cfg.num_points, cfg.segmentation, cfg.seed + bi)
+            obs.cams = obs.cams.to(device)
+            for name in ("labels", "masks", "depth", "hand_points", "hand_points_valid", "object_points", "object_points_valid"):
+                setattr(obs, name, getattr(obs, name).to(device))
+            params = PoseParameters(current.select(batch_frames), hand_model.num_betas, str(device))
+            if bi > 0:
+                params.frozen[: min(cfg.overlap, stop - start)] = True
+            fit_betas = cfg.fit_betas and bi == 0
+            params.betas.requires_grad_(fit_betas)
+            groups = [
+                {"params": [params.global_orient, params.obj_delta], "lr": cfg.lr_rot},
+                {"params": [params.hand_pose], "lr": cfg.lr_pose},
+                {"params": [params.transl, params.obj_transl], "lr": cfg.lr_transl},
+            ]
+            if fit_betas:
+                groups.append({"params": [params.betas], "lr": cfg.lr_betas})
+            opt = torch.optim.Adam(groups)
+            for it in range(cfg.iterations):
+                opt.zero_grad(set_to_none=True)
+                terms = _energies(params, obs, hand_model, objd, obj_normals, renderer, cfg)
+                loss = _total(terms, params, cfg)
+                loss.backward()
+                params.zero_frozen_grads()
+                opt.step()
+                if it % 5 == 0 or it == cfg.iterations - 1:
+                    bar.update(task, energies=" ".join(f"{k}={float(v.mean()):.3g}" for k, v in terms.items()))
+                bar.advance(task)
+            q = _quality(params, obs, hand_model, objd, obj_normals, renderer, cfg)
+            current = _merge(current, params.to_poses(), batch_frames)
+            quality = _merge_quality(quality, q, batch_frames, frames)
+            if ckpt is not None:
+                _save_state(ckpt, current, bi + 1, quality, cfg.digest())
+    current.source = "fit"
+    return FitResult(current, quality)
+
+
+def _merge(current: HandObjectPoses, batch: HandObjectPoses, batch_frames: list[int]) -> HandObjectPoses:
+    index = {int(f): i for i, f in enumerate(current.frames)}
+    idx = np.array([index[int(f)] for f in batch_frames])
+    kw = {f.name: np.array(getattr(current, f.name), copy=True) for f in fields(HandObjectPoses)}
+    for name in ("global_orient", "hand_pose", "transl", "obj_rot", "obj_transl"):
+        kw[name][idx] = getattr(batch, name)
+    kw["betas"] = batch.betas
+    return HandObjectPoses(**kw)
+
+
+def _merge_quality(quality: dict, q: dict, batch_frames: list[int], frames: list[int]) -> dict:
+    if not quality:
+        quality = {"frames": np.asarray(frames)}
+        for k, v in q.items():
+            quality[k] = np.full(len(frames), np.nan if v.dtype != bool else True, dtype=v.dtype if v.dtype == bool else np.float32)
+    index = {int(f): i for i, f in enumerate(frames)}
+    idx = np.array([index[int(f)] for f in batch_frames])
+    for k, v in q.items():
+        if k in quality:
+            quality[k][idx] = v
+    return quality
+
+
+def save_fit(out_dir: str | Path, result: FitResult) -> None:
+    """Write ``fit/poses.npz`` and ``fit/quality.json`` atomically."""
+    out = Path(out_dir)
+    result.poses.save(out / "poses.npz")
+    write_json(out / "quality.json", {k: np.asarray(v).tolist() for k, v in result.quality.items()})
