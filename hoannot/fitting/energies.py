@@ -2,8 +2,10 @@
 
 Every term returns a (B,) tensor, one value per frame, so schedules can sum them with
 the weights of :class:`hoannot.fitting.config.EnergyWeights` and report them per frame.
-Units are chosen so that a term is O(1) for an error of about a centimetre: depths and
-distances enter in **centimetres**, angles in radians, silhouettes as fractions.
+Units are chosen so that a data term is O(1) for an error of about a centimetre: depths
+and point distances enter in **centimetres**, angles in radians, silhouettes as
+fractions; the temporal term uses metres and rotation matrices, so that the paper's
+weight does not swamp real motion between frames.
 """
 
 from __future__ import annotations
@@ -126,8 +128,9 @@ def temporal_energy(values: torch.Tensor, first_order: float = 1.0, second_order
     each difference charged to the later frame.
 
     Args:
-        values: (B, D) consecutive frames of a pose vector (translations in cm,
-            rotations in rad).
+        values: (B, D) consecutive frames of a pose vector: translations in metres,
+            rotations as flattened matrices (squared Frobenius distance ~ 2 angle^2),
+            joint angles in radians.
     Returns:
         (B,) (zero for the first frame).
     """

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pytorch3d.structures import Meshes
+from pytorch3d.transforms import axis_angle_to_matrix
 
 from hoannot.datasets.io import InputError, write_json, write_npz
 from hoannot.datasets.poses import HandObjectPoses
@@ -86,8 +87,8 @@ def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, 
     if w.joint > 0:
         out["joint"] = E.joint_limit_energy(hand_model.limits.violation(params.hand_pose))
     if w.temporal > 0:
-        traj = torch.cat([params.transl * E.CM, params.global_orient, params.hand_pose,
-                          params.obj_transl * E.CM, params.obj_delta], dim=1)  # fmt: skip
+        traj = torch.cat([params.transl, axis_angle_to_matrix(params.global_orient).flatten(1), params.hand_pose,
+                          params.obj_transl, params.obj_R().flatten(1)], dim=1)  # fmt: skip
         out["temporal"] = E.temporal_energy(traj)
     return out
 
@@ -221,7 +222,7 @@ def fit_sequence(
                 params.zero_frozen_grads()
                 opt.step()
                 if it % 5 == 0 or it == cfg.iterations - 1:
-                    bar.update(task, energies=" ".join(f"{k}={float(v.mean()):.3g}" for k, v in terms.items()))
+                    bar.update(task, energies=" ".join(f"{k}={float(v.detach().mean()):.3g}" for k, v in terms.items()))
                 bar.advance(task)
             q = _quality(params, obs, hand_model, objd, obj_normals, renderer, cfg)
             current = _merge(current, params.to_poses(), batch_frames)
@@ -246,7 +247,7 @@ def _merge_quality(quality: dict, q: dict, batch_frames: list[int], frames: list
     if not quality:
         quality = {"frames": np.asarray(frames)}
         for k, v in q.items():
-            quality[k] = np.full(len(frames), np.nan if v.dtype != bool else True, dtype=v.dtype if v.dtype == bool else np.float32)
+            quality[k] = np.ones(len(frames), bool) if v.dtype == bool else np.full(len(frames), np.nan, np.float32)
     index = {int(f): i for i, f in enumerate(frames)}
     idx = np.array([index[int(f)] for f in batch_frames])
     for k, v in q.items():

@@ -14,12 +14,12 @@ other exactly as in the capture. Two passes:
   every *interior* edge of a mesh, which leaves seams at 0.75 inside the silhouette;
   the one-sided form is 1 everywhere inside and moves the 0.5 level by
   ``sqrt(sigma ln 2)`` pixels outwards (0.3 px at the default);
-* the **hard** image -- depth ``zbuf`` (metres, 0 where empty) and labels -- is read
-  from the same fragments: the nearest of the K faces that contains the pixel centre
-  (one rasterization instead of two; K must exceed the number of faces nearer than the
-  visible one within the blur radius, which K = 8 does for hand-object scenes). Depth
-  has gradients w.r.t. the vertices of the visible face. With ``soft=False`` only a
-  K = 1 pass runs.
+* a **hard** pass (K = 1, no blur) gives the depth ``zbuf`` (metres, 0 where empty)
+  and the label image; depth has gradients w.r.t. the vertices of the visible face.
+  (Reading the hard image from the soft pass's K faces is not safe: on a finely
+  tessellated hand more than K nearer faces can lie within the blur radius.)
+
+Faces farther than the blur radius, where ``p < P_MIN``, are left out of the soft pass.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from hoannot.renderers.cameras import ViewCameras, project_to_ndc, world_to_came
 from hoannot.renderers.rasterizer import Backend, rasterize
 
 HAND, OBJECT = 0, 1  # channel order of RenderOutput.silhouette
+P_MIN = 1e-2  # smallest face coverage the soft pass keeps (sets the blur radius)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class HandObjectRenderer(torch.nn.Module):
         sigma: softness of the silhouette edge in squared *pixels* of the rendered
             image (converted to PyTorch3D's squared NDC units per render size);
             coverage falls to 1/2 at sqrt(sigma ln 2) px and 1e-4 at
-            sqrt(9.2 sigma) px outside an edge.
+            sqrt(4.6 sigma) px (``P_MIN``) outside an edge.
         faces_per_pixel: K faces composited per pixel in the soft pass.
         backend: rasterizer backward, ``"fast"`` (default) or PyTorch3D's ``"native"``.
     """
@@ -105,23 +106,22 @@ class HandObjectRenderer(torch.nn.Module):
         Fh, Ft = hand_faces.shape[0], faces.shape[0]
         ndc = project_to_ndc(world_to_camera(verts, cams.to(verts.device)), cams).reshape(B * C, -1, 3)
 
+        hard = rasterize(ndc, faces, (H, W), 0.0, 1, self.backend)
+        zbuf, labels = self._hard(hard.pix_to_face, hard.zbuf, hard.pix_to_face >= 0, Fh, Ft)
+        zbuf, labels = zbuf.reshape(B, C, H, W), labels.reshape(B, C, H, W)
         if not soft:
-            hard = rasterize(ndc, faces, (H, W), 0.0, 1, self.backend)
-            zbuf, labels = self._hard(hard.pix_to_face, hard.zbuf, hard.pix_to_face >= 0, Fh, Ft)
-            return RenderOutput(None, zbuf.reshape(B, C, H, W), labels.reshape(B, C, H, W))
+            return RenderOutput(None, zbuf, labels)
 
         sigma = self.sigma * (2.0 / min(H, W)) ** 2
-        frag = rasterize(ndc, faces, (H, W), math.log(1e4) * sigma, self.faces_per_pixel, self.backend)
+        frag = rasterize(ndc, faces, (H, W), math.log(1.0 / P_MIN) * sigma, self.faces_per_pixel, self.backend)
         valid = frag.pix_to_face >= 0
-        # the hard image is the nearest face that contains the pixel centre (dist <= 0)
-        zbuf, labels = self._hard(frag.pix_to_face, frag.zbuf, valid & (frag.dists <= 0), Fh, Ft)
         p = torch.exp(-frag.dists.clamp(min=0.0) / sigma) * valid
         # transmittance in front of face k: prod_{j<k} (1 - p_j)
         trans = torch.cumprod(torch.cat([torch.ones_like(p[..., :1]), 1.0 - p[..., :-1]], dim=-1), dim=-1)
         w = p * trans
         is_hand = (torch.remainder(frag.pix_to_face, Ft) < Fh) & valid
         sil = torch.stack([(w * is_hand).sum(-1), (w * (~is_hand & valid)).sum(-1)], dim=1)
-        return RenderOutput(sil.reshape(B, C, 2, H, W), zbuf.reshape(B, C, H, W), labels.reshape(B, C, H, W))
+        return RenderOutput(sil.reshape(B, C, 2, H, W), zbuf, labels)
 
     @staticmethod
     def _hard(pix_to_face, zbuf_k, inside, Fh: int, Ft: int):
