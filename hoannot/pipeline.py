@@ -1,0 +1,184 @@
+"""The stages behind the CLI, one function each: init -> fit -> export (and eval, demo).
+
+Each stage reads what the previous one wrote into the sequence folder and writes its own
+sub-folder atomically (see :mod:`hoannot.datasets.sequence` for the layout), so a stage
+can be rerun, and an interrupted fit resumed, without losing earlier results.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hoannot.datasets.io import InputError, write_json
+from hoannot.datasets.poses import GroundTruth, HandObjectPoses
+from hoannot.datasets.sequence import Sequence, open_sequence
+from hoannot.fitting.config import FitConfig
+from hoannot.models.hand import HandModel
+from hoannot.models.objects import ObjectModel, load_object
+
+
+def load_hand_model(seq: Sequence, mano_model_path: str | Path | None = None) -> HandModel:
+    """The hand model to fit: ``--mano-model-path`` if given, else ``sequence.yaml``'s
+    ``hand.model`` (``"open"`` = the bundled open hand, or a path to MANO_RIGHT.pkl)."""
+    spec = mano_model_path or seq.config.hand.model
+    if spec in (None, "", "open"):
+        return HandModel(None)
+    path = Path(spec)
+    if not path.is_absolute() and not path.exists():
+        path = seq.root / path
+    return HandModel(path)
+
+
+def load_sequence_object(seq: Sequence, ycb_dir: str | Path | None = None, max_faces: int = 1000) -> ObjectModel:
+    """The object named by ``sequence.yaml`` (mesh path, primitive, or YCB id in ``ycb_dir``).
+
+    Raises:
+        InputError: no mesh given and no ``ycb_dir`` holding the id.
+    """
+    oc = seq.config.object
+    spec = oc.mesh
+    if not spec:
+        if ycb_dir is None:
+            raise InputError(f"{seq.root / 'sequence.yaml'}: object {oc.id!r} has no mesh; pass --ycb-dir")
+        spec = str(Path(ycb_dir) / oc.id)
+    return load_object(spec, root=seq.root, max_faces=max_faces, symmetric=oc.symmetric, name=oc.id)
+
+
+def run_init(
+    seq_dir: str | Path,
+    poses_file: str | Path | None = None,
+    from_gt: bool = False,
+    noise_deg: float = 10.0,
+    noise_mm: float = 15.0,
+    pose_noise_rad: float = 0.1,
+    segmentation_from_gt: bool | None = None,
+    mano_model_path: str | Path | None = None,
+    ycb_dir: str | Path | None = None,
+    seed: int = 0,
+) -> tuple[HandObjectPoses, str]:
+    """Validate a sequence and write ``init/poses.npz`` (+ ``segmentation/`` when asked).
+
+    Args:
+        seq_dir: the sequence folder.
+        poses_file: initial poses from a file (world frame, :class:`HandObjectPoses`).
+        from_gt: initial poses from ``gt/poses.npz`` plus noise of the given sizes.
+        segmentation_from_gt: copy ``gt/segmentation`` to ``segmentation/`` (default:
+            when no ``segmentation/`` exists and a ground truth one does).
+    Returns:
+        (poses, a one-paragraph summary of what was done).
+    Raises:
+        InputError: invalid sequence, or no source of initial poses.
+    """
+    from hoannot.annotate.initialize import from_file, from_ground_truth
+    from hoannot.datasets.validate import validate_sequence
+
+    seq_dir = Path(seq_dir)
+    report = validate_sequence(seq_dir)
+    seq = open_sequence(seq_dir)
+    lines = [report.summary()]
+    gt_seg = seq.root / "gt" / "segmentation"
+    if segmentation_from_gt is None:
+        segmentation_from_gt = not (seq.root / "segmentation").exists() and gt_seg.is_dir()
+    if segmentation_from_gt:
+        if not gt_seg.is_dir():
+            raise InputError(f"{gt_seg}: no ground-truth segmentation to copy")
+        tmp = seq.root / ".segmentation.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(gt_seg, tmp)
+        shutil.rmtree(seq.root / "segmentation", ignore_errors=True)
+        tmp.rename(seq.root / "segmentation")
+        lines.append("segmentation: copied from ground truth (gt/segmentation)")
+    hand_model = load_hand_model(seq, mano_model_path)
+    if poses_file is not None:
+        poses = from_file(poses_file)
+    elif from_gt:
+        gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
+        obj = load_sequence_object(seq, ycb_dir)
+        poses = from_ground_truth(gt, hand_model, obj.points.mean(0), noise_deg, noise_mm, pose_noise_rad, seed)
+    else:
+        raise InputError(f"{seq_dir}: no initial poses: pass --poses FILE or --from-gt (perception-based init is not built yet)")
+    missing = sorted(set(seq.frames) - set(int(f) for f in poses.frames))
+    if missing:
+        raise InputError(f"initial poses lack frames {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    poses.save(seq.root / "init" / "poses.npz")
+    write_json(seq.root / "init" / "info.json", {"source": poses.source, "hand_model": hand_model.name})
+    lines.append(f"initial poses: {poses.source}")
+    return poses, "\n".join(lines)
+
+
+def run_fit(
+    seq_dir: str | Path,
+    cfg: FitConfig,
+    resume: bool = False,
+    mano_model_path: str | Path | None = None,
+    ycb_dir: str | Path | None = None,
+    progress: bool = True,
+):
+    """Fit ``init/poses.npz`` to the observations; writes ``fit/poses.npz`` and ``fit/quality.json``.
+
+    Returns:
+        :class:`hoannot.fitting.optimize.FitResult`.
+    """
+    from hoannot.fitting.optimize import fit_sequence, save_fit
+
+    seq = open_sequence(seq_dir)
+    init = HandObjectPoses.load(seq.root / "init" / "poses.npz")
+    hand_model = load_hand_model(seq, mano_model_path)
+    obj = load_sequence_object(seq, ycb_dir, cfg.object_max_faces)
+    t0 = time.perf_counter()
+    result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
+    save_fit(seq.root / "fit", result)
+    write_json(seq.root / "fit" / "info.json", {"config": cfg.model_dump(), "seconds": time.perf_counter() - t0,
+                                                 "hand_model": hand_model.name, "init_source": init.source})  # fmt: skip
+    return result
+
+
+def run_export(
+    seq_dir: str | Path,
+    stage: str = "fit",
+    mano_model_path: str | Path | None = None,
+    ycb_dir: str | Path | None = None,
+) -> Path:
+    """Export ``<stage>/poses.npz`` (``fit`` or ``init``) to ``labels/``; returns labels.npz."""
+    import json
+
+    from hoannot.datasets.export import export_labels
+
+    seq = open_sequence(seq_dir)
+    poses = HandObjectPoses.load(seq.root / stage / "poses.npz")
+    qpath = seq.root / stage / "quality.json"
+    quality = {k: np.asarray(v) for k, v in json.loads(qpath.read_text()).items()} if qpath.is_file() else None
+    hand_model = load_hand_model(seq, mano_model_path)
+    obj = load_sequence_object(seq, ycb_dir)
+    out = seq.root / "labels" if stage == "fit" else seq.root / "labels_init"
+    return export_labels(seq, poses, hand_model, obj, out, quality)
+
+
+def synth_sequence(
+    out: str | Path,
+    object_spec: str = "primitive:box:0.055,0.075,0.11",
+    hand: str = "open",
+    cameras: int = 2,
+    frames: int = 6,
+    seed: int = 0,
+    noise: bool = True,
+    **cfg_kw,
+) -> Sequence:
+    """Render a synthetic capture (see :mod:`hoannot.datasets.synthetic`) of a grasp.
+
+    Args:
+        object_spec: mesh path, YCB folder or primitive spec.
+        hand: ``"open"`` (the bundled model) or a path to a skinned glTF hand (e.g. the
+            WebXR hand, an independent subject).
+    """
+    from hoannot.datasets.subjects import make_subject
+    from hoannot.datasets.synthetic import SynthConfig, make_capture
+
+    obj = load_object(object_spec, max_faces=2000)
+    subject = make_subject(hand, obj, seed)
+    cfg = SynthConfig(name=Path(out).name, cameras=cameras, frames=frames, seed=seed, noise=noise, **cfg_kw)
+    return make_capture(out, obj, subject, cfg, str(Path(object_spec).resolve()) if Path(object_spec).exists() else object_spec)
