@@ -1,0 +1,1 @@
+"""Evaluation: metrics of the field (metrics, physics), published-benchmark readers, reports."""
