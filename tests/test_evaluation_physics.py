@@ -107,3 +107,15 @@ def test_mustard_bottle_with_holes():
     depth = P.penetration_depth(ball.vertices, m.vertices, m.faces)
     assert 0.002 < depth < 0.006
     assert P.contact(ball.vertices, m.vertices, m.faces)
+
+
+def test_fast_winding_number_matches_exact():
+    rng = np.random.default_rng(0)
+    s = trimesh.creation.icosphere(subdivisions=3, radius=0.04)  # 1280 faces
+    holed = s.faces[s.triangles_center[:, 2] < 0.035]  # open cap, like a wrist
+    p = rng.uniform(-0.05, 0.05, (1500, 3))
+    for faces in (s.faces, holed):
+        exact = P.winding_number(p, s.vertices, faces)
+        fast = P.fast_winding_number(p, s.vertices, faces)
+        assert np.abs(exact - fast).max() < 0.05
+        assert np.array_equal(exact > 0.5, fast > 0.5)
