@@ -18,7 +18,7 @@ from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import Sequence, open_sequence
 from hoannot.fitting.config import FitConfig
 from hoannot.models.hand import HandModel
-from hoannot.models.objects import ObjectModel, load_object
+from hoannot.models.objects import ObjectModel, load_object, resolve_mesh_path
 
 
 def load_hand_model(seq: Sequence, mano_model_path: str | Path | None = None) -> HandModel:
@@ -181,4 +181,5 @@ def synth_sequence(
     obj = load_object(object_spec, max_faces=2000)
     subject = make_subject(hand, obj, seed)
     cfg = SynthConfig(name=Path(out).name, cameras=cameras, frames=frames, seed=seed, noise=noise, **cfg_kw)
-    return make_capture(out, obj, subject, cfg, str(Path(object_spec).resolve()) if Path(object_spec).exists() else object_spec)
+    spec = object_spec if object_spec.startswith("primitive:") else str(resolve_mesh_path(object_spec).resolve())
+    return make_capture(out, obj, subject, cfg, spec)

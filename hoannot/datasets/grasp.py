@@ -68,6 +68,11 @@ class ObjectSDF:
         q = self._o3d.core.Tensor(np.asarray(points, np.float32).reshape(-1, 3))
         return self._scene.compute_signed_distance(q, nsamples=self.nsamples).numpy().astype(np.float64)
 
+    def normals(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) unit normals of the triangles closest to (N, 3) points."""
+        q = self._o3d.core.Tensor(np.asarray(points, np.float32).reshape(-1, 3))
+        return self._scene.compute_closest_points(q)["primitive_normals"].numpy().astype(np.float64)
+
     def first_hit(self, origin: np.ndarray, direction: np.ndarray) -> float:
         """Distance along a unit ray to the first surface hit (``inf`` if none)."""
         ray = np.concatenate([origin, direction]).astype(np.float32)[None]
@@ -89,6 +94,7 @@ class Grasp:
         contact_distance: (5,) smallest signed distance of each finger's vertices.
         max_penetration: largest depth of any hand vertex inside the object (>= 0).
         approach: (3,) unit direction from the object towards the palm.
+        opposition: see :func:`opposition` (1 = thumb directly opposes the fingers).
     """
 
     flex: np.ndarray
@@ -101,6 +107,7 @@ class Grasp:
     contact_distance: np.ndarray
     max_penetration: float
     approach: np.ndarray
+    opposition: float
 
     @property
     def num_contacts(self) -> int:
@@ -171,6 +178,30 @@ def _close_finger(
         cur = step
 
 
+def _finger_rows(rig: HandRig, fi: int) -> np.ndarray:
+    """Vertices of finger ``fi``; the thumb's metacarpal (thenar, part of the palm) excluded."""
+    fingers, segments = rig.vertex_segment[:, 0], rig.vertex_segment[:, 1]
+    return np.flatnonzero((fingers == fi) & ((fi != 0) | (segments > 0)))
+
+
+def opposition(rig: HandRig, vertices: np.ndarray, sdf: "ObjectSDF", contacts: np.ndarray) -> float:
+    """How much the thumb pushes against the other touching fingers.
+
+    ``-n_thumb . mean(n_fingers)`` of the object's surface normals at the closest
+    contact of the thumb and of each other touching finger: 1 = directly opposed,
+    0 = orthogonal, -1 = same side; -1 if the thumb or every other finger is free.
+    """
+    if not contacts[0] or not contacts[1:].any():
+        return -1.0
+    pts = []
+    for fi in np.flatnonzero(contacts):
+        rows = _finger_rows(rig, fi)
+        pts.append(vertices[rows[np.argmin(sdf(vertices[rows]))]])
+    nrm = sdf.normals(np.asarray(pts))
+    mean = nrm[1:].mean(0)
+    return float(-nrm[0] @ mean / max(np.linalg.norm(mean), 1e-12))
+
+
 def grasp_metrics(rig: HandRig, vertices: np.ndarray, sdf, contact_tol: float = 0.002):
     """Contacts and penetration of posed hand vertices against an SDF.
 
@@ -183,10 +214,9 @@ def grasp_metrics(rig: HandRig, vertices: np.ndarray, sdf, contact_tol: float = 
         contacts (5,) bool, contact_distance (5,) metres, max_penetration metres (>= 0).
     """
     d = np.asarray(sdf(vertices), np.float64)
-    fingers, segments = rig.vertex_segment[:, 0], rig.vertex_segment[:, 1]
     # the thumb's metacarpal segment is the thenar eminence (part of the palm): a thumb
     # contact needs its proximal or distal phalanx
-    cd = np.array([d[(fingers == fi) & ((fi != 0) | (segments > 0))].min() for fi in range(5)])
+    cd = np.array([d[_finger_rows(rig, fi)].min() for fi in range(5)])
     return cd < contact_tol, cd, float(max(0.0, -d.min()))
 
 
@@ -195,12 +225,14 @@ def synthesize_grasp(
     object_mesh: trimesh.Trimesh | ObjectSDF,
     rng: np.random.Generator,
     *,
-    palm_gap: float = 0.015,
+    palm_gap: tuple[float, float] = (0.01, 0.02),
+    tilt: float = 0.6,
     contact_tol: float = 0.002,
     max_penetration: float = 0.002,
     step: float = np.deg2rad(4.0),
     min_contacts: int = 3,
-    tries: int = 8,
+    min_opposition: float = 0.3,
+    tries: int = 12,
     nsamples: int = 5,
     max_faces: int | None = None,
 ) -> Grasp:
@@ -251,7 +283,7 @@ def synthesize_grasp(
         u = a - (a @ L) * L
         u /= np.linalg.norm(u)
         f = np.cross(L, u) * rng.choice([-1.0, 1.0])
-        f = np.cos(j := rng.uniform(-0.25, 0.25)) * f + np.sin(j) * L
+        f = np.cos(j := rng.uniform(-tilt, tilt)) * f + np.sin(j) * L
         origin_line = centre + rng.uniform(-0.25, 0.25) * extent_L * L
         hit = sdf.first_hit(origin_line + radius * u, -u)
         if not np.isfinite(hit):
@@ -259,10 +291,10 @@ def synthesize_grasp(
         surface = origin_line + (radius - hit) * u
         R = _frame(-u, f) @ B_rest.T
         flex = np.zeros((5, 3))
-        flex[0] = (0.5, 0.1, 0.0)  # thumb pre-opposed
+        flex[0, 0] = rng.uniform(0.3, 1.0)  # thumb pre-opposed
         spread = np.clip(rng.normal(0.0, 0.05, 5), SPREAD_LIMITS[:, 0], SPREAD_LIMITS[:, 1])
-        spread[0] = 0.3
-        t = surface + palm_gap * u - R @ rig.palm_centre
+        spread[0] = rng.uniform(-0.3, 0.6)
+        t = surface + rng.uniform(*palm_gap) * u - R @ rig.palm_centre
         for _ in range(20):  # back off until the open hand is outside the object
             dmin = sdf(poser.vertices(flex, spread, R, t, all_rows)).min()
             if dmin >= 0.5 * contact_tol:
@@ -272,10 +304,12 @@ def synthesize_grasp(
             _close_finger(poser, sdf, fi, flex, spread, R, t, step, contact_tol, max_penetration, step / 16)
         out = rig.articulate(flex, spread, R, t)
         contacts, cd, pen = grasp_metrics(rig, out.vertices, sdf, contact_tol)
-        g = Grasp(flex, spread, R, t, out.keypoints, out.vertices, contacts, cd, pen, u)
-        if best is None or (g.num_contacts, -g.max_penetration) > (best.num_contacts, -best.max_penetration):
-            best = g
-        if g.num_contacts >= min_contacts and contacts[0]:
+        opp = opposition(rig, out.vertices, sdf, contacts)
+        g = Grasp(flex, spread, R, t, out.keypoints, out.vertices, contacts, cd, pen, u, opp)
+        score = (min(g.num_contacts, min_contacts) + (opp > min_opposition), g.opposition)
+        if best is None or score > best_score:
+            best, best_score = g, score
+        if g.num_contacts >= min_contacts and opp > min_opposition:
             break
     if best is None:
         raise InputError("synthesize_grasp: no approach ray hit the object")
