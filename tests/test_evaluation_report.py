@@ -116,3 +116,14 @@ def test_bad_inputs(tmp_path):
     write_npz(tmp_path / "bad.npz", frames=np.arange(2), hand_joints=np.zeros((2, 16, 3)))
     with pytest.raises(InputError, match="hand_joints"):
         run_eval(tmp_path / "bad.npz", tmp_path / "bad.npz")
+
+
+def test_one_sequence_folder_is_prediction_and_ground_truth(tmp_path):
+    """``hoannot eval SEQ/``: labels/labels.npz is the prediction, gt/poses.npz the truth."""
+    rng = np.random.default_rng(3)
+    gt = labels(rng)
+    pred = dict(gt, hand_joints=gt["hand_joints"] + np.float32(0.002))
+    write_npz(tmp_path / "gt" / "poses.npz", **gt)
+    write_npz(tmp_path / "labels" / "labels.npz", **pred)
+    res = run_eval(tmp_path, tmp_path)
+    assert res["mpjpe_mm"] == pytest.approx(2.0 * np.sqrt(3.0), rel=1e-4)

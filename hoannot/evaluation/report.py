@@ -11,8 +11,9 @@ use the same one), a ``.npz`` with:
   (No, 3) and ``obj_symmetric`` (bool scalar); taken from whichever file has them (prediction
   first).
 
-A folder resolves to ``<dir>/labels/labels.npz``, else ``<dir>/gt/poses.npz``, else
-``<dir>/labels.npz``. Frames are matched by id (intersection).
+A prediction folder resolves to ``<dir>/labels/labels.npz``, else ``<dir>/gt/poses.npz``, else
+``<dir>/labels.npz``; a ground-truth folder to ``<dir>/gt/poses.npz`` first, so that one
+sequence folder can be both. Frames are matched by id (intersection).
 """
 
 from __future__ import annotations
@@ -38,10 +39,14 @@ METRIC_KEYS: tuple[str, ...] = (
 )  # fmt: skip
 
 _CANDIDATES = ("labels/labels.npz", "gt/poses.npz", "labels.npz")
+_GT_CANDIDATES = ("gt/poses.npz", "labels/labels.npz", "labels.npz")
 
 
-def resolve_labels(path: str | os.PathLike) -> Path:
+def resolve_labels(path: str | os.PathLike, ground_truth: bool = False) -> Path:
     """The label file of ``path`` (a ``.npz`` file or a folder, see module docstring).
+
+    Args:
+        ground_truth: look for ``gt/poses.npz`` first.
 
     Raises:
         InputError: nothing found.
@@ -50,15 +55,17 @@ def resolve_labels(path: str | os.PathLike) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        for c in _CANDIDATES:
+        candidates = _GT_CANDIDATES if ground_truth else _CANDIDATES
+        for c in candidates:
             if (path / c).is_file():
                 return path / c
-        raise InputError(f"{path}: no {', '.join(_CANDIDATES)} in this folder")
+        raise InputError(f"{path}: no {', '.join(candidates)} in this folder")
     raise InputError(f"{path}: no such file or folder")
 
 
-def load_labels(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read and check a label file (schema in the module docstring).
+def load_labels(path: str | os.PathLike, ground_truth: bool = False) -> dict[str, np.ndarray]:
+    """Read and check a label file (schema in the module docstring; ``ground_truth`` as in
+    :func:`resolve_labels`).
 
     Returns:
         dict of arrays (float64 for coordinates), always with ``frames`` and ``hand_joints``.
@@ -66,7 +73,7 @@ def load_labels(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
         InputError: unreadable file, missing array or inconsistent shapes.
     """
-    f = resolve_labels(path)
+    f = resolve_labels(path, ground_truth)
     try:
         with np.load(f, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
@@ -147,7 +154,7 @@ def run_eval(pred: str | os.PathLike, gt: str | os.PathLike, out_dir: str | os.P
     Raises:
         InputError: unreadable inputs or no frame in common.
     """
-    p_all, g_all = load_labels(pred), load_labels(gt)
+    p_all, g_all = load_labels(pred), load_labels(gt, ground_truth=True)
     common = np.intersect1d(p_all["frames"], g_all["frames"])
     if not len(common):
         raise InputError(f"{p_all['path']}: no frame id in common with {g_all['path']}")
