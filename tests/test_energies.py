@@ -1,0 +1,72 @@
+"""Energy terms (HOnnotate Eq. 4-8, E_tc) on hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hoannot.fitting import energies as E
+
+
+def test_tukey_closed_form():
+    c = 2.0
+    r = torch.tensor([0.0, 1.0, -1.0, 2.0, 5.0, -7.0])
+    expected = [0.0, (4 / 6) * (1 - (1 - 0.25) ** 3), (4 / 6) * (1 - 0.75**3), 4 / 6, 4 / 6, 4 / 6]
+    assert E.tukey(r, c).tolist() == pytest.approx(expected, abs=1e-7)
+
+
+def test_silhouette_energy_counts_wrong_pixels():
+    sil = torch.zeros(1, 2, 2, 4, 4)
+    mask = torch.zeros_like(sil)
+    assert E.silhouette_energy(sil, mask).item() == 0.0
+    sil[0, 0, 0, :2, :] = 1.0  # 8 wrong hand pixels in camera 0 out of 2*2*16 = 64
+    assert E.silhouette_energy(sil, mask).item() == pytest.approx(8 / 64)
+    weight = torch.zeros(1, 2, 1, 4, 4)  # ignore every pixel
+    assert E.silhouette_energy(sil, mask, weight).item() == 0.0
+
+
+def test_depth_energy_robust_and_masked():
+    z = torch.full((1, 1, 2, 2), 0.50)
+    d = torch.tensor([[[[0.51, 0.50], [0.80, 0.0]]]])  # 1 cm off, exact, outlier, missing
+    lab = torch.ones(1, 1, 2, 2, dtype=torch.long)
+    got = E.depth_energy(z, lab, d, lab, c=2.0).item()
+    want = (E.tukey(torch.tensor(1.0), 2.0).item() + 0.0 + 4 / 6) / 3  # missing pixel not counted
+    assert got == pytest.approx(want, rel=1e-5)
+    assert E.depth_energy(z, lab * 0, d, lab).item() == 0.0  # nothing rendered
+
+
+def test_point_to_mesh_energy_plane_and_point():
+    verts = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    normals = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])
+    pts = torch.tensor([[[0.0, 0.005, 0.01], [1.0, 0.0, 0.5]]])  # 1 cm above v0; far from v1
+    valid = torch.tensor([[True, True]])
+    p2p = E.point_to_mesh_energy(pts, valid, verts, truncate=2.0)
+    assert p2p.item() == pytest.approx((0.25 + 1.0 + 4.0) / 2)  # second point capped at 2 cm
+    p2pl = E.point_to_mesh_energy(pts, valid, verts, normals, truncate=2.0)
+    assert p2pl.item() == pytest.approx((1.0 + 0.1 * 1.25 + 4.0) / 2)
+    assert E.point_to_mesh_energy(pts, valid & False, verts).item() == 0.0
+
+
+def test_keypoint_2d_and_joint_limit_energies():
+    proj = torch.zeros(1, 2, 21, 2)
+    det = torch.zeros(1, 2, 21, 2)
+    det[0, 1, 3] = torch.tensor([3.0, 4.0])
+    conf = torch.ones(1, 2, 21)
+    assert E.keypoint_2d_energy(proj, det, conf).item() == pytest.approx(25.0)
+    conf[0, 1, 3] = 0.2
+    assert E.keypoint_2d_energy(proj, det, conf).item() == pytest.approx(5.0)
+    v = torch.zeros(2, 45)
+    v[1, 7] = 0.3
+    assert E.joint_limit_energy(v).tolist() == pytest.approx([0.0, 0.09])
+
+
+def test_temporal_energy_orders():
+    t = torch.arange(4, dtype=torch.float64)[:, None] * torch.tensor([[0.01, 0.0, 0.0]], dtype=torch.float64)
+    # constant velocity: first-order term only, charged to frames 1..3; no acceleration
+    assert E.temporal_energy(t, 1.0, 0.0).tolist() == pytest.approx([0, 1e-4, 1e-4, 1e-4])
+    assert E.temporal_energy(t, 0.0, 1.0).tolist() == pytest.approx([0, 0, 0, 0], abs=1e-15)
+    jump = torch.tensor([[0.0], [0.0], [1.0], [1.0]], dtype=torch.float64)
+    assert E.temporal_energy(jump, 0.0, 1.0).tolist() == pytest.approx([0, 0, 1.0, 1.0])
+    assert E.temporal_energy(jump[:1]).tolist() == [0.0]
+    assert np.isfinite(E.temporal_energy(jump).numpy()).all()
