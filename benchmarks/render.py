@@ -1,10 +1,11 @@
 """Renderer speed: our fast backward vs PyTorch3D's native CPU backward, same scene.
 
-Scene: a hand-sized mesh (icosphere, 1.3k faces) and a decimated box-like object mesh
-(~1.5k faces), B frames x C views at the fitting crop size, soft silhouette + depth,
-forward + backward of a loss on both. Writes ``benchmarks/results/render.json``.
+Scene: the bundled open hand (2000 faces, as fitted) beside a capsule standing in for a
+decimated object mesh (~1.1k faces; fits use ``object_max_faces=1000``), B frames x C views
+at the fitting crop size (``FitConfig.crop_size``), soft silhouette + depth, forward +
+backward of a loss on both. Writes ``benchmarks/results/render.json``.
 
-    python benchmarks/render.py [--size 96] [--frames 4] [--views 2] [--repeats 3]
+    python benchmarks/render.py [--size 80] [--frames 4] [--views 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -21,13 +23,20 @@ import trimesh
 
 from hoannot.datasets.camera import Camera, look_at
 from hoannot.datasets.io import write_json
+from hoannot.fitting.config import FitConfig
+from hoannot.models.hand import HandModel
 from hoannot.renderers.cameras import ViewCameras
 from hoannot.renderers.renderer import HandObjectRenderer
 
 
 def scene(frames: int, views: int, size: int):
-    hand = trimesh.creation.icosphere(subdivisions=3, radius=0.04)
-    hand.apply_translation([0.03, 0.0, 0.04])
+    model = HandModel(None)
+    with torch.no_grad():
+        pose = torch.zeros(1, 45)
+        pose[:, 2::3] = 0.3  # fingers half-closed about the flexion axis
+        out = model(torch.zeros(1, 3), pose)
+    hv0 = out.vertices[0].numpy()
+    hand = trimesh.Trimesh(hv0 - hv0.mean(0) + [0.03, 0.0, 0.04], out.faces.numpy(), process=False)
     obj = trimesh.creation.capsule(height=0.12, radius=0.035, count=[24, 24])
     K = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
     cams = []
@@ -53,7 +62,7 @@ def step(renderer, hv0, hf, ov0, of, vc):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--size", type=int, default=FitConfig().crop_size)
     ap.add_argument("--frames", type=int, default=4)
     ap.add_argument("--views", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
@@ -74,6 +83,7 @@ def main() -> None:
     f, n = outs["fast"], outs["native"]
     rel = lambda x, y: float((x - y).abs().max() / y.abs().max().clamp(min=1e-12))  # noqa: E731
     res = {
+        "command": "python benchmarks/render.py " + " ".join(sys.argv[1:]),
         "faces": int(hf.shape[0] + of.shape[0]),
         "image_size": [a.size, a.size],
         "frames": a.frames,
