@@ -16,18 +16,21 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hoannot.datasets.io import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hand-object 3D annotation from RGB-D captures.")
 console = Console()
+err_console = Console(stderr=True)
 
 ManoOpt = typer.Option(None, "--mano-model-path", help="MANO_RIGHT.pkl or its folder (default: bundled open hand).")
 YcbOpt = typer.Option(None, "--ycb-dir", help="Folder of YCB models, for objects given by id only.")
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}")
+    """Print ``error: <one line naming the file and the problem>`` on stderr; exit code 2."""
+    err_console.print(f"[red]error:[/red] {escape(str(e).replace(chr(10), ' '))}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
