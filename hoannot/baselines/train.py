@@ -192,6 +192,7 @@ def train(method: str, seq_dirs, out_dir: str | Path, epochs: int | None = None,
             gen = torch.Generator().manual_seed(seed * 7919 + stage_i * 1000 + epoch)
             loader = DataLoader(data, batch_size=int(cfg["batch_size"]), shuffle=True, generator=gen, drop_last=len(data) > int(cfg["batch_size"]))
             model.train()
+            model.train_epoch = epoch  # methods whose loss depends on the epoch (Eq. 10 growth)
             sums: dict[str, float] = {}
             n = 0
             for batch in loader:
