@@ -1,0 +1,570 @@
+"""Automatic pose initialisation from 2D hand joints, segmentation and depth.
+
+HOnnotate (Hampali et al., "HOnnotate: A method for 3D Annotation of Hand and Object
+Poses", CVPR 2020), Sec. 4.1:
+
+* **Multi-camera** (:func:`hand_from_2d_multiview`, Eq. 11): per frame, the hand pose
+  minimising the confidence-weighted reprojection error of the 21 joints over all
+  cameras plus the joint-angle limit term,
+  ``E(p_h) = sum_c sum_j conf_cj ||pi_c(J_j(p_h)) - k_cj||^2 + nu * E_joint(p_h)``,
+  ``nu = 50`` (pixels^2 and radians^2). It is started from a 3D guess: the 2D joints are
+  triangulated (confidence-weighted DLT, :func:`triangulate`) and the hand model is fitted
+  to those 3D points (:func:`hoannot.fitting.ik.fit_keypoints`, which also estimates the
+  sequence's ``betas``). When tracking, a frame whose energy is lower from the previous
+  frame's solution is re-solved from there.
+* **Single camera** (:func:`grasp_from_2d_single_view`, Eq. 12): one grasp, i.e. the
+  hand pose in the **object frame**, shared by a random subset of frames, minimising the
+  same reprojection error summed over those frames (the hand follows the object poses
+  found by :mod:`hoannot.annotate.object_pose`). A single camera cannot triangulate, so
+  the hand's depth comes from the depth of the hand pixels at the 2D joints
+  (:func:`keypoint_depth`): a robust (Huber) depth term, and the 3D start is the 2D joints
+  back-projected at that depth.
+* :func:`initialize_sequence` reads a sequence's 2D joints, segmentation and depth,
+  registers the object, and picks the multi- or single-camera path by the number of cameras.
+
+The torch problems are solved with ``torch.optim.LBFGS`` (strong Wolfe line search), all
+frames batched (the energy is a sum of independent per-frame terms).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from hoannot.datasets.camera import Camera
+from hoannot.datasets.io import InputError, read_image
+from hoannot.datasets.poses import HandObjectPoses
+from hoannot.datasets.sequence import SEGMENTATION_LABELS, Sequence
+from hoannot.fitting.ik import fit_keypoints
+from hoannot.models.hand import HandModel, change_frame
+from hoannot.models.objects import ObjectModel
+
+#: HOnnotate's weight of the joint-angle limit term (Eq. 11, 12).
+NU = 50.0
+#: confidence given to joints a ground-truth ``visible`` flag marks as hidden.
+HIDDEN_CONF = 0.2
+#: depth of each HO-3D keypoint below the visible skin, metres (wrist, MCP, PIP/DIP, tips).
+SURFACE_OFFSET = np.array(
+    [0.015] + [0.010, 0.008, 0.007] * 4 + [0.010, 0.008, 0.007] + [0.003] * 5, dtype=np.float32
+)
+#: transl is optimised in decimetres so that its scale matches that of the angles
+_TRANSL_UNIT = 0.1
+SOURCE = "2d-joints+registration"
+
+
+class HandInit(NamedTuple):
+    """Hand initialisation, world frame.
+
+    Attributes:
+        global_orient: (F, 3) float32 axis-angle.
+        hand_pose: (F, 45) float32 axis-angle (flat hand = 0).
+        transl: (F, 3) float32 metres.
+        betas: (nb,) float32 shape used.
+        reproj_px: (F,) float32 confidence-weighted RMS reprojection error, pixels.
+    """
+
+    global_orient: np.ndarray
+    hand_pose: np.ndarray
+    transl: np.ndarray
+    betas: np.ndarray
+    reproj_px: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------
+# geometry helpers
+
+
+def triangulate(cameras: list[Camera], uv: np.ndarray, conf: np.ndarray, min_conf: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence-weighted linear (DLT) triangulation of 2D joints.
+
+    Each camera contributes the two rows ``w (u P_3 - P_1)``, ``w (v P_3 - P_2)`` of
+    ``A X = 0`` (Hartley & Zisserman, Sec. 12.2), ``w`` its confidence; the homogeneous
+    solution is the last right singular vector (``numpy.linalg.svd``). Cameras below
+    ``min_conf`` get a weight of 5% of their confidence (so a joint seen confidently by
+    fewer than two cameras is still defined, but dominated by the confident ones).
+
+    Args:
+        cameras: C >= 2 calibrated cameras.
+        uv: (F, C, J, 2) pixels. conf: (F, C, J) in [0, 1].
+        min_conf: confidence from which a view counts fully.
+    Returns:
+        points (F, J, 3) float64 world metres, ok (F, J) bool: at least two views with
+        ``conf >= min_conf``.
+    Raises:
+        InputError: fewer than two cameras or mismatched shapes.
+    """
+    uv = np.asarray(uv, np.float64)
+    conf = np.asarray(conf, np.float64)
+    F, C, J = conf.shape
+    if C < 2 or uv.shape != (F, C, J, 2) or len(cameras) != C:
+        raise InputError(f"triangulate: need >= 2 cameras and uv (F, C, J, 2) matching conf {conf.shape}, got {uv.shape}")
+    P = np.stack([np.asarray(c.K) @ c.T_cam_world[:3] for c in cameras])  # (C, 3, 4)
+    w = np.where(conf >= min_conf, conf, 0.05 * conf) + 1e-6
+    rows_u = uv[..., 0:1] * P[None, :, None, 2] - P[None, :, None, 0]  # (F, C, J, 4)
+    rows_v = uv[..., 1:2] * P[None, :, None, 2] - P[None, :, None, 1]
+    A = np.concatenate([rows_u * w[..., None], rows_v * w[..., None]], axis=1)  # (F, 2C, J, 4)
+    A = A.transpose(0, 2, 1, 3)  # (F, J, 2C, 4)
+    A = A / np.linalg.norm(A, axis=-1, keepdims=True).clip(1e-12)
+    _, _, Vt = np.linalg.svd(A)
+    X = Vt[..., -1, :]
+    pts = X[..., :3] / X[..., 3:4]
+    ok = (conf >= min_conf).sum(1) >= 2
+    return pts, ok
+
+
+def keypoint_depth(depth: np.ndarray, labels: np.ndarray | None, uv: np.ndarray, window: int = 2) -> np.ndarray:
+    """Measured depth of the hand skin at each 2D joint.
+
+    The median depth of the pixels within ``window`` of the joint that are labelled
+    *hand* (any pixel when ``labels`` is None) and have a depth value.
+
+    Args:
+        depth: (H, W) metres, 0 = no value. labels: (H, W) uint8 or None.
+        uv: (J, 2) pixels.
+    Returns:
+        (J,) float32 metres along the camera's z axis; NaN where nothing was measured.
+    """
+    H, W = depth.shape
+    out = np.full(len(uv), np.nan, np.float32)
+    for j, (u, v) in enumerate(np.asarray(uv, np.float64)):
+        if not np.isfinite([u, v]).all():
+            continue
+        ui, vi = int(round(u)), int(round(v))
+        u0, u1, v0, v1 = max(ui - window, 0), min(ui + window + 1, W), max(vi - window, 0), min(vi + window + 1, H)
+        if u0 >= u1 or v0 >= v1:
+            continue
+        d = depth[v0:v1, u0:u1]
+        m = d > 0
+        if labels is not None:
+            m &= labels[v0:v1, u0:u1] == SEGMENTATION_LABELS["hand"]
+        if m.any():
+            out[j] = np.median(d[m])
+    return out
+
+
+class _Cams:
+    """Cameras as torch tensors (float32): K (C, 3, 3), R (C, 3, 3), t (C, 3) world -> camera."""
+
+    def __init__(self, cameras: list[Camera]) -> None:
+        T = np.stack([c.T_cam_world for c in cameras])
+        self.K = torch.as_tensor(np.stack([np.asarray(c.K) for c in cameras]), dtype=torch.float32)
+        self.R = torch.as_tensor(T[:, :3, :3], dtype=torch.float32)
+        self.t = torch.as_tensor(T[:, :3, 3], dtype=torch.float32)
+
+    def project(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """X (B, J, 3) world -> uv (B, C, J, 2) pixels, z (B, C, J) metres."""
+        pc = torch.einsum("cij,bnj->bcni", self.R, X) + self.t[None, :, None]
+        z = pc[..., 2]
+        zc = z.clamp(min=1e-3)
+        u = self.K[:, 0, 0, None] * pc[..., 0] / zc + self.K[:, 0, 2, None]
+        v = self.K[:, 1, 1, None] * pc[..., 1] / zc + self.K[:, 1, 2, None]
+        return torch.stack([u, v], -1), z
+
+
+def _huber(x: torch.Tensor, delta: float) -> torch.Tensor:
+    a = x.abs()
+    return torch.where(a <= delta, 0.5 * x * x, delta * (a - 0.5 * delta)) * 2.0
+
+
+class _Energy:
+    """Eq. 11/12 terms for B hypotheses, each evaluated on its own frames' observations.
+
+    uv: (B, C, J, 2); conf: (B, C, J); depth: (B, C, J) metres or NaN (optional).
+    """
+
+    def __init__(self, cams: _Cams, uv, conf, depth=None, nu=NU, depth_sigma=0.005, depth_weight=1.0, pose_prior=0.1):
+        self.cams = cams
+        self.uv = torch.as_tensor(np.nan_to_num(uv), dtype=torch.float32)
+        self.conf = torch.as_tensor(np.where(np.isfinite(np.asarray(uv)).all(-1), conf, 0.0), dtype=torch.float32)
+        if depth is not None:
+            d = np.asarray(depth, np.float32)
+            self.dmask = torch.as_tensor(np.isfinite(d), dtype=torch.float32) * self.conf
+            self.depth = torch.as_tensor(np.nan_to_num(d + SURFACE_OFFSET), dtype=torch.float32)
+        else:
+            self.depth = None
+        self.nu, self.sigma, self.wd, self.prior = nu, depth_sigma, depth_weight, pose_prior
+
+    def __call__(self, joints: torch.Tensor, hand_pose: torch.Tensor, limits) -> tuple[torch.Tensor, torch.Tensor]:
+        """joints (B, Cf, J, 3) or (B, J, 3) world -> per-hypothesis energy (B,) and reprojection term (B,)."""
+        uv, z = self.cams.project(joints)
+        r2 = (uv - self.uv).square().sum(-1)
+        e_2d = (self.conf * r2).flatten(1).sum(-1)
+        e = e_2d + self.nu * limits.violation(hand_pose).square().sum(-1) + self.prior * hand_pose.square().sum(-1)
+        if self.depth is not None:
+            e = e + self.wd * (self.dmask * _huber((z - self.depth) / self.sigma, 3.0)).flatten(1).sum(-1)
+        return e, e_2d
+
+
+def _lbfgs(params: list[torch.Tensor], closure_loss, iterations: int) -> None:
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-7, tolerance_change=1e-10)  # fmt: skip
+
+    def closure():
+        opt.zero_grad()
+        loss = closure_loss()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+def _weighted_rms(e_2d: torch.Tensor, conf: torch.Tensor) -> np.ndarray:
+    return torch.sqrt(e_2d / conf.flatten(1).sum(-1).clamp(min=1e-9)).detach().numpy().astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# multi-camera (Eq. 11)
+
+
+def hand_from_2d_multiview(
+    hand_model: HandModel,
+    cameras: list[Camera],
+    uv: np.ndarray,
+    conf: np.ndarray,
+    depth_hint: np.ndarray | None = None,
+    betas: np.ndarray | None = None,
+    nu: float = NU,
+    iterations: int = 60,
+    ik_iterations: int = 200,
+    min_conf: float = 0.3,
+    tracking: bool = True,
+) -> HandInit:
+    """Per-frame hand pose from 2D joints seen by several cameras (HOnnotate Eq. 11).
+
+    Args:
+        hand_model: the model to initialise.
+        cameras: C >= 2 calibrated cameras.
+        uv: (F, C, 21, 2) pixels, HO-3D order (NaN = no detection).
+        conf: (F, C, 21) detection confidences in [0, 1] (weights of Eq. 11).
+        depth_hint: optional (F, C, 21) measured skin depth at each joint (camera z,
+            metres, NaN = none; :func:`keypoint_depth`): adds a robust depth term.
+        betas: (nb,) shape to use; None: estimated from the triangulated joints.
+        nu: weight of the joint-limit term (HOnnotate: 50).
+        iterations: L-BFGS iterations of the Eq. 11 solve.
+        ik_iterations: Adam iterations of the 3D keypoint fit that gives the start.
+        min_conf: confidence from which a view counts fully in the triangulation.
+        tracking: re-solve a frame from the previous frame's solution when that has a
+            lower energy on this frame (robust to a bad triangulation in one frame).
+    Returns:
+        :class:`HandInit` (world frame).
+    Raises:
+        InputError: fewer than two cameras, or shapes that do not match.
+    """
+    uv = np.asarray(uv, np.float64)
+    conf = np.asarray(conf, np.float64)
+    F, C, J = conf.shape
+    if J != 21 or uv.shape != (F, C, 21, 2):
+        raise InputError(f"hand_from_2d_multiview: expected uv (F, C, 21, 2) and conf (F, C, 21), got {uv.shape}, {conf.shape}")
+    conf = np.where(np.isfinite(uv).all(-1), np.clip(conf, 0, 1), 0.0)
+    pts, _ = triangulate(cameras, np.nan_to_num(uv), conf, min_conf)
+    ik = fit_keypoints(hand_model, pts.astype(np.float32), iterations=ik_iterations, fit_betas=betas is None)
+    b = torch.as_tensor(ik["betas"] if betas is None else np.asarray(betas, np.float32))
+    cams = _Cams(cameras)
+    energy = _Energy(cams, uv, conf, depth_hint, nu)
+
+    def solve(go0, pose0, transl0, idx):
+        sub = _subset(energy, idx)
+        go = torch.as_tensor(go0, dtype=torch.float32).clone().requires_grad_()
+        pose = torch.as_tensor(pose0, dtype=torch.float32).clone().requires_grad_()
+        tr = (torch.as_tensor(transl0, dtype=torch.float32) / _TRANSL_UNIT).clone().requires_grad_()
+
+        def loss():
+            out = hand_model(go, pose, b, tr * _TRANSL_UNIT)
+            return sub(out.joints, pose, hand_model.limits)[0].sum()
+
+        _lbfgs([go, pose, tr], loss, iterations)
+        with torch.no_grad():
+            out = hand_model(go, pose, b, tr * _TRANSL_UNIT)
+            e, e2 = sub(out.joints, pose, hand_model.limits)
+        return go.detach(), pose.detach(), (tr * _TRANSL_UNIT).detach(), e, _weighted_rms(e2, sub.conf)
+
+    idx = torch.arange(F)
+    go, pose, tr, e, rms = solve(ik["global_orient"], ik["hand_pose"], ik["transl"], idx)
+    if tracking and F > 1:
+        # the previous frame's solution, evaluated on each frame
+        with torch.no_grad():
+            out = hand_model(go[:-1], pose[:-1], b, tr[:-1])
+            sub_idx = idx[1:]
+            e_prev = _subset(energy, sub_idx)(out.joints, pose[:-1], hand_model.limits)[0]
+        redo = sub_idx[e_prev < e[1:]]
+        if len(redo):
+            g2, p2, t2, e2, r2 = solve(go[redo - 1], pose[redo - 1], tr[redo - 1], redo)
+            better = e2 < e[redo]
+            sel = redo[better]
+            go[sel], pose[sel], tr[sel], e[sel] = g2[better], p2[better], t2[better], e2[better]
+            rms[sel.numpy()] = r2[better.numpy()]
+    n = lambda x: x.numpy().astype(np.float32)  # noqa: E731
+    return HandInit(n(go), n(pose), n(tr), b.numpy().astype(np.float32), rms)
+
+
+def _subset(energy: _Energy, idx: torch.Tensor) -> _Energy:
+    sub = _Energy.__new__(_Energy)
+    sub.__dict__.update(energy.__dict__)
+    sub.uv, sub.conf = energy.uv[idx], energy.conf[idx]
+    if energy.depth is not None:
+        sub.depth, sub.dmask = energy.depth[idx], energy.dmask[idx]
+    return sub
+
+
+# ---------------------------------------------------------------------------------------
+# single camera (Eq. 12)
+
+
+def backproject_keypoints(camera: Camera, uv: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """World points of pixels ``uv`` (..., 2) at camera depth ``z`` (...) metres -> (..., 3)."""
+    K = np.asarray(camera.K)
+    x = (uv[..., 0] - K[0, 2]) / K[0, 0] * z
+    y = (uv[..., 1] - K[1, 2]) / K[1, 1] * z
+    pc = np.stack([x, y, z], -1)
+    T = camera.T_world_cam
+    return pc @ T[:3, :3].T + T[:3, 3]
+
+
+def grasp_from_2d_single_view(
+    hand_model: HandModel,
+    camera: Camera,
+    uv: np.ndarray,
+    conf: np.ndarray,
+    obj_rot: np.ndarray,
+    obj_transl: np.ndarray,
+    kp_depth: np.ndarray,
+    betas: np.ndarray | None = None,
+    n_frames: int = 10,
+    seed: int = 0,
+    nu: float = NU,
+    iterations: int = 100,
+    ik_iterations: int = 200,
+) -> tuple[HandInit, dict[str, np.ndarray]]:
+    """One grasp shared by the sequence, from one camera's 2D joints (HOnnotate Eq. 12).
+
+    The hand is parametrised in the object frame (``x_w = R_t x_o + t_t`` with the object
+    pose of frame t); the reprojection error of Eq. 11 is summed over a random subset of
+    ``n_frames`` frames, plus ``nu`` times the joint-limit term, plus a Huber depth term
+    ``sum conf ((z_j - d_j - s_j) / 5 mm)^2`` with ``d_j`` the measured skin depth at the
+    joint (:func:`keypoint_depth`) and ``s_j`` the joint's depth under the skin
+    (``SURFACE_OFFSET``) -- one camera gives no triangulation, so depth comes from the
+    hand pixels. Start: the joints back-projected at that depth, mapped into the object
+    frame, median over the subset, then :func:`~hoannot.fitting.ik.fit_keypoints`.
+
+    Args:
+        hand_model: the model to initialise.
+        camera: the camera.
+        uv: (F, 21, 2) pixels (NaN = none). conf: (F, 21) in [0, 1].
+        obj_rot: (F, 3) axis-angle object -> world. obj_transl: (F, 3) metres.
+        kp_depth: (F, 21) measured skin depth at the joints, metres, NaN = none.
+        betas: (nb,) shape, or None (mean shape: one view does not constrain it).
+        n_frames: size of the random frame subset.
+        seed: subset seed.
+    Returns:
+        (:class:`HandInit` for every frame, world frame; the grasp in the object frame as a
+        dict with ``global_orient`` (3,), ``hand_pose`` (45,), ``transl`` (3,), ``frames``
+        (the subset's frame indices)).
+    Raises:
+        InputError: shapes that do not match, or no joint with a depth measurement.
+    """
+    uv = np.asarray(uv, np.float64)
+    F = uv.shape[0]
+    conf = np.asarray(conf, np.float64)
+    kp_depth = np.asarray(kp_depth, np.float64)
+    if uv.shape != (F, 21, 2) or conf.shape != (F, 21) or kp_depth.shape != (F, 21) or np.shape(obj_rot) != (F, 3):
+        raise InputError(f"grasp_from_2d_single_view: expected uv (F, 21, 2), conf/kp_depth (F, 21), obj poses (F, 3); got {uv.shape}, {conf.shape}, {kp_depth.shape}, {np.shape(obj_rot)}")
+    conf = np.where(np.isfinite(uv).all(-1), np.clip(conf, 0, 1), 0.0)
+    rng = np.random.default_rng(seed)
+    sub = np.sort(rng.choice(F, min(n_frames, F), replace=False))
+    R = Rotation.from_rotvec(np.asarray(obj_rot, np.float64)).as_matrix()
+    t = np.asarray(obj_transl, np.float64)
+    # 3D start: back-project at the measured depth (+ depth under the skin)
+    guesses = []
+    for f in sub:
+        d = kp_depth[f]
+        good = np.isfinite(d) & (conf[f] > 0)
+        if not good.any():
+            continue
+        z = np.where(np.isfinite(d), d, np.median(d[good])) + SURFACE_OFFSET
+        Xw = backproject_keypoints(camera, np.nan_to_num(uv[f]), z)
+        guesses.append((Xw - t[f]) @ R[f])  # world -> object
+    if not guesses:
+        raise InputError("grasp_from_2d_single_view: no hand joint has a depth measurement in the chosen frames")
+    start = np.median(np.stack(guesses), 0)
+    ik = fit_keypoints(hand_model, start[None].astype(np.float32), iterations=ik_iterations, fit_betas=False)
+    b = torch.zeros(hand_model.num_betas) if betas is None else torch.as_tensor(np.asarray(betas, np.float32))
+    cams = _Cams([camera])
+    Rt = torch.as_tensor(R[sub], dtype=torch.float32)
+    tt = torch.as_tensor(t[sub], dtype=torch.float32)
+    energy = _Energy(cams, uv[sub][:, None], conf[sub][:, None], kp_depth[sub][:, None], nu)  # B = T frames, C = 1
+
+    def joints_world(go, pose, tr):
+        jo = hand_model(go, pose, b, tr * _TRANSL_UNIT).joints[0]  # (21, 3) object frame
+        return torch.einsum("tij,nj->tni", Rt, jo) + tt[:, None]  # (T, 21, 3)
+
+    def per_frame(jw):
+        uvp, z = cams.project(jw)  # (T, 1, 21, 2), (T, 1, 21)
+        e2 = (energy.conf * (uvp - energy.uv).square().sum(-1)).sum()
+        ed = (energy.dmask * _huber((z - energy.depth) / energy.sigma, 3.0)).sum()
+        return e2, ed
+
+    go = torch.as_tensor(ik["global_orient"]).clone().requires_grad_()
+    pose = torch.as_tensor(ik["hand_pose"]).clone().requires_grad_()
+    tr = (torch.as_tensor(ik["transl"]) / _TRANSL_UNIT).clone().requires_grad_()
+
+    def loss():
+        e2, ed = per_frame(joints_world(go, pose, tr))
+        return e2 + energy.wd * ed + nu * hand_model.limits.violation(pose).square().sum() + energy.prior * pose.square().sum()
+
+    _lbfgs([go, pose, tr], loss, iterations)
+    go, pose, tr = go.detach(), pose.detach(), (tr * _TRANSL_UNIT).detach()
+    # every frame, world frame
+    Rall = torch.as_tensor(R, dtype=torch.float32)
+    tall = torch.as_tensor(t, dtype=torch.float32)
+    with torch.no_grad():
+        gw, tw = change_frame(hand_model, Rall, tall, go.expand(F, 3), tr.expand(F, 3), b)
+        jw = hand_model(gw, pose.expand(F, 45), b, tw).joints
+        uvp, _ = cams.project(jw)
+        cf = torch.as_tensor(conf, dtype=torch.float32)
+        e2 = (cf * (uvp[:, 0] - torch.as_tensor(np.nan_to_num(uv), dtype=torch.float32)).square().sum(-1)).sum(-1)
+    rms = _weighted_rms(e2[:, None], cf)
+    n = lambda x: x.numpy().astype(np.float32)  # noqa: E731
+    init = HandInit(n(gw), n(pose.expand(F, 45)), n(tw), b.numpy().astype(np.float32), rms)
+    grasp = {"global_orient": n(go[0]), "hand_pose": n(pose[0]), "transl": n(tr[0]), "frames": sub}
+    return init, grasp
+
+
+# ---------------------------------------------------------------------------------------
+# a whole sequence
+
+
+def load_keypoints2d(directory: str | Path, camera_names: list[str], frames: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``<directory>/<cam>.npz`` for every camera.
+
+    Each file holds ``uv`` (N, 21, 2) pixels (HO-3D order), ``conf`` (N, 21) -- or
+    ``visible`` (N, 21) bool, as the ground truth of a synthetic capture, turned into
+    confidences 1 (visible) and ``HIDDEN_CONF`` -- and optionally ``frames`` (N,) ids
+    (else the rows are the sequence's frames in order).
+
+    Returns:
+        uv (F, C, 21, 2) float64, conf (F, C, 21) float64 for the requested frames.
+    Raises:
+        InputError: a missing/unreadable file, a missing array, bad shapes, or a frame
+            the file lacks (names the file).
+    """
+    directory = Path(directory)
+    uvs, confs = [], []
+    for cam in camera_names:
+        path = directory / f"{cam}.npz"
+        if not path.is_file():
+            raise InputError(f"{path}: file not found (2D joints of camera {cam})")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                uv = np.asarray(z["uv"], np.float64)
+                if "conf" in z:
+                    conf = np.asarray(z["conf"], np.float64)
+                elif "visible" in z:
+                    conf = np.where(np.asarray(z["visible"], bool), 1.0, HIDDEN_CONF)
+                else:
+                    raise InputError(f"{path}: needs a 'conf' or 'visible' array")
+                ids = np.asarray(z["frames"], np.int64) if "frames" in z else None
+        except KeyError as e:
+            raise InputError(f"{path}: missing array {e}") from None
+        except (OSError, ValueError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})".splitlines()[0]) from None
+        N = uv.shape[0] if uv.ndim == 3 else -1
+        if uv.ndim != 3 or uv.shape[1:] != (21, 2) or conf.shape != (N, 21):
+            raise InputError(f"{path}: expected uv (N, 21, 2) and conf (N, 21), got {uv.shape} and {conf.shape}")
+        if ids is None:
+            if N != len(frames):
+                raise InputError(f"{path}: {N} rows but the sequence has {len(frames)} frames and no 'frames' array")
+            rows = np.arange(N)
+        else:
+            index = {int(f): i for i, f in enumerate(ids)}
+            lack = [f for f in frames if f not in index]
+            if lack:
+                raise InputError(f"{path}: no 2D joints for frame(s) {lack[:5]}")
+            rows = np.array([index[f] for f in frames])
+        uvs.append(uv[rows])
+        confs.append(conf[rows])
+    return np.stack(uvs, 1), np.stack(confs, 1)
+
+
+def _read_labels(directory: Path, cam: Camera, frame: int) -> np.ndarray:
+    path = directory / cam.name / f"{frame:06d}.png"
+    if not path.is_file():
+        raise InputError(f"{path}: file not found (segmentation of camera {cam.name}, frame {frame})")
+    lab = read_image(path)
+    if lab.ndim != 2 or lab.shape != (cam.height, cam.width):
+        raise InputError(f"{path}: expected a ({cam.height}, {cam.width}) label image, got shape {lab.shape}")
+    return lab
+
+
+def initialize_sequence(
+    seq: Sequence,
+    hand_model: HandModel,
+    obj: ObjectModel,
+    keypoints2d_dir: str | Path | None = None,
+    segmentation_dir: str | Path | None = None,
+    frames: list[int] | None = None,
+    depth_hint: bool = True,
+    n_grasp_frames: int = 10,
+    seed: int = 0,
+) -> HandObjectPoses:
+    """Initial hand and object poses of a sequence from 2D joints, segmentation and depth.
+
+    The object pose comes from :func:`hoannot.annotate.object_pose.track_object`
+    (object pixels + depth, all cameras). The hand: with two or more cameras
+    :func:`hand_from_2d_multiview` (Eq. 11) per frame; with one camera
+    :func:`grasp_from_2d_single_view` (Eq. 12) -- a grasp fixed to the object.
+
+    Args:
+        seq: the opened sequence.
+        hand_model: the model to initialise. obj: the object model.
+        keypoints2d_dir: folder of ``<cam>.npz`` 2D joints (default ``SEQ/keypoints2d``).
+        segmentation_dir: folder of ``<cam>/<frame:06d>.png`` labels (default
+            ``SEQ/segmentation``).
+        frames: frame ids (default: all of the sequence).
+        depth_hint: multi-camera only: add the skin-depth term to Eq. 11.
+        n_grasp_frames: single camera: frames in the random subset of Eq. 12.
+        seed: random seed (subset, point sampling).
+    Returns:
+        :class:`HandObjectPoses` (world frame), ``source`` = ``"2d-joints+registration"``
+        plus the path taken.
+    Raises:
+        InputError: a missing or malformed 2D-joint file, segmentation image or depth
+            image (names the file), or a frame where the object cannot be registered.
+    """
+    from hoannot.annotate.object_pose import DepthView, track_object
+
+    frames = list(seq.frames if frames is None else frames)
+    kp_dir = Path(keypoints2d_dir) if keypoints2d_dir is not None else seq.root / "keypoints2d"
+    seg_dir = Path(segmentation_dir) if segmentation_dir is not None else seq.root / "segmentation"
+    uv, conf = load_keypoints2d(kp_dir, seq.camera_names, frames)
+    views, kdepth = [], np.full(conf.shape, np.nan, np.float32)
+    for fi, f in enumerate(frames):
+        row = []
+        for ci, cam in enumerate(seq.cameras):
+            dpath = seq.depth_path(cam.name, f)
+            if not dpath.is_file():
+                raise InputError(f"{dpath}: file not found (depth of camera {cam.name}, frame {f})")
+            depth = seq.read_depth(cam.name, f)
+            labels = _read_labels(seg_dir, cam, f)
+            row.append(DepthView(cam, depth, labels))
+            kdepth[fi, ci] = keypoint_depth(depth, labels, uv[fi, ci])
+        views.append(row)
+    obj_rot, obj_transl, _ = track_object(views, obj, seed=seed)
+    if len(seq.cameras) >= 2:
+        h = hand_from_2d_multiview(hand_model, seq.cameras, uv, conf, depth_hint=kdepth if depth_hint else None)
+        how = f"multi-camera Eq. 11 ({len(seq.cameras)} cameras, reprojection {float(np.median(h.reproj_px)):.1f} px)"
+    else:
+        h, grasp = grasp_from_2d_single_view(
+            hand_model, seq.cameras[0], uv[:, 0], conf[:, 0], obj_rot, obj_transl, kdepth[:, 0],
+            n_frames=n_grasp_frames, seed=seed,
+        )  # fmt: skip
+        how = f"single-camera grasp Eq. 12 ({len(grasp['frames'])} frames, reprojection {float(np.median(h.reproj_px)):.1f} px)"
+    return HandObjectPoses(
+        frames=np.asarray(frames), global_orient=h.global_orient, hand_pose=h.hand_pose, betas=h.betas,
+        transl=h.transl, obj_rot=obj_rot, obj_transl=obj_transl, source=f"{SOURCE}: {how}",
+    )  # fmt: skip
