@@ -577,7 +577,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     ``label`` (H, W) int64.
     """
 
-    def __init__(self, pool, size=(160, 128), rgbd=False, augment=True, scale=(0.7, 1.5), rot_deg=30.0, seed=0):
+    def __init__(self, pool, size=(128, 96), rgbd=False, augment=True, scale=(0.7, 1.5), rot_deg=30.0, seed=0):
         self.pool, self.size, self.rgbd, self.aug = pool, size, rgbd, augment
         self.scale, self.rot, self.seed = scale, rot_deg, seed
         self.epoch = 0
@@ -657,7 +657,7 @@ class KeypointDataset(torch.utils.data.Dataset):
     float32 (:func:`gaussian_heatmaps`), ``uv`` (21, 2) crop px, ``visible`` (21,) bool.
     """
 
-    def __init__(self, pool, crop=96, stride=4, sigma=1.5, augment=True, shift=0.1, scale=(0.85, 1.25),
+    def __init__(self, pool, crop=64, stride=4, sigma=1.2, augment=True, shift=0.1, scale=(0.85, 1.25),
                  rot_deg=40.0, seed=0):  # fmt: skip
         self.pool, self.crop, self.stride, self.sigma, self.aug = pool, crop, stride, sigma, augment
         self.shift, self.scale, self.rot, self.seed = shift, scale, rot_deg, seed
@@ -686,3 +686,108 @@ class KeypointDataset(torch.utils.data.Dataset):
         hm = gaussian_heatmaps(uv_hm, s["visible"], hm_size, self.sigma)
         return {"image": torch.from_numpy(normalise_rgb(s["rgb"])), "heatmaps": torch.from_numpy(hm),
                 "uv": torch.from_numpy(s["uv"]), "visible": torch.from_numpy(s["visible"])}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- training loop
+def train_loop(
+    model: torch.nn.Module,
+    loss_fn,
+    dataset: torch.utils.data.Dataset,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    ckpt_path: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    max_minutes: float | None = None,
+    ckpt_every: int = 50,
+    seed: int = 0,
+    device: str = "cpu",
+    description: str = "training",
+) -> dict:
+    """Adam with cosine learning-rate decay, checkpointed so that a run can be resumed.
+
+    Args:
+        model: the network (moved to ``device``).
+        loss_fn: ``loss_fn(model, batch) -> (loss tensor, {name: float})``.
+        dataset: yields dict batches; its ``epoch`` attribute (if any) is advanced each
+            pass so augmentations differ between epochs.
+        steps: total optimisation steps (a resumed run continues up to this number).
+        batch_size, lr: as usual.
+        ckpt_path: training checkpoint (model, optimiser, step, history), written
+            atomically every ``ckpt_every`` steps and at the end.
+        resume: continue from ``ckpt_path`` if it exists.
+        progress: show a rich progress bar with the running loss.
+        max_minutes: stop (and checkpoint) after this much wall time in this call.
+        seed: shuffling seed.
+        device: torch device.
+        description: progress bar label.
+    Returns:
+        ``{"step", "losses" (per-step list of floats), "seconds" (total, all runs),
+        "resumed_from" (step or 0)}``.
+    """
+    import time
+
+    from hoannot.datasets.io import atomic_write
+
+    ckpt_path = Path(ckpt_path)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, steps) / max(steps, 1))))
+    state = {"step": 0, "losses": [], "seconds": 0.0}
+    resumed = 0
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        state = ck["state"]
+        resumed = state["step"]
+
+    def save_ckpt() -> None:
+        import io as _io
+
+        buf = _io.BytesIO()
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "state": state}, buf)  # fmt: skip
+        with atomic_write(ckpt_path, "wb") as f:
+            f.write(buf.getvalue())
+
+    t0 = time.time()
+    t_prev = state["seconds"]
+    g = torch.Generator().manual_seed(seed)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   disable=not progress)  # fmt: skip
+    with bar:
+        task = bar.add_task(description, total=steps, completed=state["step"], loss=float("nan"))
+        while state["step"] < steps:
+            if hasattr(dataset, "epoch"):
+                dataset.epoch = state["step"] // max(1, len(dataset) // batch_size) + 1000 * resumed
+            loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                                 generator=g, num_workers=0)  # fmt: skip
+            for batch in loader:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                loss, logs = loss_fn(model, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                state["step"] += 1
+                state["losses"].append(float(loss.detach()))
+                state["seconds"] = t_prev + time.time() - t0
+                recent = state["losses"][-20:]
+                bar.update(task, completed=state["step"], loss=sum(recent) / len(recent))
+                if state["step"] % ckpt_every == 0:
+                    save_ckpt()
+                out_of_time = max_minutes is not None and time.time() - t0 > 60 * max_minutes
+                if state["step"] >= steps or out_of_time:
+                    break
+            if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
+                break
+    save_ckpt()
+    model.eval()
+    return {"step": state["step"], "losses": state["losses"], "seconds": state["seconds"], "resumed_from": resumed}

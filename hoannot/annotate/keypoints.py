@@ -1,0 +1,242 @@
+"""2D hand joints with a Convolutional Pose Machine on hand crops (21 joints, HO-3D order).
+
+Convolutional Pose Machines (Wei, Ramakrishna, Kanade and Sheikh, CVPR 2016): a sequence
+of T stages, each predicting belief maps ``b_t`` (one per joint plus background) from
+image features and, for t >= 2, the previous stage's beliefs, so later stages refine
+earlier ones with a growing receptive field (Sec. 3.1-3.2, Fig. 2). Every stage is
+supervised (intermediate supervision against vanishing gradients, Sec. 3.3) with the L2
+loss to Gaussian target maps, ``f_t = sum_j ||b_t^j - b_*^j||^2`` and ``F = sum_t f_t``
+(Eq. 4-5). Here the image trunk (stride 4) is shared by all stages, as in the released
+CPM hand models; stage 1 predicts from it alone, stages t >= 2 from it concatenated with
+``b_{t-1}`` through 7x7 convolutions.
+
+Crops come from the hand mask (:func:`hoannot.annotate.training_data.hand_box`): a
+square around the hand pixels, resized to ``crop`` x ``crop``. Joint positions are the
+arg-max of the last stage's belief maps, refined to sub-pixel by a quadratic fit, mapped
+back to the full image; the confidence is the peak belief value (targets peak at 1).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hoannot.annotate import weights as W
+from hoannot.annotate.segmentation import get_pool
+from hoannot.annotate.training_data import KeypointDataset, crop_affine, hand_box, normalise_rgb, train_loop
+from hoannot.datasets.io import InputError
+
+NUM_JOINTS = 21
+DEFAULT_CONFIG = {"arch": "CPM", "stages": 3, "width": 48, "crop": 64, "stride": 4, "sigma": 1.2,
+                  "joints": NUM_JOINTS, "joint_order": "ho3d", "box_margin": 1.25}  # fmt: skip
+
+
+def _conv(cin: int, cout: int, k: int, relu: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2)]
+    return layers + [nn.ReLU(inplace=True)] if relu else layers
+
+
+class CPM(nn.Module):
+    """Convolutional Pose Machine.
+
+    Args:
+        config: keys of :data:`DEFAULT_CONFIG` (``stages`` T, trunk ``width``, ``crop``
+            size, ``stride`` 4 fixed by the trunk, ``sigma`` of the targets in heatmap px).
+
+    ``forward(x)``: x (B, 3, crop, crop) float32 -> list of T belief tensors, each
+    (B, J + 1, crop/4, crop/4) (last channel: background).
+    """
+
+    def __init__(self, config: dict | None = None) -> None:
+        super().__init__()
+        self.config = c = {**DEFAULT_CONFIG, **(config or {})}
+        w, J1 = c["width"], c["joints"] + 1
+        self.trunk = nn.Sequential(
+            *_conv(3, w // 2, 3), *_conv(w // 2, w // 2, 3), nn.MaxPool2d(2),
+            *_conv(w // 2, w, 3), *_conv(w, w, 3), nn.MaxPool2d(2),
+            *_conv(w, w, 3), *_conv(w, w, 3), *_conv(w, w, 3),
+        )  # fmt: skip
+        self.stage1 = nn.Sequential(*_conv(w, w, 5), *_conv(w, w, 1), *_conv(w, J1, 1, relu=False))
+        self.squeeze = nn.Sequential(*_conv(w, w // 2, 1))
+        self.stages = nn.ModuleList(
+            nn.Sequential(*_conv(w // 2 + J1, w, 7), *_conv(w, w, 7), *_conv(w, w, 7), *_conv(w, w, 1),
+                          *_conv(w, J1, 1, relu=False))  # fmt: skip
+            for _ in range(c["stages"] - 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.trunk(x)
+        beliefs = [self.stage1(feats)]
+        f2 = self.squeeze(feats)
+        for stage in self.stages:
+            beliefs.append(stage(torch.cat([f2, beliefs[-1]], 1)))
+        return beliefs
+
+
+def cpm_loss(beliefs: list[torch.Tensor], target: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Intermediate supervision (Wei et al. 2016, Eq. 4-5).
+
+    Args:
+        beliefs: T tensors (B, J + 1, h, w) from :class:`CPM`.
+        target: (B, J + 1, h, w) Gaussian target maps.
+    Returns:
+        total ``F = sum_t f_t`` and the list of T per-stage losses ``f_t`` (each the
+        squared L2 distance summed over joints and pixels, averaged over the batch).
+    """
+    per_stage = [((b - target) ** 2).sum((1, 2, 3)).mean() for b in beliefs]
+    return torch.stack(per_stage).sum(), per_stage
+
+
+def kp_loss(model: CPM, batch: dict) -> tuple[torch.Tensor, dict]:
+    total, per = cpm_loss(model(batch["image"]), batch["heatmaps"])
+    return total, {f"stage{t + 1}": float(v.detach()) for t, v in enumerate(per)}
+
+
+def heatmap_peaks(hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel peaks of belief maps.
+
+    Args:
+        hm: (J, h, w) float belief maps.
+    Returns:
+        xy (J, 2) float64 heatmap px (arg-max refined by a 1D quadratic fit along each
+        axis), peak (J,) float64 arg-max value.
+    """
+    J, h, w = hm.shape
+    flat = hm.reshape(J, -1).argmax(1)
+    ys, xs = np.divmod(flat, w)
+    peak = hm[np.arange(J), ys, xs].astype(np.float64)
+    xy = np.stack([xs, ys], 1).astype(np.float64)
+    for j in range(J):
+        x, y = xs[j], ys[j]
+        if 0 < x < w - 1:
+            l, c, r = hm[j, y, x - 1], hm[j, y, x], hm[j, y, x + 1]
+            den = l - 2 * c + r
+            if den < 0:
+                xy[j, 0] += np.clip(0.5 * (l - r) / den, -0.5, 0.5)
+        if 0 < y < h - 1:
+            u, c, d = hm[j, y - 1, x], hm[j, y, x], hm[j, y + 1, x]
+            den = u - 2 * c + d
+            if den < 0:
+                xy[j, 1] += np.clip(0.5 * (u - d) / den, -0.5, 0.5)
+    return xy, peak
+
+
+def load_keypoints(path: str | Path | None = None, device: str = "cpu") -> CPM:
+    """Load trained CPM weights (see :func:`hoannot.annotate.weights.find_weights`).
+
+    Raises:
+        InputError: no weights (the message names ``hoannot train-kp``), hash mismatch,
+            or a file of another kind.
+    """
+    data = W.load_weights("keypoints", path)
+    model = CPM(data["config"])
+    model.load_state_dict(data["state_dict"])
+    model.weights_path, model.sha256 = str(data["path"]), data["sha256"]
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def detect_keypoints(model: CPM, rgb: np.ndarray, hand_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """21 hand joints in one image.
+
+    Args:
+        model: a trained :class:`CPM` (eval mode).
+        rgb: (H, W, 3) uint8.
+        hand_mask: (H, W) bool (or labels == 1) hand pixels; the crop is a square of
+            ``box_margin`` x the mask's larger extent around them.
+    Returns:
+        uv (21, 2) float32 px in full-image coordinates (HO-3D order; NaN when the
+        mask is empty), confidence (21,) float32 = peak belief value (0 when empty).
+    Raises:
+        InputError: rgb and mask sizes differ.
+    """
+    c = model.config
+    if hand_mask.shape != rgb.shape[:2]:
+        raise InputError(f"detect_keypoints: mask {hand_mask.shape} does not match rgb {rgb.shape[:2]}")
+    J = c["joints"]
+    box = hand_box(np.asarray(hand_mask, bool), c["box_margin"])
+    if box is None:
+        return np.full((J, 2), np.nan, np.float32), np.zeros(J, np.float32)
+    M = crop_affine(box, c["crop"])
+    crop = cv2.warpAffine(np.ascontiguousarray(rgb[..., :3]), M, (c["crop"], c["crop"]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+    dev = next(model.parameters()).device
+    hm = model(torch.from_numpy(normalise_rgb(crop))[None].to(dev))[-1][0, :J].cpu().numpy()
+    xy, peak = heatmap_peaks(hm)
+    uv_crop = (xy + 0.5) * c["stride"] - 0.5
+    Minv = cv2.invertAffineTransform(M)
+    uv = uv_crop @ Minv[:, :2].T + Minv[:, 2]
+    return uv.astype(np.float32), np.clip(peak, 0, 1).astype(np.float32)
+
+
+def train_keypoints(
+    out_path: str | Path,
+    *,
+    ycb_dir: str | Path | None = None,
+    objects: list[str] | None = None,
+    samples: int = 600,
+    pool_cache: str | Path | None = None,
+    steps: int = 400,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    stages: int = 3,
+    init_weights: str | Path | None = None,
+    resume: bool = True,
+    max_minutes: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    pool: dict | None = None,
+) -> dict:
+    """Train the CPM on hand crops of synthetic composites; save it with config and hash.
+
+    Args:
+        out_path: weights file to write (``.pt`` + ``.pt.json``); the training
+            checkpoint is ``<out_path>.ckpt`` (resumed from when present).
+        ycb_dir, objects, samples, pool_cache, pool: training views, as for
+            :func:`hoannot.annotate.segmentation.train_segmentation` (the same pool
+            cache can serve both).
+        steps, batch_size, lr: optimisation (Adam, cosine decay).
+        stages: number of CPM stages T.
+        init_weights: a hoannot keypoints weights file to fine-tune.
+        resume, max_minutes, seed, device, progress: as usual.
+    Returns:
+        summary dict: ``path``, ``sha256``, ``steps``, ``first_loss``, ``final_loss``,
+        ``minutes``, ``samples``, ``losses``.
+    """
+    t0 = time.time()
+    out_path = Path(out_path)
+    if pool is None:
+        pool = get_pool(pool_cache, samples, objects, ycb_dir, seed, progress)
+    keep = np.array([(lab == 1).any() for lab in pool["label"]])
+    pool = {k: v[keep] for k, v in pool.items()}
+    model = CPM({"stages": stages})
+    init_note = "random"
+    if init_weights:
+        data = W.load_weights("keypoints", init_weights)
+        model = CPM(data["config"])
+        model.load_state_dict(data["state_dict"])
+        init_note = f"hoannot weights {Path(init_weights).name}"
+    c = model.config
+    ds = KeypointDataset(pool, crop=c["crop"], stride=c["stride"], sigma=c["sigma"], seed=seed)
+    torch.manual_seed(seed)
+    hist = train_loop(model, kp_loss, ds, steps=steps, batch_size=batch_size, lr=lr,
+                      ckpt_path=out_path.with_name(out_path.name + ".ckpt"), resume=resume, progress=progress,
+                      max_minutes=max_minutes, seed=seed, device=device, description="train-kp")  # fmt: skip
+    losses = hist["losses"]
+    meta = {
+        "steps": hist["step"], "batch_size": batch_size, "lr": lr, "samples": len(pool["rgb"]),
+        "objects": sorted(set(str(o) for o in pool.get("object", []))), "init": init_note,
+        "first_loss": losses[0] if losses else None, "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "train_seconds": hist["seconds"], "seed": seed,
+    }  # fmt: skip
+    digest = W.save_weights(out_path, "keypoints", model.config, model.state_dict(), meta)
+    return {"path": str(out_path), "sha256": digest, "steps": hist["step"], "first_loss": meta["first_loss"],
+            "final_loss": meta["final_loss"], "minutes": (time.time() - t0) / 60, "samples": meta["samples"],
+            "losses": losses}  # fmt: skip
