@@ -69,9 +69,14 @@ def make_cfg(method: str, overrides: dict[str, Any] | None = None) -> dict[str, 
 
 
 def make_dataset(cfg: dict, seq_dirs, augment: bool) -> HandCropDataset:
-    """A :class:`HandCropDataset` with the crop/augmentation settings of ``cfg``."""
+    """A :class:`HandCropDataset` with the crop/augmentation settings of ``cfg``.
+
+    Object models (for bounding-box corners) are loaded only when ``cfg["object"]`` is set
+    (the feedback loop's hand-object variant).
+    """
     kw = {k: cfg[k] for k in DATASET_KEYS if k in cfg}
-    return HandCropDataset(seq_dirs, augment=augment, seed=int(cfg.get("seed", 0)), **kw)
+    return HandCropDataset(seq_dirs, augment=augment, seed=int(cfg.get("seed", 0)),
+                           load_object_points=bool(cfg.get("object", False)), **kw)
 
 
 def _save(path: Path, state: dict) -> None:
