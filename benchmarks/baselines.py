@@ -24,8 +24,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-N_TRAIN, N_TEST = 14, 3
-SYNTH = dict(cameras=4, frames=12, width=160, height=120, focal=150.0)
+N_TRAIN, N_TEST = 30, 4
+SYNTH = dict(cameras=4, frames=8, width=160, height=120, focal=150.0)
 
 
 def objects() -> list[str]:

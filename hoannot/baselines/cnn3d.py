@@ -26,9 +26,9 @@ from torch import nn
 from hoannot.baselines.dataset import camera_to_uvd
 from hoannot.baselines.nets import joint_loss, mlp
 
-DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=64, cube_m=0.3,
-                rot_deg=30.0, trans_m=0.01, scale=0.1, grid=32, trunc_m=0.05, widths=[8, 16, 32], hidden=512,
-                refine=True, refine_width=8)
+DEFAULTS = dict(epochs=10, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
+                rot_deg=30.0, trans_m=0.01, scale=0.1, grid=32, trunc_m=0.05, widths=[8, 16, 32], hidden=256,
+                refine=True, refine_width=4)
 ABLATION = {"overrides": {"refine": False}, "retrain": True, "what": "without the TSDF refinement FCN"}
 
 

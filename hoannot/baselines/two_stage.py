@@ -1,7 +1,7 @@
 """Two-stage hand-object pose estimation (Goudie & Galata, 2017).
 
 Stage 1: a fully convolutional network segments the object's pixels in the hand-centred
-depth crop (paper: 96 x 96; default here 64 x 64 for CPU training, set ``crop_size=96``
+depth crop (paper: 96 x 96; default here 48 x 48 for CPU training, set ``crop_size=96``
 for the paper's size). Trained with per-pixel binary cross-entropy against the
 segmentation labels (label 2 = object).
 
@@ -25,8 +25,8 @@ from torch import nn
 from hoannot.baselines.dataset import OBJECT, to_normalised, uvd_to_camera
 from hoannot.baselines.nets import Regressor2D
 
-DEFAULTS = dict(epochs=30, seg_epochs=6, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=64, cube_m=0.3,
-                rot_deg=30.0, trans_m=0.01, scale=0.1, widths=[16, 32, 64], hidden=512,
+DEFAULTS = dict(epochs=10, seg_epochs=3, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
+                rot_deg=30.0, trans_m=0.01, scale=0.1, widths=[8, 16, 32], hidden=256,
                 segmentation=True, seg_threshold=0.5, w_object=1.0)
 ABLATION = {"overrides": {"segmentation": False}, "retrain": True, "what": "regressor without the segmentation stage"}
 
