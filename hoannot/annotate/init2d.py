@@ -426,7 +426,7 @@ def grasp_from_2d_single_view(
         uvp, _ = cams.project(jw)
         cf = torch.as_tensor(conf, dtype=torch.float32)
         e2 = (cf * (uvp[:, 0] - torch.as_tensor(np.nan_to_num(uv), dtype=torch.float32)).square().sum(-1)).sum(-1)
-    rms = _weighted_rms(e2[:, None], cf)
+    rms = _weighted_rms(e2, cf)
     n = lambda x: x.numpy().astype(np.float32)  # noqa: E731
     init = HandInit(n(gw), n(pose.expand(F, 45)), n(tw), b.numpy().astype(np.float32), rms)
     grasp = {"global_orient": n(go[0]), "hand_pose": n(pose[0]), "transl": n(tr[0]), "frames": sub}
@@ -551,7 +551,8 @@ def initialize_sequence(
                 raise InputError(f"{dpath}: file not found (depth of camera {cam.name}, frame {f})")
             depth = seq.read_depth(cam.name, f)
             labels = _read_labels(seg_dir, cam, f)
-            row.append(DepthView(cam, depth, labels))
+            rgb = seq.read_rgb(cam.name, f) if seq.rgb_path(cam.name, f).is_file() else None
+            row.append(DepthView(cam, depth, labels, rgb if rgb is not None and rgb.shape[:2] == depth.shape else None))
             kdepth[fi, ci] = keypoint_depth(depth, labels, uv[fi, ci])
         views.append(row)
     obj_rot, obj_transl, _ = track_object(views, obj, seed=seed)

@@ -18,7 +18,11 @@ segmentation and depth before the joint hand-object fit. Here:
    plus a free-space term: model surface that faces a camera and would lie more than
    ``free_space_m`` in front of the depth that camera measured (the camera saw *through*
    the proposed object) counts against the pose. A symmetric object has several poses of
-   the same score; any of them is accepted.
+   the same score; any of them is accepted. Poses whose geometric scores are within
+   ``tie`` of the best are told apart by colour when the views carry RGB images: the
+   normalised cross-correlation of the model's texture colours with the observed colours
+   at the object pixels where the model is visible (a textured object's front and back
+   look different even when its shape does not).
 3. **Tracking** (:func:`track_object`): each next frame starts ICP from the previous
    frame's pose and falls back to the global search when the result scores badly.
 
@@ -51,11 +55,14 @@ class DepthView:
         camera: the calibrated camera.
         depth: (H, W) float32 metres, 0 where the sensor gave nothing.
         labels: (H, W) uint8 segmentation (0 background, 1 hand, 2 object).
+        rgb: (H, W, 3) uint8 colour image, optional (breaks ties between poses that the
+            geometry cannot tell apart, e.g. the front and back of a nearly symmetric bottle).
     """
 
     camera: Camera
     depth: np.ndarray
     labels: np.ndarray
+    rgb: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         shape = (self.camera.height, self.camera.width)
@@ -78,8 +85,11 @@ class ObjectPoseResult:
         rmse: RMS distance of those inliers, metres.
         free_space: fraction of camera-facing model points lying in front of the measured
             depth by more than the margin (0 = consistent with every camera).
+        colour: normalised cross-correlation of the model's colours with the observed
+            object pixels (-1..1; NaN without colour images).
         points: number of observed points used.
         global_search: True when the pose came from the multi-start search.
+        centroid: (3,) mean of the observed (downsampled) points, world.
     """
 
     R: np.ndarray
@@ -89,6 +99,8 @@ class ObjectPoseResult:
     free_space: float
     points: int
     global_search: bool
+    colour: float = float("nan")
+    centroid: np.ndarray | None = None
 
     @property
     def score(self) -> float:
@@ -161,6 +173,8 @@ class ObjectRegistration:
         normals = np.asarray(mesh.face_normals)[face]
         self.model_xyz = np.asarray(pts, np.float64)
         self.model_normals = normals.astype(np.float64)
+        vc = obj.vertex_colors().astype(np.float64)
+        self.model_rgb = vc[np.asarray(mesh.faces)[face]].mean(1)  # (P, 3) face-average colour
         self.target = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.model_xyz))
         self.target.normals = o3d.utility.Vector3dVector(self.model_normals)
         self.centre = 0.5 * (self.model_xyz.min(0) + self.model_xyz.max(0))
@@ -220,6 +234,39 @@ class ObjectRegistration:
             fracs.append(bad.sum() / max(valid.sum(), 1))
         return float(np.mean(fracs)) if fracs else 0.0
 
+    def colour_agreement(self, R: np.ndarray, t: np.ndarray, views: list[DepthView]) -> float:
+        """Normalised cross-correlation (all channels, -1..1) of model colours with the
+        observed colours at visible object pixels; NaN without colour images or overlap."""
+        Xw = self.model_xyz @ R.T + t
+        Nw = self.model_normals @ R.T
+        m_all, o_all = [], []
+        for view in views:
+            if view.rgb is None:
+                continue
+            cam = view.camera
+            T = cam.T_cam_world
+            pc = Xw @ T[:3, :3].T + T[:3, 3]
+            cosang = ((Nw @ T[:3, :3].T) * pc).sum(-1) / np.maximum(np.linalg.norm(pc, axis=-1), 1e-9)
+            front = (cosang < -0.3) & (pc[:, 2] > 1e-3)
+            uv = pc[:, :2] / np.maximum(pc[:, 2:3], 1e-3) * [cam.K[0, 0], cam.K[1, 1]] + np.asarray(cam.K)[:2, 2]
+            ui = np.round(uv).astype(np.int64)
+            ok = front & (ui[:, 0] >= 0) & (ui[:, 0] < cam.width) & (ui[:, 1] >= 0) & (ui[:, 1] < cam.height)
+            idx = np.nonzero(ok)[0]
+            d = view.depth[ui[idx, 1], ui[idx, 0]]
+            lab = view.labels[ui[idx, 1], ui[idx, 0]]
+            seen = (lab == OBJECT) & (d > 0) & (np.abs(d - pc[idx, 2]) < self.free_space_m)
+            idx = idx[seen]
+            m_all.append(self.model_rgb[idx])
+            o_all.append(view.rgb[ui[idx, 1], ui[idx, 0]].astype(np.float64))
+        if not m_all:
+            return float("nan")
+        m, o = np.concatenate(m_all), np.concatenate(o_all)
+        if len(m) < 20:
+            return float("nan")
+        m, o = m - m.mean(0), o - o.mean(0)
+        den = np.sqrt((m * m).sum() * (o * o).sum())
+        return float((m * o).sum() / den) if den > 0 else float("nan")
+
     def _result(self, T_model_world: np.ndarray, source, views, dist: float, global_search: bool) -> ObjectPoseResult:
         reg = self.o3d.pipelines.registration
         ev = reg.evaluate_registration(source, self.target, dist, T_model_world)
@@ -228,6 +275,7 @@ class ObjectRegistration:
         return ObjectPoseResult(
             R=R, t=t, fitness=float(ev.fitness), rmse=float(ev.inlier_rmse),
             free_space=self.free_space(R, t, views), points=len(source.points), global_search=global_search,
+            centroid=np.asarray(source.points).mean(0),
         )  # fmt: skip
 
     @staticmethod
@@ -238,14 +286,16 @@ class ObjectRegistration:
 
     # -- public ----------------------------------------------------------------
     def register(
-        self, points: np.ndarray, views: list[DepthView] | None = None, n_keep: int = 8, refine_iters: int = 40,
+        self, points: np.ndarray, views: list[DepthView] | None = None, n_keep: int = 6, refine_iters: int = 40,
+        tie: float = 0.03,
     ) -> ObjectPoseResult:  # fmt: skip
         """Global registration of observed world points (multi-start ICP, see module doc).
 
         Args:
             points: (N, 3) observed object points, world, metres.
             views: the observations (for the free-space score); None skips that term.
-            n_keep: coarse hypotheses refined at the fine level.
+            n_keep: distinct coarse poses (15 degrees / 3 voxels apart) refined at the fine level.
+            tie: refined poses within this score of the best are compared by colour.
         Returns:
             the best :class:`ObjectPoseResult`.
         Raises:
@@ -264,11 +314,22 @@ class ObjectRegistration:
             ev = self._result(res.transformation, source, views, coarse, True)
             hyps.append((ev.score, res.transformation))
         hyps.sort(key=lambda h: h[0])
-        best = None
-        for _, T0 in hyps[:n_keep]:
-            r = self._refine(source, T0, views, refine_iters, True)
-            if best is None or r.score < best.score - 1e-9 or (abs(r.score - best.score) <= 1e-9 and r.rmse < best.rmse):
-                best = r
+        distinct: list[np.ndarray] = []  # many starts converge to one pose: refine each pose once
+        for _, T in hyps:
+            if all(not _same_pose(T, U, self.voxel * 3) for U in distinct):
+                distinct.append(T)
+            if len(distinct) == n_keep:
+                break
+        refined = sorted((self._refine(source, T0, views, refine_iters, True) for T0 in distinct),
+                         key=lambda r: (r.score, r.rmse))  # fmt: skip
+        best = refined[0]
+        close = [r for r in refined if r.score <= best.score + tie]
+        if len(close) > 1 and any(v.rgb is not None for v in views):
+            for r in close:
+                r.colour = self.colour_agreement(r.R, r.t, views)
+            scored = [r for r in close if np.isfinite(r.colour)]
+            if scored:
+                best = max(scored, key=lambda r: r.colour)
         return best
 
     def _refine(self, source, T0, views, iters: int, global_search: bool) -> ObjectPoseResult:
@@ -281,7 +342,8 @@ class ObjectRegistration:
         self, points: np.ndarray, previous: ObjectPoseResult, views: list[DepthView] | None = None,
         max_score: float = 0.35, refine_iters: int = 40,
     ) -> ObjectPoseResult:  # fmt: skip
-        """Register starting from ``previous``; fall back to :meth:`register` if the
+        """Register starting from ``previous`` (translated by the motion of the observed
+        points' centroid); fall back to :meth:`register` if the
         result's score exceeds ``max_score`` or is worse than the previous frame's by 0.15.
 
         Raises:
@@ -291,14 +353,23 @@ class ObjectRegistration:
         if len(points) < 20:
             raise InputError(f"object tracking: only {len(points)} object points with depth (need >= 20)")
         source = self._cloud(points)
-        T0 = self._T_model_world(previous.R, previous.t)
-        T = self._icp(source, T0, 6 * self.voxel, 15, plane=True, tukey=3 * self.voxel).transformation
+        shift = np.asarray(source.points).mean(0) - previous.centroid if previous.centroid is not None else 0.0
+        T = self._T_model_world(previous.R, previous.t + shift)  # previous pose, moved with the observed centroid
+        for dist in (8 * self.voxel, 5 * self.voxel):
+            T = self._icp(source, T, dist, 15, plane=True, tukey=dist / 2).transformation
         r = self._refine(source, T, views, refine_iters, False)
         if r.score > max_score or r.score > previous.score + 0.15:
             g = self.register(points, views)
             if g.score < r.score:
                 return g
         return r
+
+
+def _same_pose(A: np.ndarray, B: np.ndarray, dist: float, angle_deg: float = 15.0) -> bool:
+    """Two 4x4 rigid transforms within ``angle_deg`` and ``dist`` metres of each other."""
+    dR = A[:3, :3] @ B[:3, :3].T
+    ang = np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1)))
+    return bool(ang < angle_deg and np.linalg.norm(A[:3, 3] - B[:3, 3]) < dist)
 
 
 def track_object(
