@@ -73,7 +73,7 @@ def main() -> None:
     from hoannot.baselines.bench import bench, mean_pose_mpjpe_mm
     from hoannot.baselines.train import get_method, make_cfg, train
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # 2 threads on the shared 2-core machine were 10-20x slower (oversubscription)
     res: dict = {
         "command": "python " + " ".join(shlex.quote(a) for a in [Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]]),
         "train_sequences": len(train_dirs), "test_sequences": len(test_dirs), "synth": SYNTH, "hand": Path(hand()).name,

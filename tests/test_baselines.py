@@ -18,6 +18,14 @@ from pathlib import Path
 WEBXR_RIGHT = Path(__file__).resolve().parents[2] / "shared" / "data" / "hands" / "webxr_generic_hand" / "right.glb"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: threading only adds overhead on the shared CPU
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def seq_dir(tmp_path_factory):
     from hoannot.pipeline import synth_sequence
@@ -81,6 +89,10 @@ def test_augmented_joints_stay_on_the_hand(seq_dir):
     assert min(hits) > 0.6
     ds.set_epoch(0)
     assert torch.equal(ds[1]["depth"], ds[1]["depth"])  # deterministic per (seed, epoch, index)
+    # batched cropping (DataLoader path) equals item-by-item cropping
+    for x, y in zip(ds.__getitems__([0, 1, 4]), [ds[0], ds[1], ds[4]]):
+        for k in x:
+            torch.testing.assert_close(x[k], y[k])
 
 
 def test_crop_rotation_matches_rotating_the_image():

@@ -357,30 +357,45 @@ class HandCropDataset(Dataset):
         return float(theta), shift, float(s)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        it = self.items[index]
-        theta, shift, s = self._aug(index)
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)[None]  # noqa: E731
-        centre = t(it["centre"] + shift)
-        cube = t(self.cube_m * s).reshape(1)
-        K = t(it["K"])
-        th = t(theta).reshape(1)
-        depth = t(self.depths[index].astype(np.float32) * it["depth_scale"])[None]
-        seg = t(self.segs[index].astype(np.float32))[None]
-        dn, lab = crop_depth(depth, centre, cube, K, th, self.crop_size, seg)
-        pts = [it["joints"], it["obj_centre"][None]]
-        has_obj = it["corners"] is not None
-        pts.append(it["corners"] if has_obj else np.tile(it["obj_centre"], (8, 1)))
-        pts = t(np.concatenate(pts, 0))
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Items of several indices, cropped in one batched call (used by ``DataLoader``)."""
+        idx = [int(i) for i in indices]
+        its = [self.items[i] for i in idx]
+        aug = [self._aug(i) for i in idx]
+        f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        centre = f32([it["centre"] + a[1] for it, a in zip(its, aug)])
+        cube = f32([self.cube_m * a[2] for a in aug])
+        th = f32([a[0] for a in aug])
+        K = f32([it["K"] for it in its])
+        shapes = {self.depths[i].shape for i in idx}
+        if len(shapes) == 1:
+            depth = f32([self.depths[i].astype(np.float32) * it["depth_scale"] for i, it in zip(idx, its)])[:, None]
+            seg = f32([self.segs[i] for i in idx])[:, None]
+            dn, lab = crop_depth(depth, centre, cube, K, th, self.crop_size, seg)
+        else:  # cameras of different image sizes: crop one by one
+            parts = [crop_depth(f32(self.depths[i].astype(np.float32) * it["depth_scale"])[None, None], centre[k:k + 1],
+                                cube[k:k + 1], K[k:k + 1], th[k:k + 1], self.crop_size, f32(self.segs[i])[None, None])
+                     for k, (i, it) in enumerate(zip(idx, its))]
+            dn, lab = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        pts = f32([np.concatenate([it["joints"], it["obj_centre"][None],
+                                   it["corners"] if it["corners"] is not None else np.tile(it["obj_centre"], (8, 1))])
+                   for it in its])
         pts = rotate_points_inplane(pts, centre, K, th)
-        norm = to_normalised(pts, centre, cube)[0]
-        uvd = camera_to_uvd(pts, centre, cube, K)[0]
-        return dict(
-            depth=dn[0], labels=lab[0], joints=norm[:21], joints_uvd=uvd[:21], obj_centre=norm[21],
-            obj_centre_uvd=uvd[21], obj_corners=norm[22:] if has_obj else torch.zeros(8, 3),
-            has_object=torch.tensor(has_obj), centre=centre[0], cube=cube[0], K=K[0],
-            T_world_cam=t(it["T_world_cam"])[0], joints_cam=pts[0, :21],
-            seq=torch.tensor(it["seq"]), cam=torch.tensor(it["cam"]), frame=torch.tensor(it["frame"]),
-        )
+        norm = to_normalised(pts, centre, cube)
+        uvd = camera_to_uvd(pts, centre, cube, K)
+        out = []
+        for k, it in enumerate(its):
+            has_obj = it["corners"] is not None
+            out.append(dict(
+                depth=dn[k], labels=lab[k], joints=norm[k, :21], joints_uvd=uvd[k, :21], obj_centre=norm[k, 21],
+                obj_centre_uvd=uvd[k, 21], obj_corners=norm[k, 22:] if has_obj else torch.zeros(8, 3),
+                has_object=torch.tensor(has_obj), centre=centre[k], cube=cube[k], K=K[k],
+                T_world_cam=f32(it["T_world_cam"]), joints_cam=pts[k, :21],
+                seq=torch.tensor(it["seq"]), cam=torch.tensor(it["cam"]), frame=torch.tensor(it["frame"]),
+            ))
+        return out
 
     def all_joints(self) -> np.ndarray:
         """(N, 21, 3) unaugmented normalised joint targets (uses the unaugmented centre)."""

@@ -35,7 +35,7 @@ from torch import nn
 
 from hoannot.baselines.nets import Regressor2D, joint_loss
 
-DEFAULTS = dict(epochs=10, localizer_epochs=2, synth_epochs=5, updater_epochs=5, batch_size=32, lr=1e-3,
+DEFAULTS = dict(epochs=30, localizer_epochs=5, synth_epochs=15, updater_epochs=8, batch_size=32, lr=1e-3,
                 weight_decay=0.0, crop_size=48, cube_m=0.3, rot_deg=30.0, trans_m=0.01, scale=0.1,
                 widths=[8, 16, 32], hidden=256, pca_components=30, object=True, w_object=0.5,
                 hinge_lambda=0.6, updates=2, init_noise=0.05, localize=True)
