@@ -10,8 +10,9 @@ segmentation and depth before the joint hand-object fit. Here:
    silhouette and a statistical outlier filter drops flying pixels.
 2. **Global registration** (:func:`register_object`): the observed points (source) are
    aligned to points sampled on the object mesh (target, with the mesh's normals) by
-   open3d ICP started from many rotations (the 60 rotations of the icosahedral group,
-   model centre on the observed centre). Observed -> model is the right direction for a
+   open3d ICP started from many rotations (the 60 rotations of the icosahedral group;
+   for each, the centroid of the model points facing the cameras is put on the observed
+   centroid). Observed -> model is the right direction for a
    partial view: every observed point has a counterpart on the model, not vice versa.
    The best few hypotheses are refined with point-to-plane ICP under a Tukey robust
    kernel, and scored by the fraction of observed points without a model point nearby,
@@ -308,8 +309,17 @@ class ObjectRegistration:
         c = np.asarray(source.points).mean(0)
         coarse = 4 * self.voxel
         hyps = []
+        eyes = [np.asarray(v.camera.T_world_cam)[:3, 3] for v in views]
+        dirs = [(c - e) / max(np.linalg.norm(c - e), 1e-9) for e in eyes]
         for Rg in Rotation.create_group("I").as_matrix():
-            t0 = c - Rg @ self.centre
+            # centre the model points that would face a camera on the observed centroid
+            # (a partial view sees the front: the model centre lies behind it)
+            n = self.model_normals @ Rg.T
+            facing = np.zeros(len(n), bool)
+            for d in dirs:
+                facing |= n @ d < -0.2
+            anchor = self.model_xyz[facing].mean(0) if facing.sum() > 10 else self.centre
+            t0 = c - Rg @ anchor
             res = self._icp(source, self._T_model_world(Rg, t0), coarse * 2, 12, plane=True)
             ev = self._result(res.transformation, source, views, coarse, True)
             hyps.append((ev.score, res.transformation))
