@@ -17,7 +17,7 @@ from hoannot.annotate import init2d
 from hoannot.annotate.object_pose import DepthView, backproject, track_object
 from hoannot.datasets.io import InputError, read_image, write_npz
 from hoannot.datasets.poses import GroundTruth
-from hoannot.datasets.sequence import open_sequence
+from hoannot.datasets.sequence import open_sequence, write_sequence_header
 from hoannot.evaluation.metrics import add, adds, mpjpe_mm
 from hoannot.models.hand import HandModel
 from hoannot.pipeline import load_sequence_object, synth_sequence
@@ -62,6 +62,16 @@ def webxr_mustard(tmp_path_factory):
     return seq
 
 
+@pytest.fixture(scope="module")
+def model():
+    return HandModel(None)
+
+
+@pytest.fixture(scope="module")
+def mustard(webxr_mustard):
+    return load_sequence_object(webxr_mustard)
+
+
 def test_triangulate_recovers_points_exactly():
     from hoannot.datasets.camera import Camera, look_at
 
@@ -79,11 +89,9 @@ def test_triangulate_recovers_points_exactly():
     assert not init2d.triangulate(cams, uv, conf)[1].any()
 
 
-def test_multiview_init_and_object_registration(webxr_mustard, tmp_path):
-    seq = webxr_mustard
+def test_multiview_init_and_object_registration(webxr_mustard, model, mustard, tmp_path):
+    seq, obj = webxr_mustard, mustard
     gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
-    model = HandModel(None)
-    obj = load_sequence_object(seq)
     kp = _noisy_keypoints(seq, tmp_path / "kp")
     poses = init2d.initialize_sequence(seq, model, obj, kp, seq.root / "gt" / "segmentation")
     assert poses.source.startswith(init2d.SOURCE) and "multi-camera" in poses.source
@@ -108,12 +116,11 @@ def test_multiview_init_and_object_registration(webxr_mustard, tmp_path):
     assert a.max() < 0.010, a  # measured < 1 mm
 
 
-def test_object_tracking_robust_to_occluded_points(webxr_mustard):
-    """Half of the object pixels removed (as by a larger occluder), plus a spurious blob
-    labelled background: registration still lands within 10 mm ADD."""
-    seq = webxr_mustard
+def test_object_tracking_robust_to_occluded_points(webxr_mustard, mustard):
+    """The right half of the object pixels relabelled as hand (a larger occluder):
+    registration still lands within 10 mm ADD."""
+    seq, obj = webxr_mustard, mustard
     gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
-    obj = load_sequence_object(seq)
     views = []
     for f in seq.frames:
         row = []
@@ -130,10 +137,9 @@ def test_object_tracking_robust_to_occluded_points(webxr_mustard):
     assert all(r.fitness > 0.8 for r in res)
 
 
-def test_single_view_grasp(webxr_mustard):
+def test_single_view_grasp(webxr_mustard, model):
     seq = webxr_mustard
     gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
-    model = HandModel(None)
     uv, conf = init2d.load_keypoints2d(seq.root / "gt" / "keypoints2d", seq.camera_names, seq.frames)
     ci = int(np.argmax((conf > 0.5).sum((0, 2))))  # the camera that sees the hand best
     cam = seq.cameras[ci]
@@ -155,28 +161,31 @@ def test_single_view_grasp(webxr_mustard):
     np.testing.assert_allclose(J_obj[0], J_obj[-1], atol=1e-5)
 
 
-def test_single_camera_sequence(tmp_path):
-    """One camera: the Eq. 12 path of initialize_sequence (grasp fixed to the registered object)."""
-    if not (YCB.is_dir() and WEBXR_RIGHT.is_file()):
-        pytest.skip("../shared data not available")
-    seq = synth_sequence(tmp_path / "seq", str(YCB / "006_mustard_bottle"), str(WEBXR_RIGHT), cameras=1, frames=2,
-                         seed=10, width=160, height=120, focal=150.0)  # fmt: skip
-    gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
-    model = HandModel(None)
-    obj = load_sequence_object(seq)
-    poses = init2d.initialize_sequence(seq, model, obj, _noisy_keypoints(seq, tmp_path / "kp"), seq.root / "gt/segmentation")
+def test_single_camera_sequence(webxr_mustard, model, mustard, tmp_path):
+    """One camera (the capture's first, as a sequence of its own): the Eq. 12 path of
+    initialize_sequence, the grasp following the registered object."""
+    src = webxr_mustard
+    root = tmp_path / "one"
+    cam = src.cameras[0]
+    write_sequence_header(root, src.config.model_copy(update={"cameras": [cam.name]}), [cam])
+    for sub in ("rgb", "depth"):
+        (root / sub).mkdir()
+        (root / sub / cam.name).symlink_to(src.root / sub / cam.name)
+    seq = open_sequence(root)
+    gt = GroundTruth.load(src.root / "gt" / "poses.npz")
+    kp = _noisy_keypoints(src, tmp_path / "kp")
+    poses = init2d.initialize_sequence(seq, model, mustard, kp, src.root / "gt/segmentation")
     assert "single-camera" in poses.source
     J = _joints(model, poses.global_orient, poses.hand_pose, poses.betas, poses.transl)
-    assert mpjpe_mm(J, gt.hand_joints) < 30.0  # measured 8-13 mm on 6-frame single-camera captures
+    err = mpjpe_mm(J, gt.hand_joints)
+    assert err < 30.0, err  # measured 7-19 mm on 6-frame single-camera captures
     Rg = Rotation.from_rotvec(gt.obj_rot).as_matrix()
-    a = add(Rotation.from_rotvec(poses.obj_rot).as_matrix(), poses.obj_transl, Rg, gt.obj_transl, obj.points)
+    a = add(Rotation.from_rotvec(poses.obj_rot).as_matrix(), poses.obj_transl, Rg, gt.obj_transl, mustard.points)
     assert a.max() < 0.010, a
 
 
-def test_bad_input_names_the_file(webxr_mustard, tmp_path):
-    seq = open_sequence(webxr_mustard.root)
-    model = HandModel(None)
-    obj = load_sequence_object(seq)
+def test_bad_input_names_the_file(webxr_mustard, model, mustard, tmp_path):
+    seq, obj = open_sequence(webxr_mustard.root), mustard
     empty = tmp_path / "nokp"
     empty.mkdir()
     with pytest.raises(InputError, match=r"nokp/cam0\.npz: file not found"):

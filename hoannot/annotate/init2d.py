@@ -229,7 +229,7 @@ def hand_from_2d_multiview(
     betas: np.ndarray | None = None,
     nu: float = NU,
     iterations: int = 60,
-    ik_iterations: int = 200,
+    ik_iterations: int = 100,
     min_conf: float = 0.3,
     tracking: bool = True,
 ) -> HandInit:
@@ -337,7 +337,7 @@ def grasp_from_2d_single_view(
     seed: int = 0,
     nu: float = NU,
     iterations: int = 100,
-    ik_iterations: int = 200,
+    ik_iterations: int = 100,
 ) -> tuple[HandInit, dict[str, np.ndarray]]:
     """One grasp shared by the sequence, from one camera's 2D joints (HOnnotate Eq. 12).
 
