@@ -708,6 +708,9 @@ def train_loop(
 ) -> dict:
     """Adam with cosine learning-rate decay, checkpointed so that a run can be resumed.
 
+    The decay follows the run's progress: ``step / steps``, or the fraction of
+    ``max_minutes`` used when that is larger, so a time-capped run still anneals.
+
     Args:
         model: the network (moved to ``device``).
         loss_fn: ``loss_fn(model, batch) -> (loss tensor, {name: float})``.
@@ -732,16 +735,17 @@ def train_loop(
     from hoannot.datasets.io import atomic_write
 
     ckpt_path = Path(ckpt_path)
+    if len(dataset) == 0:
+        raise InputError("training: the dataset is empty")
+    batch_size = min(batch_size, len(dataset))
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, steps) / max(steps, 1))))
     state = {"step": 0, "losses": [], "seconds": 0.0}
     resumed = 0
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
         state = ck["state"]
         resumed = state["step"]
 
@@ -749,7 +753,7 @@ def train_loop(
         import io as _io
 
         buf = _io.BytesIO()
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "state": state}, buf)  # fmt: skip
         with atomic_write(ckpt_path, "wb") as f:
             f.write(buf.getvalue())
@@ -771,11 +775,16 @@ def train_loop(
                                                  generator=g, num_workers=0)  # fmt: skip
             for batch in loader:
                 batch = {k: v.to(device) for k, v in batch.items()}
+                # cosine decay over the run's progress: steps, or wall time when capped
+                prog = state["step"] / max(steps, 1)
+                if max_minutes is not None:
+                    prog = max(prog, (time.time() - t0) / (60 * max_minutes))
+                for group in opt.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(prog, 1.0)))
                 loss, logs = loss_fn(model, batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                sched.step()
                 state["step"] += 1
                 state["losses"].append(float(loss.detach()))
                 state["seconds"] = t_prev + time.time() - t0

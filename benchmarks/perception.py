@@ -1,0 +1,156 @@
+"""Perception benchmark: train DeepLabV3+ and the CPM briefly on CPU, test on held-out data.
+
+Training data: composites of hoannot's open hand with the YCB training objects
+(``TRAIN_YCB``: 003_cracker_box, 004_sugar_box, 010_potted_meat_can) and primitives.
+Held-out test set: the WebXR glTF hand (never used in training) with the held-out YCB
+objects (``TEST_YCB``: 006_mustard_bottle, 011_banana), rendered at 320x240.
+
+Metrics: ``seg_iou_hand`` / ``seg_iou_object`` (intersection over union accumulated
+over all test pixels), ``kp_pck_10px`` (fraction of visible joints within 10 px at
+320x240, crops from the *predicted* hand mask; ``kp_pck_10px_gt_mask`` with the
+ground-truth mask), ``train_minutes`` (rendering + both trainings), per-frame inference
+times. The real photo (../shared/data/real_frames, a hand on a mustard bottle) is
+segmented and its joints detected; overlays go to ``benchmarks/results/``.
+``hand_mpjpe_mm`` / ``object_add_mm`` (fit from this initialisation) are left null here.
+
+Usage::
+
+    python benchmarks/perception.py [--work /tmp/hoannot_perception] [--minutes-seg 5] [--minutes-kp 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from hoannot.annotate.keypoints import detect_keypoints, load_keypoints, train_keypoints
+from hoannot.annotate.perception import draw_overlay
+from hoannot.annotate.segmentation import load_segmentation, segment, train_segmentation
+from hoannot.annotate.training_data import TEST_YCB, default_objects, load_pool, render_pool, save_pool
+from hoannot.datasets.io import read_image, write_image, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default="/tmp/hoannot_perception")
+    ap.add_argument("--train-samples", type=int, default=500)
+    ap.add_argument("--test-samples", type=int, default=80)
+    ap.add_argument("--minutes-seg", type=float, default=5.0)
+    ap.add_argument("--minutes-kp", type=float, default=5.0)
+    ap.add_argument("--seg-steps", type=int, default=600)
+    ap.add_argument("--kp-steps", type=int, default=600)
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # the 2 cores are shared: one thread is several times faster here
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    ycb = SHARED / "ycb"
+    t_start = time.time()
+
+    train_cache = work / "train_pool.npz"
+    if train_cache.is_file():
+        pool = load_pool(train_cache)
+    else:
+        pool = render_pool(args.train_samples, default_objects(ycb, "train"), hand="open", seed=0, progress=True)
+        save_pool(train_cache, pool)
+    render_min = (time.time() - t_start) / 60
+    seg = train_segmentation(work / "segmentation.pt", pool=pool, steps=args.seg_steps, batch_size=8,
+                             max_minutes=args.minutes_seg, progress=False)  # fmt: skip
+    print(f"seg: {seg['steps']} steps, loss {seg['first_loss']:.3f} -> {seg['final_loss']:.3f}", flush=True)
+    kp = train_keypoints(work / "keypoints.pt", pool=pool, steps=args.kp_steps, batch_size=16,
+                         max_minutes=args.minutes_kp, progress=False)  # fmt: skip
+    print(f"kp: {kp['steps']} steps, loss {kp['first_loss']:.1f} -> {kp['final_loss']:.1f}", flush=True)
+    train_minutes = render_min + (seg["minutes"] + kp["minutes"])
+
+    test_cache = work / "test_pool.npz"
+    if test_cache.is_file():
+        test = load_pool(test_cache)
+    else:
+        test = render_pool(args.test_samples, [str(ycb / n) for n in TEST_YCB],
+                           hand=str(SHARED / "hands" / "webxr_generic_hand" / "right.glb"), seed=12345)  # fmt: skip
+        save_pool(test_cache, test)
+
+    seg_model = load_segmentation(work / "segmentation.pt")
+    kp_model = load_keypoints(work / "keypoints.pt")
+    warm = test["rgb"][0]
+    detect_keypoints(kp_model, warm, segment(seg_model, warm) >= 0)  # first calls pay one-off set-up costs
+    inter, union = np.zeros(3), np.zeros(3)
+    hits = hits_gt = n_vis = 0
+    t_seg = t_kp = 0.0
+    for i in range(len(test["rgb"])):
+        rgb, gt = test["rgb"][i], test["label"][i]
+        t = time.perf_counter()
+        pred = segment(seg_model, rgb)
+        t_seg += time.perf_counter() - t
+        for c in (1, 2):
+            inter[c] += ((pred == c) & (gt == c)).sum()
+            union[c] += ((pred == c) | (gt == c)).sum()
+        t = time.perf_counter()
+        uv, conf = detect_keypoints(kp_model, rgb, pred == 1)
+        t_kp += time.perf_counter() - t
+        uv_g, _ = detect_keypoints(kp_model, rgb, gt == 1)
+        vis = test["visible"][i]
+        err = np.linalg.norm(uv - test["uv"][i], axis=1)
+        err_g = np.linalg.norm(uv_g - test["uv"][i], axis=1)
+        hits += int((np.nan_to_num(err, nan=1e9)[vis] < 10).sum())
+        hits_gt += int((err_g[vis] < 10).sum())
+        n_vis += int(vis.sum())
+        if i < 4:
+            write_image(RESULTS / f"perception_test_{i}.png", draw_overlay(rgb, pred, uv, conf))
+    n = len(test["rgb"])
+    iou = inter / np.maximum(union, 1)
+
+    # the real photo: a hand on a mustard bottle (no reference mask)
+    real = SHARED / "real_frames" / "honnotate_teaser" / "honnotate_00002_image.png"
+    real_note = None
+    if real.is_file():
+        img = read_image(real)[..., :3]
+        lab = segment(seg_model, img)
+        uv, conf = detect_keypoints(kp_model, img, lab == 1)
+        write_image(RESULTS / "perception_real_overlay.png", draw_overlay(img, lab, uv, conf))
+        real_note = {"image": str(real.relative_to(ROOT.parent)), "hand_px": int((lab == 1).sum()),
+                     "object_px": int((lab == 2).sum()), "mean_confidence": float(np.mean(conf)),
+                     "overlay": "benchmarks/results/perception_real_overlay.png",
+                     "reference_mask": None}  # fmt: skip
+
+    result = {
+        "command": "python benchmarks/perception.py " + " ".join(sys.argv[1:]),
+        "device": "cpu (2 shared cores)",
+        "train_data": {"samples": int(len(pool["rgb"])), "hand": "open (hoannot)", "objects": sorted(set(map(str, pool["object"])))},
+        "test_data": {"samples": int(n), "hand": "webxr_generic_hand (held out)", "objects": list(TEST_YCB),
+                      "size": [320, 240]},
+        "seg_iou_hand": round(float(iou[1]), 4),
+        "seg_iou_object": round(float(iou[2]), 4),
+        "seg_miou_hand_object": round(float(iou[1:].mean()), 4),
+        "kp_pck_10px": round(hits / max(n_vis, 1), 4),
+        "kp_pck_10px_gt_mask": round(hits_gt / max(n_vis, 1), 4),
+        "train_minutes": round(train_minutes, 2),
+        "render_minutes": round(render_min, 2),
+        "seg_train": {"steps": seg["steps"], "first_loss": seg["first_loss"], "final_loss": seg["final_loss"],
+                      "minutes": round(seg["minutes"], 2), "sha256": seg["sha256"]},
+        "kp_train": {"steps": kp["steps"], "first_loss": kp["first_loss"], "final_loss": kp["final_loss"],
+                     "minutes": round(kp["minutes"], 2), "sha256": kp["sha256"]},
+        "seg_ms_per_frame": round(1000 * t_seg / n, 1),
+        "kp_ms_per_frame": round(1000 * t_kp / n, 1),
+        "hand_mpjpe_mm": None,
+        "object_add_mm": None,
+        "targets": {"seg_iou": 0.85, "kp_pck_10px": 0.9},
+        "real_photo": real_note,
+        "total_minutes": round((time.time() - t_start) / 60, 2),
+    }  # fmt: skip
+    write_json(RESULTS / "perception.json", result)
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

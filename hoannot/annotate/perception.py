@@ -1,0 +1,132 @@
+"""Perception stage of ``hoannot init``: segmentation masks and 2D joints for every view.
+
+For each camera and frame of a sequence: DeepLabV3+ labels (0 background, 1 hand,
+2 object; :mod:`hoannot.annotate.segmentation`) and 21 hand joints from a CPM on the
+crop around the predicted hand mask (:mod:`hoannot.annotate.keypoints`). Writes
+(atomically, through :mod:`hoannot.datasets.io`)::
+
+    segmentation/<cam>/<frame:06d>.png   (H, W) uint8 labels
+    keypoints2d/<cam>.npz                frames (F,), uv (F, 21, 2) float32 px,
+                                         conf (F, 21) float32 peak belief (also saved
+                                         as "confidence"), visible (F, 21) bool
+                                         (conf >= threshold), joint_order "ho3d",
+                                         seg_sha256 / kp_sha256 of the weights used
+    perception/overlay_<cam>.png         first frame: mask tint + joints + skeleton
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from hoannot.datasets.io import write_image, write_npz
+
+#: HO-3D skeleton edges (parent, child) for drawing.
+HO3D_BONES = (
+    (0, 1), (1, 2), (2, 3), (3, 17), (0, 4), (4, 5), (5, 6), (6, 18), (0, 7), (7, 8), (8, 9), (9, 20),
+    (0, 10), (10, 11), (11, 12), (12, 19), (0, 13), (13, 14), (14, 15), (15, 16),
+)  # fmt: skip
+_FINGER_COLOURS = ((255, 60, 60), (60, 200, 60), (60, 120, 255), (230, 200, 40), (200, 60, 230))
+
+
+def draw_overlay(rgb: np.ndarray, labels: np.ndarray | None, uv: np.ndarray | None,
+                 conf: np.ndarray | None = None, min_conf: float = 0.0) -> np.ndarray:  # fmt: skip
+    """Picture of a segmentation and 2D joints over the image.
+
+    Args:
+        rgb: (H, W, 3) uint8; labels: (H, W) uint8 (hand tinted red, object blue) or None.
+        uv: (21, 2) px HO-3D order or None; conf: (21,) (joints below ``min_conf`` hollow).
+    Returns:
+        (H, W, 3) uint8 image.
+    """
+    out = rgb[..., :3].astype(np.float32).copy()
+    if labels is not None:
+        for c, col in ((1, (255, 40, 40)), (2, (40, 90, 255))):
+            m = labels == c
+            out[m] = 0.55 * out[m] + 0.45 * np.asarray(col, np.float32)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if uv is not None and np.isfinite(uv).all():
+        r = max(2, int(round(min(rgb.shape[:2]) / 120)))
+        for k, (a, b) in enumerate(HO3D_BONES):
+            col = _FINGER_COLOURS[k // 4]
+            pa, pb = tuple(int(round(x)) for x in uv[a]), tuple(int(round(x)) for x in uv[b])
+            cv2.line(out, pa, pb, col, max(1, r // 2), cv2.LINE_AA)
+        for j, p in enumerate(uv):
+            filled = conf is None or conf[j] >= min_conf
+            cv2.circle(out, tuple(int(round(x)) for x in p), r, (255, 255, 255), -1 if filled else 1, cv2.LINE_AA)
+    return out
+
+
+def run_perception(
+    seq_dir: str | Path,
+    seg_weights: str | Path | None = None,
+    kp_weights: str | Path | None = None,
+    device: str = "cpu",
+    min_conf: float = 0.2,
+    progress: bool = False,
+) -> str:
+    """Segment every view of a sequence and detect its 2D hand joints.
+
+    Args:
+        seq_dir: sequence folder (:mod:`hoannot.datasets.sequence`).
+        seg_weights, kp_weights: weights files or folders; None searches the user cache
+            (``$HOANNOT_CACHE`` or ``~/.cache/hoannot``) and the bundled weights.
+        device: torch device.
+        min_conf: joints with a lower peak belief are marked not visible.
+        progress: show a rich progress bar.
+    Returns:
+        a one-paragraph summary (views processed, mean hand/object pixels, mean joint
+        confidence, weights used).
+    Raises:
+        InputError: bad sequence, missing/unreadable images, missing or corrupt weights
+            (the message names ``hoannot train-seg`` / ``hoannot train-kp``).
+    """
+    from hoannot.annotate.keypoints import detect_keypoints, load_keypoints
+    from hoannot.annotate.segmentation import load_segmentation, segment
+    from hoannot.datasets.sequence import open_sequence
+
+    seq = open_sequence(seq_dir)
+    seg_model = load_segmentation(seg_weights, device)
+    kp_model = load_keypoints(kp_weights, device)
+    rgbd = bool(seg_model.config["rgbd"])
+    frames = seq.frames
+    jobs = [(c, f) for c in seq.camera_names for f in frames]
+    it = jobs
+    if progress:
+        from rich.progress import track
+
+        it = track(jobs, description="perception")
+    uv_all = {c: [] for c in seq.camera_names}
+    conf_all = {c: [] for c in seq.camera_names}
+    hand_px, obj_px, empty = [], [], 0
+    for cam, frame in it:
+        rgb = seq.read_rgb(cam, frame)
+        depth = seq.read_depth(cam, frame) if rgbd else None
+        labels = segment(seg_model, rgb, depth)
+        write_image(seq.segmentation_path(cam, frame), labels)
+        uv, conf = detect_keypoints(kp_model, rgb, labels == 1)
+        empty += int(not (labels == 1).any())
+        uv_all[cam].append(uv)
+        conf_all[cam].append(conf)
+        hand_px.append(int((labels == 1).sum()))
+        obj_px.append(int((labels == 2).sum()))
+        if frame == frames[0]:
+            write_image(seq.root / "perception" / f"overlay_{cam}.png", draw_overlay(rgb, labels, uv, conf, min_conf))
+    for cam in seq.camera_names:
+        conf = np.stack(conf_all[cam]).astype(np.float32)
+        write_npz(
+            seq.root / "keypoints2d" / f"{cam}.npz",
+            frames=np.asarray(frames, np.int64), uv=np.stack(uv_all[cam]).astype(np.float32), conf=conf,
+            confidence=conf, visible=conf >= min_conf, joint_order=np.asarray("ho3d"),
+            seg_sha256=np.asarray(seg_model.sha256), kp_sha256=np.asarray(kp_model.sha256),
+        )  # fmt: skip
+    all_conf = np.concatenate([np.stack(v) for v in conf_all.values()])
+    return (
+        f"perception: {len(jobs)} views ({len(seq.camera_names)} cameras x {len(frames)} frames); "
+        f"mean hand {np.mean(hand_px):.0f} px, object {np.mean(obj_px):.0f} px, {empty} views without hand; "
+        f"mean joint confidence {all_conf.mean():.2f}, {(all_conf >= min_conf).mean():.0%} joints >= {min_conf}; "
+        f"weights {Path(seg_model.weights_path).name} ({seg_model.sha256[:8]}), "
+        f"{Path(kp_model.weights_path).name} ({kp_model.sha256[:8]}); wrote segmentation/, keypoints2d/, perception/"
+    )

@@ -1,0 +1,193 @@
+"""Perception: composite training data, CPM, training, weights, the perception stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hoannot.annotate import weights as W
+from hoannot.annotate.keypoints import CPM, cpm_loss, detect_keypoints, heatmap_peaks, load_keypoints
+from hoannot.annotate.training_data import (
+    HandSampler,
+    KeypointDataset,
+    RenderConfig,
+    affine,
+    augment,
+    gaussian_heatmaps,
+    load_textured,
+    render_sample,
+    train_loop,
+)
+from hoannot.datasets.io import InputError
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks on a shared 2-core machine run far faster on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+SMALL = RenderConfig(width=96, height=72, focal=90.0, min_hand_px=300, min_object_px=300)
+
+
+def _near_label(label: np.ndarray, uv: np.ndarray, value: int) -> np.ndarray:
+    """(J,) bool: some pixel of the 3x3 neighbourhood of each joint has ``value``."""
+    H, W = label.shape
+    out = []
+    for u, v in np.round(uv).astype(int):
+        win = label[max(v - 1, 0): v + 2, max(u - 1, 0): u + 2]
+        out.append(bool((win == value).any()))
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    rng = np.random.default_rng(3)
+    hand = HandSampler("open")
+    objs = [load_textured("primitive:box:0.05,0.07,0.1"), load_textured("primitive:cylinder:0.035,0.12")]
+    return [render_sample(objs[i % 2], hand, rng, SMALL) for i in range(4)]
+
+
+def test_composites_labels_and_joints_agree(samples):
+    n_vis = n_occ = occ_on_obj = 0
+    for s in samples:
+        lab = s["label"]
+        assert lab.shape == (72, 96) and set(np.unique(lab)) <= {0, 1, 2}
+        assert (lab == 1).any() and (lab == 2).any()
+        # depth: every hand/object pixel has a reading nearer than the background wall
+        assert s["depth"].shape == lab.shape and np.isfinite(s["depth"]).all()
+        vis = s["visible"]
+        # a visible joint (not behind the object) projects onto hand pixels
+        on_hand = _near_label(lab, s["uv"], 1)
+        assert on_hand[vis].all(), (s["uv"][vis & ~on_hand], np.flatnonzero(vis & ~on_hand))
+        n_vis += vis.sum()
+        inside = (s["uv"][:, 0] >= 0) & (s["uv"][:, 0] <= 95) & (s["uv"][:, 1] >= 0) & (s["uv"][:, 1] <= 71)
+        occ = inside & ~vis
+        n_occ += occ.sum()
+        occ_on_obj += _near_label(lab, s["uv"], 2)[occ].sum()
+    assert n_vis > 20
+    if n_occ:  # joints hidden by the object mostly show object pixels
+        assert occ_on_obj / n_occ > 0.8
+
+
+def test_augment_moves_joints_with_pixels(samples):
+    s = samples[0]
+    rng = np.random.default_rng(0)
+    M = affine(1.3, 25.0, (40.0, 30.0), (50.0, 40.0))
+    a = augment(s, rng, (100, 80), M, photometric=True)
+    assert a["rgb"].shape == (80, 100, 3) and a["label"].shape == (80, 100)
+    # the same affine applied independently to the joints
+    uv = np.c_[s["uv"], np.ones(21)] @ M.T
+    np.testing.assert_allclose(a["uv"], uv, atol=1e-4)
+    vis = a["visible"]
+    assert vis.sum() >= 5
+    assert _near_label(a["label"], a["uv"], 1)[vis].mean() > 0.9
+
+
+def test_cpm_shapes_and_intermediate_supervision():
+    torch.manual_seed(0)
+    model = CPM({"stages": 3, "width": 16, "crop": 32})
+    x = torch.randn(2, 3, 32, 32)
+    beliefs = model(x)
+    assert len(beliefs) == 3
+    assert all(b.shape == (2, 22, 8, 8) for b in beliefs)
+    target = torch.rand(2, 22, 8, 8)
+    total, per = cpm_loss(beliefs, target)
+    assert len(per) == 3
+    for b, f in zip(beliefs, per):  # f_t = sum_j ||b_t^j - b_*^j||^2, batch mean
+        ref = np.mean([np.sum((b[i].detach().numpy() - target[i].numpy()) ** 2) for i in range(2)])
+        assert float(f.detach()) == pytest.approx(ref, rel=1e-5)
+    assert float(total.detach()) == pytest.approx(sum(float(f.detach()) for f in per), rel=1e-6)
+    # stage-1's own loss reaches the trunk and the stage-1 head, not the later stages
+    per[0].backward()
+    assert model.stage1[0].weight.grad.abs().sum() > 0
+    assert model.trunk[0].weight.grad.abs().sum() > 0
+    assert model.stages[0][0].weight.grad is None
+
+
+def test_heatmap_peaks_subpixel():
+    uv = np.array([[5.3, 7.6], [10.0, 2.2], [12.6, 13.4]])
+    hm = gaussian_heatmaps(uv, np.ones(3, bool), 16, 1.2)
+    assert hm.shape == (4, 16, 16)
+    xy, peak = heatmap_peaks(hm[:3])
+    np.testing.assert_allclose(xy, uv, atol=0.2)
+    assert (peak > 0.7).all()
+
+
+class _DotModel(torch.nn.Module):
+    """Stub network: every joint's belief map is the crop's brightness, pooled to stride 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = {"joints": 21, "crop": 64, "stride": 4, "box_margin": 1.25}
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        b = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 4)
+        b = (b - b.min()) / (b.max() - b.min())
+        return [b.expand(-1, 22, -1, -1)]
+
+
+def test_detect_keypoints_maps_back_to_image():
+    img = np.zeros((120, 160, 3), np.uint8)
+    mask = np.zeros((120, 160), bool)
+    mask[30:90, 50:110] = True
+    dot = (83.0, 47.0)
+    yy, xx = np.mgrid[0:120, 0:160]
+    img[...] = (255 * np.exp(-((xx - dot[0]) ** 2 + (yy - dot[1]) ** 2) / (2 * 4.0**2)))[..., None].astype(np.uint8)
+    uv, conf = detect_keypoints(_DotModel(), img, mask)
+    assert uv.shape == (21, 2) and conf.shape == (21,)
+    np.testing.assert_allclose(uv, np.tile(dot, (21, 1)), atol=1.5)
+    uv0, conf0 = detect_keypoints(_DotModel(), img, np.zeros_like(mask))
+    assert np.isnan(uv0).all() and (conf0 == 0).all()
+
+
+def test_tiny_training_reduces_loss(samples, tmp_path):
+    pool = {k: np.stack([s[k] for s in samples]) for k in ("rgb", "label", "depth", "uv", "visible")}
+    torch.manual_seed(0)
+    model = CPM({"stages": 2, "width": 8, "crop": 32})
+    ds = KeypointDataset(pool, crop=32, sigma=1.0, augment=False)
+    from hoannot.annotate.keypoints import kp_loss
+
+    hist = train_loop(model, kp_loss, ds, steps=30, batch_size=4, lr=5e-3, ckpt_path=tmp_path / "k.ckpt",
+                      progress=False, ckpt_every=10)  # fmt: skip
+    first, last = np.mean(hist["losses"][:3]), np.mean(hist["losses"][-3:])
+    assert hist["step"] == 30 and last < 0.75 * first, (first, last)
+    # resume: a second call with more steps continues from the checkpoint
+    hist2 = train_loop(model, kp_loss, ds, steps=32, batch_size=4, lr=5e-3, ckpt_path=tmp_path / "k.ckpt",
+                       progress=False)  # fmt: skip
+    assert hist2["resumed_from"] == 30 and hist2["step"] == 32 and len(hist2["losses"]) == 32
+
+
+def test_weights_round_trip_hash_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOANNOT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(W, "BUNDLED", tmp_path / "nothing")
+    with pytest.raises(InputError, match="hoannot train-kp"):
+        load_keypoints()
+    with pytest.raises(InputError, match="hoannot train-seg"):
+        W.load_weights("segmentation")
+    torch.manual_seed(1)
+    model = CPM({"stages": 2, "width": 8})
+    path = tmp_path / "cache" / "keypoints.pt"
+    digest = W.save_weights(path, "keypoints", model.config, model.state_dict(), {"steps": 0})
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert json.loads(W.sidecar(path).read_text())["sha256"] == digest
+    loaded = load_keypoints()  # found in the cache
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model.eval()(x), loaded(x)):
+            assert torch.equal(a, b)
+    assert loaded.sha256 == digest
+    with pytest.raises(InputError, match="expected 'segmentation'"):
+        W.load_weights("segmentation", path)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="SHA-256"):
+        load_keypoints(path)
