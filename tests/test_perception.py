@@ -191,3 +191,42 @@ def test_weights_round_trip_hash_and_errors(tmp_path, monkeypatch):
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match="SHA-256"):
         load_keypoints(path)
+
+
+def test_run_perception_writes_masks_joints_overlays(samples, tmp_path):
+    from hoannot.annotate.perception import run_perception
+    from hoannot.annotate.segmentation import SegmentationNet
+    from hoannot.datasets.camera import Camera
+    from hoannot.datasets.io import read_image, write_image
+    from hoannot.datasets.sequence import ObjectConfig, SequenceConfig, write_sequence_header
+
+    seq = tmp_path / "seq"
+    K = np.array([[90.0, 0, 47.5], [0, 90.0, 35.5], [0, 0, 1]])
+    cams = [Camera(f"cam{i}", K, 96, 72, np.eye(4), depth_scale=0.0005) for i in range(2)]
+    for ci, cam in enumerate(cams):
+        for f in (0, 1):
+            s = samples[2 * ci + f]
+            write_image(seq / "rgb" / cam.name / f"{f:06d}.png", s["rgb"])
+            write_image(seq / "depth" / cam.name / f"{f:06d}.png", (s["depth"] / 0.0005).astype(np.uint16))
+    cfg = SequenceConfig(name="t", cameras=["cam0", "cam1"], frames=[0, 1],
+                         object=ObjectConfig(id="box", mesh="primitive:box:0.05,0.07,0.1"))  # fmt: skip
+    write_sequence_header(seq, cfg, cams)
+    torch.manual_seed(0)
+    seg = SegmentationNet({"rgbd": True, "work_width": 96})
+    W.save_weights(tmp_path / "seg.pt", "segmentation", seg.config, seg.net.state_dict())
+    kp = CPM({"stages": 2, "width": 8})
+    W.save_weights(tmp_path / "kp.pt", "keypoints", kp.config, kp.state_dict())
+    summary = run_perception(seq, tmp_path / "seg.pt", tmp_path / "kp.pt")
+    assert "4 views" in summary
+    for cam in ("cam0", "cam1"):
+        for f in (0, 1):
+            lab = read_image(seq / "segmentation" / cam / f"{f:06d}.png")
+            assert lab.shape == (72, 96) and lab.dtype == np.uint8 and set(np.unique(lab)) <= {0, 1, 2}
+        with np.load(seq / "keypoints2d" / f"{cam}.npz") as z:
+            assert z["uv"].shape == (2, 21, 2) and z["conf"].shape == (2, 21)
+            assert list(z["frames"]) == [0, 1] and str(z["joint_order"]) == "ho3d"
+            np.testing.assert_array_equal(z["visible"], z["conf"] >= 0.2)
+        assert read_image(seq / "perception" / f"overlay_{cam}.png").shape == (72, 96, 3)
+    # missing weights: one clear line naming the training command
+    with pytest.raises(InputError, match="hoannot train-seg"):
+        run_perception(seq, tmp_path / "none.pt", tmp_path / "kp.pt")
