@@ -106,6 +106,9 @@ def main() -> None:
                                  "pa_mpjpe_mm": b_ab["pa_mpjpe_mm"], "auc": b_ab["auc"],
                                  "max_error_success_at_40mm": b_ab["success_at_40mm"]}
         entry["max_error_success_at_40mm"] = b["success_at_40mm"]
+        if m == "sdnet":  # inference-time hierarchical refinement on top of the trained regressor
+            b_ref = bench(run, test_dirs, overrides={"refine": True})
+            entry["with_hierarchical_refinement"] = {k: b_ref[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "auc", "ms_per_frame")}
         entry["ablation_reproduced"] = bool(entry["mpjpe_mm"] < entry["ablation"]["mpjpe_mm"])
         entry["settings"] = {k: v for k, v in make_cfg(m, ov).items() if k != "method"}
         res[m] = entry

@@ -9,7 +9,9 @@ Components (all on the hand-centred normalised depth crop, see ``dataset``):
   centre. Re-centring resamples the crop itself (shift in (u, v), depth offset), an
   approximation valid for the small offsets involved (it ignores the perspective change).
 * **Predictor** -- CNN whose last layer is a 30-dimensional bottleneck followed by a fixed
-  linear layer holding the PCA basis of the training poses (the pose prior); a second head
+  linear layer holding the PCA basis of the training poses (the pose prior; PCA of the
+  poses relative to their joint mean, plus a free 3D translation, since the crop centre is
+  the localizer's estimate of that mean); a second head
   predicts the object's 8 bounding-box corners (hand-object variant), from which the
   object pose is recovered by Procrustes (see ``bench``).
 * **Synthesizer** -- pose (63) + object corners (24) -> depth crop, an FC layer followed
@@ -35,7 +37,7 @@ from torch import nn
 
 from hoannot.baselines.nets import Regressor2D, joint_loss
 
-DEFAULTS = dict(epochs=30, localizer_epochs=5, synth_epochs=15, updater_epochs=8, batch_size=32, lr=1e-3,
+DEFAULTS = dict(epochs=60, localizer_epochs=5, synth_epochs=15, updater_epochs=8, batch_size=32, lr=1e-3,
                 weight_decay=0.0, crop_size=48, cube_m=0.3, rot_deg=30.0, trans_m=0.01, scale=0.1,
                 widths=[8, 16, 32], hidden=256, pca_components=30, object=True, w_object=0.5,
                 hinge_lambda=0.6, updates=2, init_noise=0.05, localize=True)
@@ -86,7 +88,7 @@ class FeedbackLoop(nn.Module):
         S, w, h = int(cfg["crop_size"]), tuple(cfg["widths"]), int(cfg["hidden"])
         k = int(cfg["pca_components"])
         self.localizer = Regressor2D(1, S, 3, w, 256)
-        self.predictor = Regressor2D(1, S, k + 24, w, h)
+        self.predictor = Regressor2D(1, S, k + 3 + 24, w, h)
         self.synthesizer = Synthesizer(S)
         self.updater = Regressor2D(2, S, 63, w, h)
         self.register_buffer("pca_mean", torch.zeros(63))
@@ -102,9 +104,10 @@ class FeedbackLoop(nn.Module):
     def predict_pose(self, depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Re-centred crop -> (joints (B, 21, 3), corners (B, 8, 3)) relative to the refined centre."""
         out = self.predictor(depth)
-        joints = self.pca_mean + out[:, : self.k] @ self.pca_basis
-        corners = self.corner_mean + out[:, self.k:]
-        return joints.view(-1, 21, 3), corners.view(-1, 8, 3)
+        joints = (self.pca_mean + out[:, : self.k] @ self.pca_basis).view(-1, 21, 3)
+        joints = joints + out[:, None, self.k: self.k + 3]  # residual translation w.r.t. the localized centre
+        corners = self.corner_mean + out[:, self.k + 3:]
+        return joints, corners.view(-1, 8, 3)
 
     def synthesize(self, joints: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
         return self.synthesizer(torch.cat([joints.flatten(1), corners.flatten(1)], 1))

@@ -44,7 +44,7 @@ PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14, 15, 3, 
 BONES = np.array([(PARENTS[j], j) for j in range(21) if PARENTS[j] >= 0])  # (20, 2) parent, child
 LEVELS = ([0, 1, 4, 7, 10, 13], [2, 5, 8, 11, 14], [3, 6, 9, 12, 15], [16, 17, 18, 19, 20])
 
-DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
+DEFAULTS = dict(epochs=60, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
                 rot_deg=30.0, trans_m=0.01, scale=0.1, widths=[8, 16, 32], hidden=256,
                 sd_loss=True, w_angle=0.1, w_ratio=0.1,
                 refine=False, refine_steps=30, gmm_components=5, w_prior=1e-3, w_2d=1.0, w_temporal=0.5,

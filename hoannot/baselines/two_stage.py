@@ -25,7 +25,7 @@ from torch import nn
 from hoannot.baselines.dataset import OBJECT, to_normalised, uvd_to_camera
 from hoannot.baselines.nets import Regressor2D
 
-DEFAULTS = dict(epochs=30, seg_epochs=5, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
+DEFAULTS = dict(epochs=60, seg_epochs=5, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
                 rot_deg=30.0, trans_m=0.01, scale=0.1, widths=[8, 16, 32], hidden=256,
                 segmentation=True, seg_threshold=0.5, w_object=1.0)
 ABLATION = {"overrides": {"segmentation": False}, "retrain": True, "what": "regressor without the segmentation stage"}
