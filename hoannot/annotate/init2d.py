@@ -371,7 +371,10 @@ def grasp_from_2d_single_view(
     conf = np.asarray(conf, np.float64)
     kp_depth = np.asarray(kp_depth, np.float64)
     if uv.shape != (F, 21, 2) or conf.shape != (F, 21) or kp_depth.shape != (F, 21) or np.shape(obj_rot) != (F, 3):
-        raise InputError(f"grasp_from_2d_single_view: expected uv (F, 21, 2), conf/kp_depth (F, 21), obj poses (F, 3); got {uv.shape}, {conf.shape}, {kp_depth.shape}, {np.shape(obj_rot)}")
+        raise InputError(
+            "grasp_from_2d_single_view: expected uv (F, 21, 2), conf/kp_depth (F, 21), obj poses (F, 3); "
+            f"got {uv.shape}, {conf.shape}, {kp_depth.shape}, {np.shape(obj_rot)}"
+        )
     conf = np.where(np.isfinite(uv).all(-1), np.clip(conf, 0, 1), 0.0)
     rng = np.random.default_rng(seed)
     sub = np.sort(rng.choice(F, min(n_frames, F), replace=False))
@@ -515,7 +518,8 @@ def initialize_sequence(
     """Initial hand and object poses of a sequence from 2D joints, segmentation and depth.
 
     The object pose comes from :func:`hoannot.annotate.object_pose.track_object`
-    (object pixels + depth, all cameras). The hand: with two or more cameras
+    (object pixels + depth of all cameras; the RGB images, when present, only break ties
+    between poses of equal geometric fit). The hand: with two or more cameras
     :func:`hand_from_2d_multiview` (Eq. 11) per frame; with one camera
     :func:`grasp_from_2d_single_view` (Eq. 12) -- a grasp fixed to the object.
 

@@ -194,7 +194,8 @@ class ObjectRegistration:
     def _icp(self, source, T0: np.ndarray, dist: float, iters: int, plane: bool = True, tukey: float | None = None):
         reg = self.o3d.pipelines.registration
         if plane:
-            est = reg.TransformationEstimationPointToPlane(reg.TukeyLoss(k=tukey)) if tukey else reg.TransformationEstimationPointToPlane()
+            kernel = [reg.TukeyLoss(k=tukey)] if tukey else []
+            est = reg.TransformationEstimationPointToPlane(*kernel)
         else:
             est = reg.TransformationEstimationPointToPoint()
         crit = reg.ICPConvergenceCriteria(relative_fitness=1e-6, relative_rmse=1e-6, max_iteration=iters)
