@@ -27,7 +27,7 @@ from torch import nn
 from hoannot.baselines.dataset import camera_to_uvd
 from hoannot.baselines.nets import joint_loss, mlp
 
-DEFAULTS = dict(epochs=12, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
+DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
                 rot_deg=30.0, trans_m=0.01, scale=0.1, grid=24, trunc_m=0.05, widths=[8, 16, 32], hidden=256,
                 refine=True, refine_width=4)
 ABLATION = {"overrides": {"refine": False}, "retrain": True, "what": "without the TSDF refinement FCN"}
@@ -82,6 +82,8 @@ class Refine3D(nn.Module):
                                  nn.Conv3d(w, w, 3, padding=1), nn.ReLU(inplace=True))
         self.up = nn.ConvTranspose3d(w, w, 2, stride=2)
         self.out = nn.Conv3d(w + 1, 1, 1)
+        nn.init.zeros_(self.out.weight)  # starts as the identity: refinement is learnt as a residual
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         u = torch.relu(self.up(self.enc(v)))

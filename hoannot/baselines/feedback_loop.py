@@ -37,7 +37,7 @@ from torch import nn
 
 from hoannot.baselines.nets import Regressor2D, joint_loss
 
-DEFAULTS = dict(epochs=60, localizer_epochs=5, synth_epochs=15, updater_epochs=8, batch_size=32, lr=1e-3,
+DEFAULTS = dict(epochs=60, localizer_epochs=5, synth_epochs=15, updater_epochs=20, batch_size=32, lr=1e-3,
                 weight_decay=0.0, crop_size=48, cube_m=0.3, rot_deg=30.0, trans_m=0.01, scale=0.1,
                 widths=[8, 16, 32], hidden=256, pca_components=30, object=True, w_object=0.5,
                 hinge_lambda=0.6, updates=2, init_noise=0.05, localize=True)
@@ -91,6 +91,9 @@ class FeedbackLoop(nn.Module):
         self.predictor = Regressor2D(1, S, k + 3 + 24, w, h)
         self.synthesizer = Synthesizer(S)
         self.updater = Regressor2D(2, S, 63, w, h)
+        last = self.updater.head[-1]
+        nn.init.zeros_(last.weight)  # the first updates are zero: y_new = y
+        nn.init.zeros_(last.bias)
         self.register_buffer("pca_mean", torch.zeros(63))
         self.register_buffer("pca_basis", torch.zeros(k, 63))  # rows: components
         self.register_buffer("corner_mean", torch.zeros(24))
