@@ -116,6 +116,9 @@ def main() -> None:
                                  "max_error_success_at_40mm": b_ab["success_at_40mm"]}
         entry["max_error_success_at_40mm"] = b["success_at_40mm"]
         res["test_crops"] = b["frames"]
+        if m == "feedback_loop":  # does the updater help where it was trained? (first 6 training sequences)
+            entry["on_training_sequences"] = {
+                f"updates_{u}_mpjpe_mm": bench(run, train_dirs[:6], overrides={"updates": u})["mpjpe_mm"] for u in (0, 2)}
         if m == "sdnet":  # inference-time hierarchical refinement on top of the trained regressor
             b_ref = bench(run, test_dirs, overrides={"refine": True})
             entry["with_hierarchical_refinement"] = {k: b_ref[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "auc", "ms_per_frame")}
