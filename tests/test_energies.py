@@ -70,3 +70,14 @@ def test_temporal_energy_orders():
     assert E.temporal_energy(jump, 0.0, 1.0).tolist() == pytest.approx([0, 0, 1.0, 1.0])
     assert E.temporal_energy(jump[:1]).tolist() == [0.0]
     assert np.isfinite(E.temporal_energy(jump).numpy()).all()
+
+
+def test_penetration_energy_inside_only():
+    # object: a plane of vertices z = 0 with normals +z (outside is z > 0)
+    g = torch.linspace(-0.02, 0.02, 5)
+    ov = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    ov = torch.cat([ov, torch.zeros(len(ov), 1)], 1)[None]
+    on = torch.tensor([0.0, 0.0, 1.0]).expand_as(ov)
+    hand = torch.tensor([[[0.0, 0.0, 0.01], [0.01, 0.0, -0.002], [0.0, 0.0, -0.5]]])  # outside, 2 mm in, far
+    got = E.penetration_energy(hand, ov, on, w=5.0, radius=2.0).item()
+    assert got == pytest.approx((np.exp(5.0 * 0.2) - 1.0) / 3, rel=1e-5)

@@ -32,11 +32,24 @@ class FitConfig(BaseModel):
     """Settings of ``hoannot fit``.
 
     Attributes (units): learning rates are Adam step sizes in radians (rotations, pose),
-    metres (translations) and shape units (betas); ``crop_size`` in pixels.
+    metres (translations) and shape units (betas); ``crop_size`` in pixels. ``iterations``
+    and ``batch_size``/``overlap`` are those of the multi-frame joint optimisation (and of
+    the single-camera joint refinement); the schedules are in :mod:`hoannot.fitting.schedule`.
+    ``keypoints="auto"`` uses ``keypoints2d/`` when the sequence has it.
     """
 
     model_config = ConfigDict(extra="forbid")
     weights: EnergyWeights = EnergyWeights()
+    schedule: Literal["auto", "multi", "single"] = "auto"  # auto: multi with > 1 camera
+    # multi-camera per-frame tracking before the batches (0: off). Off by default: measured on
+    # WebXR hand + YCB can (2 cams x 4 frames, 30 batch its) tracking 30 its first gave MPJPE
+    # 10.8 mm vs 8.2 mm without (single frames with the shape not yet fitted settle in worse poses).
+    track_iterations: int = 0
+    grasp_frames: int = 10  # single-camera: frames of the random subset for the grasp (Eq. 12)
+    grasp_iterations: int = 100  # single-camera: grasp pose iterations
+    object_iterations: int = 30  # single-camera: per-frame object pose iterations
+    keypoints: Literal["auto", "keypoints2d", "gt", "none"] = "auto"  # 2D joints for E_j2d
+    penetration_w: float = 0.5  # E_phy steepness per cm (paper: w = 5, see energies.penetration_energy)
     iterations: int = 60
     batch_size: int = 20
     overlap: int = 2

@@ -109,6 +109,39 @@ def keypoint_2d_energy(projected: torch.Tensor, detected: torch.Tensor, confiden
     return (confidence * (projected - detected).square().sum(-1)).flatten(1).sum(1)
 
 
+def penetration_energy(
+    hand_verts: torch.Tensor,
+    obj_verts: torch.Tensor,
+    obj_normals: torch.Tensor,
+    w: float = 5.0,
+    radius: float = 2.0,
+) -> torch.Tensor:
+    """E_phy, HOnnotate Eq. 9-10: exponential repulsion of hand vertices inside the object.
+
+    For each hand vertex, the penetration depth ``Gamma`` is its distance behind the tangent
+    plane of the closest object vertex, ``max(0, -n . (h - o))`` (centimetres); the energy
+    is ``exp(w Gamma) - 1`` (zero for a vertex outside), averaged over the hand vertices.
+    Vertices farther than ``radius`` cm from every object vertex count as outside (the
+    tangent-plane test is only meaningful near the surface), and depths are capped at
+    ``radius`` so that the exponential stays finite.
+
+    Args:
+        hand_verts: (B, Vh, 3) hand vertices (subsample them for speed), metres.
+        obj_verts: (B, Vo, 3) object vertices, metres.
+        obj_normals: (B, Vo, 3) outward unit vertex normals.
+        w: the paper's steepness, per centimetre (w = 5).
+        radius: centimetres.
+    Returns:
+        (B,) mean ``exp(w Gamma) - 1`` (dimensionless).
+    """
+    nn = knn_points(hand_verts, obj_verts, K=1, return_nn=True)
+    o = nn.knn[:, :, 0]
+    n = torch.gather(obj_normals, 1, nn.idx[:, :, :1].expand(-1, -1, 3))
+    near = nn.dists[:, :, 0] < (radius / CM) ** 2
+    depth = torch.where(near, torch.relu(-((hand_verts - o) * n).sum(-1)) * CM, torch.zeros_like(near, dtype=o.dtype))
+    return torch.expm1(w * depth.clamp(max=radius)).mean(1)
+
+
 def joint_limit_energy(violation: torch.Tensor) -> torch.Tensor:
     """E_joint, HOnnotate Eq. 8: squared hinge on the 45 joint angles.
 

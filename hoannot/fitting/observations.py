@@ -31,6 +31,10 @@ class Observations:
         hand_points, object_points: (B, N, 3) float32 world points, metres, from
             every camera's depth inside the class's segmentation, randomly subsampled.
         hand_points_valid, object_points_valid: (B, N) bool, False for padding.
+        full_cams: the C uncropped cameras (for 2D joints in original pixels).
+        kp_uv: (B, C, 21, 2) float32 detected 2D joints, original pixels, HO-3D order, or
+            None when the fit uses no 2D joints.
+        kp_conf: (B, C, 21) float32 detection confidences in [0, 1] (0 = missing), or None.
     """
 
     frames: np.ndarray
@@ -42,6 +46,60 @@ class Observations:
     hand_points_valid: torch.Tensor
     object_points: torch.Tensor
     object_points_valid: torch.Tensor
+    full_cams: ViewCameras | None = None
+    kp_uv: torch.Tensor | None = None
+    kp_conf: torch.Tensor | None = None
+
+    def to(self, device) -> "Observations":
+        """Move every tensor to ``device`` (in place); returns self."""
+        self.cams = self.cams.to(device)
+        if self.full_cams is not None:
+            self.full_cams = self.full_cams.to(device)
+        for name in ("labels", "masks", "depth", "hand_points", "hand_points_valid", "object_points",
+                     "object_points_valid", "kp_uv", "kp_conf"):  # fmt: skip
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, v.to(device))
+        return self
+
+
+def keypoints_path(seq: Sequence, cam: str, source: str):
+    """``keypoints2d/<cam>.npz`` (perception) or ``gt/keypoints2d/<cam>.npz`` (synthetic)."""
+    return (seq.root / "gt" / "keypoints2d" if source == "gt" else seq.root / "keypoints2d") / f"{cam}.npz"
+
+
+def read_keypoints(seq: Sequence, frames: list[int], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """2D joints of ``frames`` in every camera.
+
+    A file holds ``frames`` (F,), ``uv`` (F, 21, 2) original pixels in HO-3D order, and
+    ``confidence`` (F, 21) in [0, 1] or ``visible`` (F, 21) bool (used as 0/1 confidence).
+
+    Returns:
+        uv (B, C, 21, 2) float32, confidence (B, C, 21) float32 (0 for frames a file lacks).
+    Raises:
+        InputError: a missing or malformed file (names it).
+    """
+    B, C = len(frames), len(seq.cameras)
+    uv = np.zeros((B, C, 21, 2), np.float32)
+    conf = np.zeros((B, C, 21), np.float32)
+    for ci, cam in enumerate(seq.cameras):
+        p = keypoints_path(seq, cam.name, source)
+        if not p.is_file():
+            raise InputError(f"{p}: 2D joints missing")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                fr, u = z["frames"].astype(np.int64), z["uv"].astype(np.float32)
+                c = z["confidence"] if "confidence" in z.files else z["visible"]
+                c = np.asarray(c, np.float32)
+        except (KeyError, ValueError, OSError) as e:
+            raise InputError(f"{p}: unreadable 2D joints ({e})") from None
+        if u.shape != (len(fr), 21, 2) or c.shape != (len(fr), 21):
+            raise InputError(f"{p}: expected uv (F, 21, 2) and confidence (F, 21), got {u.shape} and {c.shape}")
+        index = {int(f): i for i, f in enumerate(fr)}
+        for b, f in enumerate(frames):
+            if int(f) in index:
+                uv[b, ci], conf[b, ci] = u[index[int(f)]], c[index[int(f)]]
+    return uv, conf
 
 
 def read_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray:
@@ -99,6 +157,7 @@ def load_observations(
     num_points: int = 1500,
     segmentation: str = "segmentation",
     seed: int = 0,
+    keypoints: str = "none",
 ) -> Observations:
     """Read, crop and back-project the observations of ``frames``.
 
@@ -109,6 +168,8 @@ def load_observations(
         num_points: N points kept per class and frame (all cameras together).
         segmentation: ``"segmentation"`` (from ``init``) or ``"gt"`` (synthetic ground truth).
         seed: subsampling seed.
+        keypoints: 2D joints to load: ``"keypoints2d"`` (perception), ``"gt"`` (synthetic
+            ground truth) or ``"none"``.
     Raises:
         InputError: a missing or unreadable image (names the file).
     """
@@ -147,4 +208,10 @@ def load_observations(
     op, ov = pad(pts[2])
     lab = torch.from_numpy(labels)
     masks = torch.stack([(lab == 1), (lab == 2)], dim=2).float()
-    return Observations(np.asarray(frames), cams, lab, masks, torch.from_numpy(depth), hp, hv, op, ov)
+    obs = Observations(np.asarray(frames), cams, lab, masks, torch.from_numpy(depth), hp, hv, op, ov)
+    c0 = seq.cameras[0]
+    obs.full_cams = ViewCameras.from_cameras(seq.cameras, None, (c0.height, c0.width))
+    if keypoints != "none":
+        uv, conf = read_keypoints(seq, frames, keypoints)
+        obs.kp_uv, obs.kp_conf = torch.from_numpy(uv), torch.from_numpy(conf)
+    return obs

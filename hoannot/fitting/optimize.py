@@ -1,14 +1,15 @@
-"""Fit hand and object poses to a sequence: batches of frames optimised jointly, resumable.
+"""Fit hand and object poses to a sequence, step by step along a schedule; resumable.
 
-The sequence is cut into batches of ``batch_size`` frames that overlap by ``overlap``
-frames (HOnnotate Sec. 4.2, "multi-frame joint optimisation"). Each batch minimises the
-weighted sum of the energies of :mod:`hoannot.fitting.energies` with Adam; the overlap
-frames come from the previous batch and stay fixed, so the temporal term links batches.
-The hand shape ``betas`` is estimated with the first batch, then held fixed.
+The schedule (:mod:`hoannot.fitting.schedule`) is HOnnotate's multi-camera one (track frame
+by frame, then optimise overlapping batches of frames jointly, Sec. 4.2) or its
+single-camera one (shared grasp, per-frame object, joint refinement, Sec. 4.3). Every step
+minimises the weighted sum of the energies of :mod:`hoannot.fitting.energies` with Adam.
+Only the observations of a step's frames are loaded, so memory is bounded by the batch
+size, not by the sequence length.
 
-After every batch the state (all poses so far, per-frame quality, next batch) is written
+After every step the state (all poses so far, per-frame quality, next step) is written
 atomically to ``<out>/ckpt/state.npz``; ``resume=True`` continues from it and gives the
-same result as an uninterrupted run (every batch is seeded from the config).
+same result as an uninterrupted run (every step is seeded from the config).
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from hoannot.datasets.sequence import Sequence
 from hoannot.fitting import energies as E
 from hoannot.fitting.config import FitConfig
 from hoannot.fitting.observations import Observations, load_observations
-from hoannot.fitting.parameters import PoseParameters
+from hoannot.fitting.parameters import GraspParameters, PoseParameters
+from hoannot.fitting.schedule import Step, make_plan
 from hoannot.models.hand import HandModel
 from hoannot.models.objects import ObjectModel
+from hoannot.renderers.cameras import project_points
 from hoannot.renderers.renderer import HandObjectRenderer
 
-TERMS = ("mask", "depth", "points3d", "joint", "temporal")
+TERMS = ("mask", "depth", "j2d", "points3d", "joint", "penetration", "temporal")
+PENETRATION_STRIDE = 4  # E_phy uses every 4th hand vertex
 #: a frame is flagged when a silhouette IoU falls below these or the depth residual exceeds this
 FLAG_IOU_HAND, FLAG_IOU_OBJECT, FLAG_DEPTH_MM = 0.5, 0.6, 10.0
 
@@ -53,19 +57,6 @@ class FitResult:
     quality: dict[str, np.ndarray]
 
 
-def batches(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, stop) index ranges of ``size`` frames overlapping by ``overlap``."""
-    if size <= overlap:
-        raise InputError(f"fit config: batch_size ({size}) must exceed overlap ({overlap})")
-    out, start = [], 0
-    while True:
-        stop = min(start + size, n)
-        out.append((start, stop))
-        if stop == n:
-            return out
-        start = stop - overlap
-
-
 def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, obj: ObjectModel,
               obj_normals: torch.Tensor, renderer: HandObjectRenderer, cfg: FitConfig) -> dict[str, torch.Tensor]:
     w = cfg.weights
@@ -84,9 +75,15 @@ def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, 
         on = torch.einsum("bij,vj->bvi", params.obj_R(), obj_normals)
         out["points3d"] = E.point_to_mesh_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hn) + \
             E.point_to_mesh_energy(obs.object_points, obs.object_points_valid, ov, on)
+    if w.j2d > 0 and obs.kp_uv is not None:
+        proj = project_points(hand.joints, obs.full_cams)
+        out["j2d"] = E.keypoint_2d_energy(proj, obs.kp_uv, obs.kp_conf)
+    if w.penetration > 0:
+        on = torch.einsum("bij,vj->bvi", params.obj_R(), obj_normals)
+        out["penetration"] = E.penetration_energy(hand.vertices[:, ::PENETRATION_STRIDE], ov, on, cfg.penetration_w)
     if w.joint > 0:
         out["joint"] = E.joint_limit_energy(hand_model.limits.violation(params.hand_pose))
-    if w.temporal > 0:
+    if w.temporal > 0 and isinstance(params, PoseParameters) and len(params.frames) > 1:
         traj = torch.cat([params.transl, axis_angle_to_matrix(params.global_orient).flatten(1), params.hand_pose,
                           params.obj_transl, params.obj_R().flatten(1)], dim=1)  # fmt: skip
         out["temporal"] = E.temporal_energy(traj)
@@ -121,10 +118,10 @@ def _quality(params, obs, hand_model, obj, obj_normals, renderer, cfg) -> dict[s
     return q
 
 
-def _save_state(path: Path, poses: HandObjectPoses, next_batch: int, quality: dict, digest: str) -> None:
+def _save_state(path: Path, poses: HandObjectPoses, next_step: int, quality: dict, digest: str) -> None:
     arrays = {f.name: np.asarray(getattr(poses, f.name)) for f in fields(HandObjectPoses)}
     arrays.update({"q_" + k: v for k, v in quality.items()})
-    write_npz(path, next_batch=np.int64(next_batch), config_digest=np.asarray(digest), **arrays)
+    write_npz(path, next_step=np.int64(next_step), config_digest=np.asarray(digest), **arrays)
 
 
 def _load_state(path: Path, digest: str):
@@ -133,7 +130,7 @@ def _load_state(path: Path, digest: str):
             raise InputError(f"{path}: checkpoint was written with other fit settings; rerun without --resume")
         poses = HandObjectPoses(**{f.name: z[f.name] for f in fields(HandObjectPoses)})
         quality = {k[2:]: z[k] for k in z.files if k.startswith("q_")}
-        return poses, int(z["next_batch"]), quality
+        return poses, int(z["next_step"]), quality
 
 
 def fit_sequence(
@@ -147,18 +144,18 @@ def fit_sequence(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> FitResult:
-    """Optimise hand and object poses of every frame of ``seq``.
+    """Optimise hand and object poses of every frame of ``seq`` along the config's schedule.
 
     Args:
         seq: the sequence (observations are read from it).
         init: initial world-frame poses of (at least) the sequence's frames.
         hand_model: MANO-layout hand model.
         obj: object model (its decimated mesh is rendered).
-        cfg: settings.
+        cfg: settings (schedule, weights, iterations...).
         out_dir: folder for ``ckpt/state.npz`` (None: no checkpoints).
         resume: continue from the checkpoint in ``out_dir``.
         progress: show a rich progress bar with the current energies.
-        stop_after: stop after this many batches (for tests of resuming).
+        stop_after: stop after this many steps (for tests of resuming).
     Returns:
         :class:`FitResult`.
     Raises:
@@ -172,7 +169,10 @@ def fit_sequence(
     except KeyError as e:
         raise InputError(f"initial poses lack frame {e}") from None
     current.source = "fit"
-    plan = batches(len(frames), cfg.batch_size, cfg.overlap)
+    plan = make_plan(cfg, len(frames), len(seq.cameras))
+    keypoints = cfg.keypoints
+    if keypoints == "auto":
+        keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
     ckpt = Path(out_dir) / "ckpt" / "state.npz" if out_dir is not None else None
     quality: dict[str, np.ndarray] = {}
     first = 0
@@ -189,48 +189,93 @@ def fit_sequence(
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             TextColumn("{task.fields[energies]}")]  # fmt: skip
     with Progress(*cols, disable=not progress, transient=False) as bar:
-        task = bar.add_task("fit", total=(len(plan) - first) * cfg.iterations, energies="")
-        for bi in range(first, len(plan)):
-            if stop_after is not None and bi - first >= stop_after:
+        task = bar.add_task("fit", total=sum(s.iterations for s in plan[first:]), energies="")
+        for si in range(first, len(plan)):
+            if stop_after is not None and si - first >= stop_after:
                 break
-            start, stop = plan[bi]
-            torch.manual_seed(cfg.seed + bi)
-            batch_frames = frames[start:stop]
-            bar.update(task, description=f"batch {bi + 1}/{len(plan)} frames {batch_frames[0]}-{batch_frames[-1]}")
-            obs = load_observations(seq, batch_frames, cfg.crop_size, cfg.num_points, cfg.segmentation, cfg.seed + bi)
-            obs.cams = obs.cams.to(device)
-            for name in ("labels", "masks", "depth", "hand_points", "hand_points_valid", "object_points", "object_points_valid"):
-                setattr(obs, name, getattr(obs, name).to(device))
-            params = PoseParameters(current.select(batch_frames), hand_model.num_betas, str(device))
-            if bi > 0:
-                params.frozen[: min(cfg.overlap, stop - start)] = True
-            fit_betas = cfg.fit_betas and bi == 0
-            params.betas.requires_grad_(fit_betas)
-            groups = [
-                {"params": [params.global_orient, params.obj_delta], "lr": cfg.lr_rot},
-                {"params": [params.hand_pose], "lr": cfg.lr_pose},
-                {"params": [params.transl, params.obj_transl], "lr": cfg.lr_transl},
-            ]
-            if fit_betas:
-                groups.append({"params": [params.betas], "lr": cfg.lr_betas})
+            step = plan[si]
+            step_frames = [frames[i] for i in step.indices]
+            bar.update(task, description=f"{step.kind} {si + 1}/{len(plan)} frames {step_frames[0]}-{step_frames[-1]}")
+            torch.manual_seed(cfg.seed + si)
+            obs = load_observations(seq, step_frames, cfg.crop_size, cfg.num_points, cfg.segmentation,
+                                    cfg.seed + si, keypoints).to(device)  # fmt: skip
+            if step.init_from_previous:
+                candidate = _copy_previous(current, step.indices[0])
+                start_energy = [_start_energy(step, c.select(step_frames), obs, hand_model, objd, obj_normals,
+                                              renderer, cfg, str(device)) for c in (current, candidate)]  # fmt: skip
+                if start_energy[1] < start_energy[0]:
+                    current = candidate
+            params, groups = _step_parameters(step, current.select(step_frames), hand_model, cfg, str(device))
             opt = torch.optim.Adam(groups)
-            for it in range(cfg.iterations):
+            for it in range(step.iterations):
                 opt.zero_grad(set_to_none=True)
                 terms = _energies(params, obs, hand_model, objd, obj_normals, renderer, cfg)
                 loss = _total(terms, params, cfg)
                 loss.backward()
                 params.zero_frozen_grads()
                 opt.step()
-                if it % 5 == 0 or it == cfg.iterations - 1:
+                if it % 5 == 0 or it == step.iterations - 1:
                     bar.update(task, energies=" ".join(f"{k}={float(v.detach().mean()):.3g}" for k, v in terms.items()))
                 bar.advance(task)
+            if step.kind == "grasp":  # the grasp holds for every frame: re-pose all of them
+                whole = GraspParameters(current, hand_model, hand_model.num_betas, str(device))
+                with torch.no_grad():
+                    for name in ("grasp_orient", "grasp_pose", "grasp_transl", "betas"):
+                        getattr(whole, name).copy_(getattr(params, name))
+                current = _merge(current, whole.to_poses(hand_model), frames)
+            else:
+                current = _merge(current, params.to_poses(hand_model), step_frames)
             q = _quality(params, obs, hand_model, objd, obj_normals, renderer, cfg)
-            current = _merge(current, params.to_poses(), batch_frames)
-            quality = _merge_quality(quality, q, batch_frames, frames)
+            if step.kind != "grasp":
+                quality = _merge_quality(quality, q, step_frames, frames)
             if ckpt is not None:
-                _save_state(ckpt, current, bi + 1, quality, cfg.digest())
+                _save_state(ckpt, current, si + 1, quality, cfg.digest())
     current.source = "fit"
     return FitResult(current, quality)
+
+
+def _start_energy(step, poses, obs, hand_model, obj, obj_normals, renderer, cfg, device) -> float:
+    """Total energy of a step's starting poses (no gradients)."""
+    params, _ = _step_parameters(step, poses, hand_model, cfg, device)
+    with torch.no_grad():
+        return float(_total(_energies(params, obs, hand_model, obj, obj_normals, renderer, cfg), params, cfg))
+
+
+def _copy_previous(current: HandObjectPoses, i: int) -> HandObjectPoses:
+    """Frame ``i`` started from frame ``i - 1``'s result: every pose (``track``) or the object
+    pose and the hand attached to it by the grasp (``object``, the same hand parameters).
+
+    The fit keeps this candidate only where its energy is lower than that of the frame's own
+    initialisation: HOnnotate tracks from the previous frame, but a per-frame initialisation
+    from 2D joints (Eq. 11) is often closer after fast motion."""
+    kw = {f.name: np.array(getattr(current, f.name), copy=True) for f in fields(HandObjectPoses)}
+    for name in ("global_orient", "hand_pose", "transl", "obj_rot", "obj_transl"):
+        kw[name][i] = kw[name][i - 1]
+    return HandObjectPoses(**kw)
+
+
+def _step_parameters(step: Step, poses: HandObjectPoses, hand_model: HandModel, cfg: FitConfig, device: str):
+    """Free variables of a step and their Adam parameter groups."""
+    if step.kind in ("grasp", "object"):
+        params = GraspParameters(poses, hand_model, hand_model.num_betas, device)
+        if step.kind == "grasp":
+            groups = [{"params": [params.grasp_orient], "lr": cfg.lr_rot},
+                      {"params": [params.grasp_pose], "lr": cfg.lr_pose},
+                      {"params": [params.grasp_transl], "lr": cfg.lr_transl}]  # fmt: skip
+        else:
+            groups = [{"params": [params.obj_delta], "lr": cfg.lr_rot}, {"params": [params.obj_transl], "lr": cfg.lr_transl}]
+    else:
+        params = PoseParameters(poses, hand_model.num_betas, device)
+        params.frozen[: step.frozen] = True
+        groups = [
+            {"params": [params.global_orient, params.obj_delta], "lr": cfg.lr_rot},
+            {"params": [params.hand_pose], "lr": cfg.lr_pose},
+            {"params": [params.transl, params.obj_transl], "lr": cfg.lr_transl},
+        ]
+    params.betas.requires_grad_(step.fit_betas)
+    if step.fit_betas:
+        groups.append({"params": [params.betas], "lr": cfg.lr_betas})
+    return params, groups
 
 
 def _merge(current: HandObjectPoses, batch: HandObjectPoses, batch_frames: list[int]) -> HandObjectPoses:

@@ -62,7 +62,7 @@ class PoseParameters(torch.nn.Module):
             if p.grad is not None:
                 p.grad[self.frozen] = 0.0
 
-    def to_poses(self, source: str = "fit") -> HandObjectPoses:
+    def to_poses(self, model: HandModel | None = None, source: str = "fit") -> HandObjectPoses:
         """Current values as :class:`HandObjectPoses` (world frame)."""
         with torch.no_grad():
             n = lambda x: x.detach().cpu().numpy()  # noqa: E731
@@ -76,3 +76,78 @@ class PoseParameters(torch.nn.Module):
                 obj_transl=n(self.obj_transl),
                 source=source,
             )
+
+
+class GraspParameters(torch.nn.Module):
+    """A hand rigidly attached to the object (HOnnotate Sec. 4.3, Eq. 12-13): one hand pose in
+    the **object frame** shared by B frames, and per-frame object poses.
+
+    The shared grasp is read from frame ``ref`` of the given poses (world hand parameters
+    moved into that frame's object frame). :meth:`to_poses` returns world-frame parameters of
+    every frame, so a plan can switch between this and :class:`PoseParameters`.
+
+    Attributes:
+        grasp_orient: (1, 3) radians, object frame.  grasp_pose: (1, 45) radians.
+        grasp_transl: (1, 3) metres, object frame.  betas: (nb,).
+        obj_delta, obj_transl, obj_R_init: as in :class:`PoseParameters`.
+    """
+
+    def __init__(self, poses: HandObjectPoses, model: HandModel, num_betas: int, device: str = "cpu", ref: int = 0):
+        super().__init__()
+        from hoannot.models.hand import change_frame
+
+        f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
+        self.frames = np.asarray(poses.frames)
+        betas = np.zeros(num_betas, np.float32)
+        betas[: min(num_betas, len(poses.betas))] = poses.betas[:num_betas]
+        self.betas = torch.nn.Parameter(f32(betas))
+        R0 = axis_angle_to_matrix(f32(poses.obj_rot))
+        with torch.no_grad():
+            R, t = R0[ref].T, -R0[ref].T @ f32(poses.obj_transl[ref])
+            go, tr = change_frame(model.to(device), R, t, f32(poses.global_orient[ref : ref + 1]),
+                                  f32(poses.transl[ref : ref + 1]), self.betas)  # fmt: skip
+        self.grasp_orient = torch.nn.Parameter(go.clone())
+        self.grasp_pose = torch.nn.Parameter(f32(poses.hand_pose[ref : ref + 1]).clone())
+        self.grasp_transl = torch.nn.Parameter(tr.clone())
+        self.obj_delta = torch.nn.Parameter(torch.zeros_like(f32(poses.obj_rot)))
+        self.obj_transl = torch.nn.Parameter(f32(poses.obj_transl).clone())
+        self.register_buffer("obj_R_init", R0)
+        self.register_buffer("frozen", torch.zeros(len(self.frames), dtype=torch.bool, device=device))
+
+    @property
+    def hand_pose(self) -> torch.Tensor:
+        """(B, 45) the shared articulation, per frame."""
+        return self.grasp_pose.expand(len(self.frames), -1)
+
+    def obj_R(self) -> torch.Tensor:
+        """(B, 3, 3) object-to-world rotations."""
+        return axis_angle_to_matrix(self.obj_delta) @ self.obj_R_init
+
+    def object_vertices(self, verts: torch.Tensor) -> torch.Tensor:
+        """(V, 3) object-frame points -> (B, V, 3) world."""
+        return torch.einsum("bij,vj->bvi", self.obj_R(), verts) + self.obj_transl[:, None]
+
+    def hand(self, model: HandModel) -> HandOutput:
+        """The grasp moved by each frame's object pose (world frame)."""
+        out = model(self.grasp_orient, self.grasp_pose, self.betas, self.grasp_transl)
+        R, t = self.obj_R(), self.obj_transl[:, None]
+        return HandOutput(torch.einsum("bij,vj->bvi", R, out.vertices[0]) + t,
+                          torch.einsum("bij,vj->bvi", R, out.joints[0]) + t, out.faces)  # fmt: skip
+
+    def zero_frozen_grads(self) -> None:
+        """Nothing is frozen per frame here (steps choose which parameters are free)."""
+
+    def to_poses(self, model: HandModel, source: str = "fit") -> HandObjectPoses:
+        """World-frame parameters of every frame."""
+        from hoannot.models.hand import change_frame
+
+        with torch.no_grad():
+            B = len(self.frames)
+            R = self.obj_R()
+            go, tr = change_frame(model, R, self.obj_transl, self.grasp_orient.expand(B, -1),
+                                  self.grasp_transl.expand(B, -1), self.betas)  # fmt: skip
+            n = lambda x: x.detach().cpu().numpy()  # noqa: E731
+            return HandObjectPoses(
+                frames=self.frames, global_orient=n(go), hand_pose=n(self.hand_pose), betas=n(self.betas),
+                transl=n(tr), obj_rot=n(matrix_to_axis_angle(R)), obj_transl=n(self.obj_transl), source=source,
+            )  # fmt: skip
