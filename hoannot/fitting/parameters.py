@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pytorch3d.transforms import axis_angle_to_matrix, matrix_to_axis_angle
+from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.models.hand import HandModel, HandOutput
@@ -82,8 +83,10 @@ class GraspParameters(torch.nn.Module):
     """A hand rigidly attached to the object (HOnnotate Sec. 4.3, Eq. 12-13): one hand pose in
     the **object frame** shared by B frames, and per-frame object poses.
 
-    The shared grasp is read from frame ``ref`` of the given poses (world hand parameters
-    moved into that frame's object frame). :meth:`to_poses` returns world-frame parameters of
+    The shared grasp starts as the mean over the given frames of their hand parameters moved
+    into each frame's object frame (rotation mean for ``global_orient``, arithmetic mean of
+    ``hand_pose`` and ``transl``), so that independent per-frame errors of an initialisation
+    average out. :meth:`to_poses` returns world-frame parameters of
     every frame, so a plan can switch between this and :class:`PoseParameters`.
 
     Attributes:
@@ -92,7 +95,7 @@ class GraspParameters(torch.nn.Module):
         obj_delta, obj_transl, obj_R_init: as in :class:`PoseParameters`.
     """
 
-    def __init__(self, poses: HandObjectPoses, model: HandModel, num_betas: int, device: str = "cpu", ref: int = 0):
+    def __init__(self, poses: HandObjectPoses, model: HandModel, num_betas: int, device: str = "cpu"):
         super().__init__()
         from hoannot.models.hand import change_frame
 
@@ -102,13 +105,14 @@ class GraspParameters(torch.nn.Module):
         betas[: min(num_betas, len(poses.betas))] = poses.betas[:num_betas]
         self.betas = torch.nn.Parameter(f32(betas))
         R0 = axis_angle_to_matrix(f32(poses.obj_rot))
-        with torch.no_grad():
-            R, t = R0[ref].T, -R0[ref].T @ f32(poses.obj_transl[ref])
-            go, tr = change_frame(model.to(device), R, t, f32(poses.global_orient[ref : ref + 1]),
-                                  f32(poses.transl[ref : ref + 1]), self.betas)  # fmt: skip
-        self.grasp_orient = torch.nn.Parameter(go.clone())
-        self.grasp_pose = torch.nn.Parameter(f32(poses.hand_pose[ref : ref + 1]).clone())
-        self.grasp_transl = torch.nn.Parameter(tr.clone())
+        with torch.no_grad():  # every frame's hand in its object frame, then their mean
+            Rt = R0.transpose(1, 2)
+            t = -torch.einsum("bij,bj->bi", Rt, f32(poses.obj_transl))
+            go, tr = change_frame(model.to(device), Rt, t, f32(poses.global_orient), f32(poses.transl), self.betas)
+        mean_orient = Rotation.from_rotvec(go.cpu().numpy().astype(np.float64)).mean().as_rotvec()
+        self.grasp_orient = torch.nn.Parameter(f32(mean_orient[None]))
+        self.grasp_pose = torch.nn.Parameter(f32(np.asarray(poses.hand_pose).mean(0, keepdims=True)))
+        self.grasp_transl = torch.nn.Parameter(tr.mean(0, keepdim=True).clone())
         self.obj_delta = torch.nn.Parameter(torch.zeros_like(f32(poses.obj_rot)))
         self.obj_transl = torch.nn.Parameter(f32(poses.obj_transl).clone())
         self.register_buffer("obj_R_init", R0)
