@@ -6,6 +6,9 @@
     hoannot export SEQ/           write HO-3D style labels and labels.npz
     hoannot eval PRED GT          compare labels with ground truth
     hoannot demo OUT/             synth -> init -> fit -> export -> eval on a small built-in sequence
+    hoannot train-seg / train-kp  train the perception models (DeepLabV3+, CPM) on synthetic renders
+    hoannot train METHOD SEQ...   train a bundled pose-estimation baseline on exported labels
+    hoannot bench RUN/ SEQ...     benchmark a trained baseline (or your estimator) on labels
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ def init(
     noise_mm: float = typer.Option(15.0, help="With --from-gt: translation error, mm."),
     out: Optional[Path] = typer.Option(None, "--out", help="Ingest an HO-3D sequence into this new folder first."),
     object_mesh: Optional[str] = typer.Option(None, "--object-mesh", help="With HO-3D ingest: the object's mesh."),
+    auto: bool = typer.Option(False, "--auto", help="Initialise from segmentation + 2D joints (no ground truth)."),
+    perception: str = typer.Option("auto", help="With --auto: auto (existing folders, else the models), model, or gt."),
+    seg_weights: Optional[Path] = typer.Option(None, help="Segmentation weights (default: user cache, then bundled)."),
+    kp_weights: Optional[Path] = typer.Option(None, help="2D joint (CPM) weights (default: user cache, then bundled)."),
+    device: str = typer.Option("cpu", help="cpu or cuda (perception)."),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
     seed: int = 0,
@@ -79,7 +87,9 @@ def init(
             console.print(f"ingested HO-3D sequence into {out}")
             seq = out
         _, summary = run_init(seq, poses, from_gt, noise_deg, noise_mm, mano_model_path=mano_model_path,
-                              ycb_dir=ycb_dir, seed=seed)  # fmt: skip
+                              ycb_dir=ycb_dir, seed=seed, auto=auto, perception=perception,
+                              seg_weights=seg_weights, kp_weights=kp_weights, device=device,
+                              progress=True)  # fmt: skip
     except InputError as e:
         _fail(e)
     console.print(summary)
@@ -92,6 +102,9 @@ def fit(
     iterations: Optional[int] = typer.Option(None, help="Adam iterations per batch."),
     batch_size: Optional[int] = typer.Option(None, help="Frames optimised jointly."),
     crop_size: Optional[int] = typer.Option(None, help="Render crop size, pixels."),
+    schedule: Optional[str] = typer.Option(None, help="auto (multi with >1 camera), multi or single (HOnnotate 4.2/4.3)."),
+    track_iterations: Optional[int] = typer.Option(None, help="Multi-camera per-frame tracking iterations (0: off)."),
+    keypoints: Optional[str] = typer.Option(None, help="2D joints for E_j2d: auto, keypoints2d, gt or none."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
     weight: list[str] = typer.Option([], "--weight", help="Energy weight, e.g. --weight mask=20 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from fit/ckpt/state.npz."),
@@ -111,6 +124,7 @@ def fit(
             except ValueError:
                 raise InputError(f"--weight {w!r}: expected NAME=NUMBER") from None
         cfg = load_fit_config(config, iterations=iterations, batch_size=batch_size, crop_size=crop_size,
+                              schedule=schedule, track_iterations=track_iterations, keypoints=keypoints,
                               device=device, weights=weights or None)  # fmt: skip
         result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir)
     except InputError as e:
@@ -175,6 +189,123 @@ def demo(
     except InputError as e:
         _fail(e)
     console.print(table)
+
+
+def _settings(items: list[str]) -> dict:
+    """``["epochs=3", "crop_size=48"]`` -> ``{"epochs": 3, "crop_size": 48}`` (values parsed as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise InputError(f"--set {item!r}: expected NAME=VALUE")
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@app.command("train-seg")
+def train_seg(
+    out: Optional[Path] = typer.Argument(None, help="Weights file (default: the user cache, segmentation.pt)."),
+    ycb_dir: Optional[Path] = typer.Option(None, "--ycb-dir", help="YCB models for training objects (else primitives)."),
+    samples: int = typer.Option(600, help="Synthetic composites rendered for training."),
+    steps: int = typer.Option(400, help="Optimiser steps."),
+    rgbd: bool = typer.Option(False, "--rgbd", help="RGB-D input (depth as a 4th channel)."),
+    init_weights: Optional[Path] = typer.Option(None, help="Start from these weights (a .pt state dict)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this long; rerun to resume."),
+    device: str = typer.Option("cpu"),
+    seed: int = 0,
+) -> None:
+    """Train the DeepLabV3+ hand/object segmentation on synthetic composites (resumable)."""
+    _train_perception("segmentation", out, ycb_dir=ycb_dir, samples=samples, steps=steps, rgbd=rgbd,
+                      init_weights=init_weights, max_minutes=max_minutes, device=device, seed=seed)  # fmt: skip
+
+
+@app.command("train-kp")
+def train_kp(
+    out: Optional[Path] = typer.Argument(None, help="Weights file (default: the user cache, keypoints.pt)."),
+    ycb_dir: Optional[Path] = typer.Option(None, "--ycb-dir", help="YCB models for training objects (else primitives)."),
+    samples: int = typer.Option(600, help="Synthetic composites rendered for training."),
+    steps: int = typer.Option(400, help="Optimiser steps."),
+    stages: int = typer.Option(3, help="CPM stages."),
+    init_weights: Optional[Path] = typer.Option(None, help="Start from these weights (a .pt state dict)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this long; rerun to resume."),
+    device: str = typer.Option("cpu"),
+    seed: int = 0,
+) -> None:
+    """Train the Convolutional Pose Machine for 21 2D hand joints on synthetic hand crops (resumable)."""
+    _train_perception("keypoints", out, ycb_dir=ycb_dir, samples=samples, steps=steps, stages=stages,
+                      init_weights=init_weights, max_minutes=max_minutes, device=device, seed=seed)  # fmt: skip
+
+
+def _train_perception(kind: str, out: Optional[Path], **kw) -> None:
+    import torch
+
+    from hoannot.annotate.weights import cache_dir
+
+    out = out or cache_dir() / f"{kind}.pt"
+    if kw["device"] == "cpu":
+        torch.set_num_threads(1)  # measured faster than 2 threads on 2 shared cores
+    try:
+        if kind == "segmentation":
+            from hoannot.annotate.segmentation import train_segmentation as fn
+        else:
+            from hoannot.annotate.keypoints import train_keypoints as fn
+        info = fn(out, **kw)
+    except InputError as e:
+        _fail(e)
+    done = info.get("done", True) if isinstance(info, dict) else True
+    console.print(f"{'wrote' if done else 'checkpointed (rerun to resume)'} {out}")
+
+
+@app.command()
+def train(
+    method: str = typer.Argument(..., help="feedback_loop, two_stage, cnn3d or sdnet."),
+    labels: list[Path] = typer.Argument(..., help="Training sequence folders (exported labels, or ground truth)."),
+    out: Path = typer.Option(..., "--out", help="Run folder (checkpoints; resumed when it has one)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs of the main stage (default: the method's)."),
+    val: list[Path] = typer.Option([], "--val", help="Validation sequence folder (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Method setting, e.g. --set crop_size=64 (repeatable)."),
+    threads: Optional[int] = typer.Option(1, help="torch threads (1 is fastest on 2 shared cores)."),
+) -> None:
+    """Train a bundled baseline on hoannot labels; checkpoints every epoch, resumes."""
+    from hoannot.baselines.train import train as train_fn
+
+    try:
+        info = train_fn(method, labels, out, epochs, val_dirs=val or None, overrides=_settings(set_) or None,
+                        threads=threads)  # fmt: skip
+    except InputError as e:
+        _fail(e)
+    console.print(f"trained {method} in {info['train_minutes']:.1f} min; wrote {out}")
+
+
+@app.command()
+def bench(
+    run: Optional[Path] = typer.Argument(None, help="Run folder from 'hoannot train' (omit with --estimator)."),
+    labels: list[Path] = typer.Argument(None, help="Test sequence folders."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json and the success curve (default: RUN/bench)."),
+    estimator: Optional[str] = typer.Option(None, "--estimator", help="module:function of your own estimator."),
+    set_: list[str] = typer.Option([], "--set", help="Inference setting, e.g. --set updates=0 (repeatable)."),
+) -> None:
+    """Benchmark a trained baseline (or your estimator) on labels: MPJPE, PA-MPJPE, AUC, success curve."""
+    from hoannot.baselines.bench import bench as bench_fn
+
+    if not labels:
+        _fail(InputError("bench: no test sequence folders given"))
+    if out is None and run is not None:
+        out = run / "bench"
+    try:
+        res = bench_fn(run, labels, out, estimator, overrides=_settings(set_) or None)
+    except InputError as e:
+        _fail(e)
+    rows = [("MPJPE (mm)", res["mpjpe_mm"]), ("PA-MPJPE (mm)", res["pa_mpjpe_mm"]), ("AUC 0-50 mm", res["auc"]),
+            ("ms / frame", res["ms_per_frame"])]  # fmt: skip
+    rows += [(k, res[k]) for k in ("obj_centre_mm", "obj_add_mm") if k in res]
+    console.print(f"{res['method']} on {res['frames']} frames")
+    for name, v in rows:
+        console.print(f"  {name:<14} {v:8.3f}")
+    if out is not None:
+        console.print(f"wrote {out / 'bench.json'}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -48,6 +48,53 @@ def load_sequence_object(seq: Sequence, ycb_dir: str | Path | None = None, max_f
     return load_object(spec, root=seq.root, max_faces=max_faces, symmetric=oc.symmetric, name=oc.id)
 
 
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by a copy of ``src`` (copied beside it first, then renamed)."""
+    tmp = dst.parent / f".{dst.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def run_perception_stage(
+    seq: Sequence,
+    perception: str = "auto",
+    seg_weights: str | Path | None = None,
+    kp_weights: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> str:
+    """Make ``segmentation/`` and ``keypoints2d/`` for the automatic initialisation.
+
+    Args:
+        perception: ``"auto"`` (keep both folders when present, else run the models),
+            ``"model"`` (run DeepLabV3+ and the CPM, :func:`hoannot.annotate.perception.
+            run_perception`) or ``"gt"`` (copy a synthetic capture's ``gt/`` ones: an upper
+            bound that isolates the initialisation from perception errors).
+    Returns:
+        one line saying what was used.
+    Raises:
+        InputError: unknown mode, no ground truth for ``"gt"``, or missing weights (the
+            message gives the training command).
+    """
+    root = seq.root
+    if perception == "gt":
+        for name in ("segmentation", "keypoints2d"):
+            src = root / "gt" / name
+            if not src.is_dir():
+                raise InputError(f"{src}: no ground-truth {name} to copy (--perception gt is for synthetic captures)")
+            _copy_tree(src, root / name)
+        return "perception: segmentation and 2D joints copied from ground truth (gt/)"
+    if perception == "auto" and (root / "segmentation").is_dir() and (root / "keypoints2d").is_dir():
+        return "perception: existing segmentation/ and keypoints2d/"
+    if perception not in ("auto", "model"):
+        raise InputError(f"--perception {perception!r}: expected auto, model or gt")
+    from hoannot.annotate.perception import run_perception
+
+    return "perception: " + run_perception(root, seg_weights, kp_weights, device, progress=progress)
+
+
 def run_init(
     seq_dir: str | Path,
     poses_file: str | Path | None = None,
@@ -59,19 +106,34 @@ def run_init(
     mano_model_path: str | Path | None = None,
     ycb_dir: str | Path | None = None,
     seed: int = 0,
+    auto: bool = False,
+    perception: str = "auto",
+    seg_weights: str | Path | None = None,
+    kp_weights: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = False,
 ) -> tuple[HandObjectPoses, str]:
     """Validate a sequence and write ``init/poses.npz`` (+ ``segmentation/`` when asked).
+
+    Three sources of initial poses, in this order: a file (``poses_file``), the automatic
+    initialisation (``auto``: segmentation and 2D joints, see :func:`run_perception_stage`,
+    then :func:`hoannot.annotate.init2d.initialize_sequence`: HOnnotate Eq. 11 with several
+    cameras, Eq. 12 with one, object by point-cloud registration), or ground truth plus
+    noise (``from_gt``, synthetic captures).
 
     Args:
         seq_dir: the sequence folder.
         poses_file: initial poses from a file (world frame, :class:`HandObjectPoses`).
-        from_gt: initial poses from ``gt/poses.npz`` plus noise of the given sizes.
+        from_gt: initial poses from ``gt/poses.npz`` plus noise of the given sizes
+            (degrees, millimetres, radians per joint).
         segmentation_from_gt: copy ``gt/segmentation`` to ``segmentation/`` (default:
-            when no ``segmentation/`` exists and a ground truth one does).
+            with ``from_gt``, when no ``segmentation/`` exists and a ground truth one does).
+        auto, perception, seg_weights, kp_weights, device: the automatic initialisation.
     Returns:
         (poses, a one-paragraph summary of what was done).
     Raises:
-        InputError: invalid sequence, or no source of initial poses.
+        InputError: invalid sequence, no source of initial poses, or a perception or
+            registration failure (names the file).
     """
     from hoannot.annotate.initialize import from_file, from_ground_truth
     from hoannot.datasets.validate import validate_sequence
@@ -82,25 +144,26 @@ def run_init(
     lines = [report.summary()]
     gt_seg = seq.root / "gt" / "segmentation"
     if segmentation_from_gt is None:
-        segmentation_from_gt = not (seq.root / "segmentation").exists() and gt_seg.is_dir()
+        segmentation_from_gt = not auto and not (seq.root / "segmentation").exists() and gt_seg.is_dir()
     if segmentation_from_gt:
         if not gt_seg.is_dir():
             raise InputError(f"{gt_seg}: no ground-truth segmentation to copy")
-        tmp = seq.root / ".segmentation.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(gt_seg, tmp)
-        shutil.rmtree(seq.root / "segmentation", ignore_errors=True)
-        tmp.rename(seq.root / "segmentation")
+        _copy_tree(gt_seg, seq.root / "segmentation")
         lines.append("segmentation: copied from ground truth (gt/segmentation)")
     hand_model = load_hand_model(seq, mano_model_path)
     if poses_file is not None:
         poses = from_file(poses_file)
+    elif auto:
+        from hoannot.annotate.init2d import initialize_sequence
+
+        lines.append(run_perception_stage(seq, perception, seg_weights, kp_weights, device, progress))
+        poses = initialize_sequence(seq, hand_model, load_sequence_object(seq, ycb_dir), seed=seed)
     elif from_gt:
         gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
         obj = load_sequence_object(seq, ycb_dir)
         poses = from_ground_truth(gt, hand_model, obj.points.mean(0), noise_deg, noise_mm, pose_noise_rad, seed)
     else:
-        raise InputError(f"{seq_dir}: no initial poses: pass --poses FILE or --from-gt (perception-based init is not built yet)")
+        raise InputError(f"{seq_dir}: no initial poses: pass --auto (from segmentation and 2D joints), --poses FILE or --from-gt")
     missing = sorted(set(seq.frames) - set(int(f) for f in poses.frames))
     if missing:
         raise InputError(f"initial poses lack frames {missing[:5]}{'...' if len(missing) > 5 else ''}")

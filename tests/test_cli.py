@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from hoannot.cli import app
@@ -60,3 +62,78 @@ def test_bad_input_is_one_line_error(seq, tmp_path, args, needle):
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.output
+
+
+def _top_level(root, *names):
+    """copytree ``ignore`` that drops these entries of ``root`` only (not gt/segmentation)."""
+    return lambda d, entries: [e for e in entries if Path(d) == Path(root) and e in names]
+
+
+def test_init_auto_from_segmentation_and_2d_joints(seq, tmp_path):
+    """``init --auto`` needs no poses: 2D joints + masks (here the capture's own, copied from
+    gt/ so that perception errors do not enter) -> Eq. 11 per frame + object registration."""
+    from hoannot.datasets.poses import GroundTruth, HandObjectPoses
+    from hoannot.pipeline import load_hand_model
+    from hoannot.datasets.sequence import open_sequence
+
+    import shutil
+
+    root = tmp_path / "auto"
+    shutil.copytree(seq, root, ignore=_top_level(seq, "init", "fit", "labels", "eval", "segmentation"))
+    r = invoke("init", root, "--auto", "--perception", "gt")
+    assert r.exit_code == 0, r.output
+    assert "copied from ground truth" in r.output
+    init = HandObjectPoses.load(root / "init" / "poses.npz")
+    assert "2d" in init.source
+    gt = GroundTruth.load(root / "gt" / "poses.npz")
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    with torch.no_grad():
+        out = load_hand_model(open_sequence(root))(t(init.global_orient), t(init.hand_pose), t(init.betas), t(init.transl))
+    joints = out.joints.numpy()  # HO-3D order, like gt.hand_joints
+    err_mm = np.linalg.norm(joints - gt.hand_joints, axis=-1).mean() * 1000
+    add_mm = np.linalg.norm(init.obj_transl - gt.obj_transl, axis=-1).mean() * 1000
+    assert err_mm < 25.0 and add_mm < 15.0, (err_mm, add_mm)
+
+
+def test_init_auto_without_weights_names_the_training_command(seq, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("HOANNOT_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "noweights"
+    shutil.copytree(seq, root, ignore=_top_level(seq, "init", "fit", "labels", "eval", "segmentation", "keypoints2d"))
+    r = invoke("init", root, "--auto")
+    assert r.exit_code == 2
+    assert "hoannot train-seg" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_train_and_bench_a_baseline(seq, tmp_path):
+    run = tmp_path / "run"
+    r = invoke("train", "sdnet", seq, "--out", run, "--epochs", 1, "--set", "crop_size=16", "--set", "widths=[4, 8]",
+               "--set", "hidden=16", "--set", "batch_size=4")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = invoke("bench", run, seq)
+    assert r.exit_code == 0, r.output
+    res = json.loads((run / "bench" / "bench.json").read_text())
+    assert res["frames"] == 6 and res["mpjpe_mm"] > 0 and "MPJPE" in r.output
+    r = invoke("train", "sdnet", seq, "--out", run, "--set", "bogus")
+    assert r.exit_code == 2 and "NAME=VALUE" in r.output
+
+
+def test_train_perception_then_init_with_the_models(seq, tmp_path):
+    """train-seg/train-kp (tiny) write hashed weights; init --auto --perception model runs
+    both models over every view and writes segmentation/ and keypoints2d/ from them. Weights
+    this small give poor masks, so the registration may refuse: then with a one-line error."""
+    for cmd, name in (("train-seg", "seg.pt"), ("train-kp", "kp.pt")):
+        r = invoke(cmd, tmp_path / name, "--samples", 4, "--steps", 1)
+        assert r.exit_code == 0, r.output
+        assert json.loads((tmp_path / f"{name}.json").read_text())["sha256"]
+    import shutil
+
+    root = tmp_path / "model"
+    shutil.copytree(seq, root, ignore=_top_level(seq, "init", "fit", "labels", "eval", "segmentation", "keypoints2d"))
+    r = invoke("init", root, "--auto", "--perception", "model", "--seg-weights", tmp_path / "seg.pt",
+               "--kp-weights", tmp_path / "kp.pt")  # fmt: skip
+    assert len(list((root / "segmentation").glob("*/*.png"))) == 2 * 3
+    assert sorted(p.name for p in (root / "keypoints2d").glob("*.npz")) == ["cam0.npz", "cam1.npz"]
+    last = r.output.strip().splitlines()[-1]  # after the progress bar
+    assert r.exit_code == 0 or (r.exit_code == 2 and last.startswith("error:") and "segmentation" in last), r.output

@@ -559,7 +559,14 @@ def initialize_sequence(
             row.append(DepthView(cam, depth, labels, rgb if rgb is not None and rgb.shape[:2] == depth.shape else None))
             kdepth[fi, ci] = keypoint_depth(depth, labels, uv[fi, ci])
         views.append(row)
-    obj_rot, obj_transl, _ = track_object(views, obj, seed=seed)
+    try:
+        obj_rot, obj_transl, _ = track_object(views, obj, seed=seed)
+    except InputError as e:  # "frame index i: ..." -> name the masks and the frame id
+        msg = str(e)
+        if msg.startswith("frame index "):
+            head, _, rest = msg.partition(": ")
+            msg = f"frame {frames[int(head.split()[-1])]}: {rest}"
+        raise InputError(f"{seg_dir}: {msg} (check the object masks; retrain with hoannot train-seg)") from None
     if len(seq.cameras) >= 2:
         h = hand_from_2d_multiview(hand_model, seq.cameras, uv, conf, depth_hint=kdepth if depth_hint else None)
         how = f"multi-camera Eq. 11 ({len(seq.cameras)} cameras, reprojection {float(np.median(h.reproj_px)):.1f} px)"
