@@ -290,6 +290,9 @@ def bench(
     """Benchmark a trained baseline (or your estimator) on labels: MPJPE, PA-MPJPE, AUC, success curve."""
     from hoannot.baselines.bench import bench as bench_fn
 
+    labels = list(labels or [])
+    if estimator and run is not None and not (run / "ckpt").is_dir():  # "bench --estimator m:f SEQ..."
+        run, labels = None, [run, *labels]
     if not labels:
         _fail(InputError("bench: no test sequence folders given"))
     if out is None and run is not None:

@@ -115,6 +115,8 @@ def test_train_and_bench_a_baseline(seq, tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((run / "bench" / "bench.json").read_text())
     assert res["frames"] == 6 and res["mpjpe_mm"] > 0 and "MPJPE" in r.output
+    r = invoke("bench", "--estimator", "tests.estimators:bad", seq)  # no module of that name
+    assert r.exit_code == 2 and "tests.estimators" in r.output, r.output
     r = invoke("train", "sdnet", seq, "--out", run, "--set", "bogus")
     assert r.exit_code == 2 and "NAME=VALUE" in r.output
 
