@@ -50,6 +50,11 @@ class FitConfig(BaseModel):
     object_iterations: int = 30  # single-camera: per-frame object pose iterations
     keypoints: Literal["auto", "keypoints2d", "gt", "none"] = "auto"  # 2D joints for E_j2d
     penetration_w: float = 0.5  # E_phy steepness per cm (paper: w = 5, see energies.penetration_energy)
+    # E_tc parts: velocity ||x_t - x_{t-1}||^2 and acceleration ||x_{t+1} - 2x_t + x_{t-1}||^2.
+    # The velocity part pulls every moving frame towards its neighbours (measured: object ADD
+    # 0.6 mm without E_tc, 3.7 mm with it, WebXR+can 2 cams x 4 frames); off by default.
+    tc_velocity: float = 0.0
+    tc_acceleration: float = 1.0
     iterations: int = 60
     batch_size: int = 20
     overlap: int = 2

@@ -86,7 +86,7 @@ def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, 
     if w.temporal > 0 and isinstance(params, PoseParameters) and len(params.frames) > 1:
         traj = torch.cat([params.transl, axis_angle_to_matrix(params.global_orient).flatten(1), params.hand_pose,
                           params.obj_transl, params.obj_R().flatten(1)], dim=1)  # fmt: skip
-        out["temporal"] = E.temporal_energy(traj)
+        out["temporal"] = E.temporal_energy(traj, cfg.tc_velocity, cfg.tc_acceleration)
     return out
 
 
