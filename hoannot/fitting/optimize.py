@@ -218,6 +218,7 @@ def fit_sequence(
                     bar.update(task, energies=" ".join(f"{k}={float(v.detach().mean()):.3g}" for k, v in terms.items()))
                 bar.advance(task)
             if step.kind == "grasp":  # the grasp holds for every frame: re-pose all of them
+                current = _merge(current, params.to_poses(hand_model), step_frames)  # its frames' object poses
                 whole = GraspParameters(current, hand_model, hand_model.num_betas, str(device))
                 with torch.no_grad():
                     for name in ("grasp_orient", "grasp_pose", "grasp_transl", "betas"):
@@ -258,10 +259,10 @@ def _step_parameters(step: Step, poses: HandObjectPoses, hand_model: HandModel, 
     """Free variables of a step and their Adam parameter groups."""
     if step.kind in ("grasp", "object"):
         params = GraspParameters(poses, hand_model, hand_model.num_betas, device)
-        if step.kind == "grasp":
-            groups = [{"params": [params.grasp_orient], "lr": cfg.lr_rot},
+        if step.kind == "grasp":  # Eq. 12-13: the grasp and the object poses of its frames together
+            groups = [{"params": [params.grasp_orient, params.obj_delta], "lr": cfg.lr_rot},
                       {"params": [params.grasp_pose], "lr": cfg.lr_pose},
-                      {"params": [params.grasp_transl], "lr": cfg.lr_transl}]  # fmt: skip
+                      {"params": [params.grasp_transl, params.obj_transl], "lr": cfg.lr_transl}]  # fmt: skip
         else:
             groups = [{"params": [params.obj_delta], "lr": cfg.lr_rot}, {"params": [params.obj_transl], "lr": cfg.lr_transl}]
     else:
