@@ -91,8 +91,10 @@ def test_single_camera_schedule_reduces_errors(shared_dir, tmp_path):
     run_export(seq, "fit")
     before = run_eval(seq / "labels_init" / "labels.npz", seq)
     after = run_eval(seq, seq)
-    assert after["mpjpe_mm"] < 0.8 * before["mpjpe_mm"]
-    assert after["add_mm"] < 0.5 * before["add_mm"]
+    # measured: 22.3 -> 10.8 mm and 16.2 -> 1.8 mm; with the object poses held fixed during the
+    # grasp step (the grasp then inherits the initial object errors) ADD stopped at 3.2 mm
+    assert after["mpjpe_mm"] < 0.6 * before["mpjpe_mm"]
+    assert after["add_mm"] < 0.15 * before["add_mm"]
 
 
 def test_multi_camera_plan_tracks_then_overlapping_batches():
