@@ -20,7 +20,7 @@ Metrics: hand MPJPE over the 21 keypoints (HO-3D order; our hand model's keypoin
 the WebXR hand's), object ADD over the full-mesh vertices. Writes
 ``benchmarks/results/annotation_accuracy.json`` and ``.md``.
 
-    python benchmarks/annotation_accuracy.py [--quick] [--work DIR] [--object YCB_ID]
+    python benchmarks/annotation_accuracy.py [--quick] [--work DIR] [--object YCB_ID] [--only-scaling]
 """
 
 from __future__ import annotations
@@ -377,8 +377,10 @@ def markdown(res: dict) -> str:
         L.append(f"| {r['stage']} | {r['hand_vertex_mm_to_multi']:.2f} | {r['object_add_mm_to_multi']:.2f} | "
                  f"{r['hand_mpjpe_mm_to_gt']:.2f} | {r['object_add_mm_to_gt']:.2f} | {r['seconds']:.0f} |")  # fmt: skip
     sc_ = res["scaling"]
-    L += ["", "## Speed and scaling", "",
-          f"Multi-camera schedule, {sc_['iterations']} iterations per batch, batch_size {sc_['batch_size']}, "
+    L += ["", "## Speed and scaling", ""]
+    if sc_.get("command"):
+        L += [f"Re-run alone, on an otherwise idle machine, by `{sc_['command']}`.", ""]
+    L += [f"Multi-camera schedule, {sc_['iterations']} iterations per batch, batch_size {sc_['batch_size']}, "
           f"overlap {sc_['overlap']}, crop {sc_['crop_size']} px, each config in a fresh spawned process "
           "(peak RSS during the fit = the process's VmHWM, reset through /proc/self/clear_refs once imports and "
           "models are loaded; the process peak includes loading). Frame slots = frames processed over all batches "
@@ -412,6 +414,19 @@ def markdown(res: dict) -> str:
     return "\n".join(L)
 
 
+def scaling_part(work: Path, s: dict, ycb: Path, webxr: Path, object_id: str) -> dict:
+    """Synthesise the scaling capture (seed 1) and time the (cameras, frames) grid on it."""
+    log("scaling: synthesising")
+    sbase = work / "scaling_base"
+    smax_f, smax_c = max(s["scaling_frames"] + [s["scaling_fixed_frames"]]), max(s["scaling_cameras"] + [s["scaling_fixed_cameras"]])
+    synth_sequence(sbase, str(ycb), str(webxr), smax_c, smax_f, seed=1, noise=True,
+                   width=s["width"], height=s["height"], focal=s["focal"])  # fmt: skip
+    run_init(sbase, from_gt=True, seed=1)
+    scaling = run_scaling(sbase, s)
+    scaling["object"] = object_id
+    return scaling
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes (1-2 min)")
@@ -419,6 +434,8 @@ def main() -> None:
     ap.add_argument("--object", default="010_potted_meat_can", help="YCB id in ../shared/data/ycb")
     ap.add_argument("--out", default=None, help="JSON path (default results/annotation_accuracy.json; "
                     "--quick: <work>/annotation_accuracy_quick.json); the .md is written beside it")  # fmt: skip
+    ap.add_argument("--only-scaling", action="store_true",
+                    help="re-run only the scaling part (e.g. on an otherwise idle machine) into the existing JSON")
     a = ap.parse_args()
     torch.set_num_threads(THREADS)
     t_start = time.perf_counter()
@@ -431,6 +448,15 @@ def main() -> None:
     if work.exists() and any(work.iterdir()):
         raise InputError(f"{work}: not empty; give an empty or new --work folder")
     out = Path(a.out) if a.out else (work / "annotation_accuracy_quick.json" if a.quick else RESULTS / "annotation_accuracy.json")
+    if a.only_scaling:
+        res = json.loads(out.read_text())
+        res["scaling"] = scaling_part(work, s, ycb, webxr, a.object)
+        res["scaling"]["command"] = "python benchmarks/annotation_accuracy.py " + " ".join(sys.argv[1:])
+        write_json(out, res)
+        with atomic_write(out.with_suffix(".md"), "w") as f:
+            f.write(markdown(res))
+        log(f"scaling re-run written to {out}")
+        return
 
     log("synthesising the multi-camera capture")
     multi_dir = work / "multi"
@@ -448,14 +474,7 @@ def main() -> None:
     log(f"single-camera: {single['hand_mpjpe_mm']} mm MPJPE, {single['object_add_mm']} mm ADD")
     ablation = run_ablation(multi_dir, s, scorer, init, multi, multi_poses)
 
-    log("scaling: synthesising")
-    sbase = work / "scaling_base"
-    smax_f, smax_c = max(s["scaling_frames"] + [s["scaling_fixed_frames"]]), max(s["scaling_cameras"] + [s["scaling_fixed_cameras"]])
-    synth_sequence(sbase, str(ycb), str(webxr), smax_c, smax_f, seed=1, noise=True,
-                   width=s["width"], height=s["height"], focal=s["focal"])  # fmt: skip
-    run_init(sbase, from_gt=True, seed=1)
-    scaling = run_scaling(sbase, s)
-    scaling["object"] = a.object
+    scaling = scaling_part(work, s, ycb, webxr, a.object)
 
     full = ablation[-1]["hand_mpjpe_mm"]
     targets_met = {

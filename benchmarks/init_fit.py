@@ -16,7 +16,7 @@ Three initialisations, each then fitted with the same settings:
 Writes ``benchmarks/results/init_fit.json`` and, for the whole pipeline, the fit-from-init
 keys ``hand_mpjpe_mm``/``object_add_mm`` of ``benchmarks/results/perception.json``.
 
-    python benchmarks/init_fit.py [--cameras 2] [--frames 4] [--weights-dir DIR]
+    python benchmarks/init_fit.py [--cameras 2] [--frames 4] [--weights-dir DIR] [--threads 2]
 """
 
 from __future__ import annotations
@@ -63,12 +63,13 @@ def main() -> None:
     ap.add_argument("--cameras", type=int, default=2)
     ap.add_argument("--frames", type=int, default=4)
     ap.add_argument("--object", default="010_potted_meat_can")
-    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--iterations", type=int, default=60)
     ap.add_argument("--crop-size", type=int, default=64)
     ap.add_argument("--weights-dir", default="/tmp/hoannot_perception")
     ap.add_argument("--out", default=str(RESULTS / "init_fit.json"))
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     hand = SHARED / "hands" / "webxr_generic_hand" / "right.glb"
     if not hand.is_file():
         sys.exit(f"{hand}: not found (this benchmark needs ../shared)")

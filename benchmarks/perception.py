@@ -11,11 +11,17 @@ over all test pixels), ``kp_pck_10px`` (fraction of visible joints within 10 px 
 ground-truth mask), ``train_minutes`` (rendering + both trainings), per-frame inference
 times. The real photo (../shared/data/real_frames, a hand on a mustard bottle) is
 segmented and its joints detected; overlays go to ``benchmarks/results/``.
-``hand_mpjpe_mm`` / ``object_add_mm`` (fit from this initialisation) are left null here.
+``hand_mpjpe_mm`` / ``object_add_mm`` (fit from this initialisation) are left null here;
+``benchmarks/init_fit.py`` fills them in with the weights this script trains.
+
+With ``--minutes-rgbd`` > 0 the RGB-D variant of the segmentation network (depth as a 4th
+channel) is trained too, on the same pool, and scored on the same test views
+(``seg_iou_*_rgbd``; ``kp_pck_10px_rgbd_mask``: the CPM on crops from its masks).
 
 Usage::
 
     python benchmarks/perception.py [--work /tmp/hoannot_perception] [--minutes-seg 5] [--minutes-kp 5]
+        [--minutes-rgbd 0] [--train-samples 500]
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ def main() -> None:
     ap.add_argument("--minutes-kp", type=float, default=5.0)
     ap.add_argument("--seg-steps", type=int, default=600)
     ap.add_argument("--kp-steps", type=int, default=600)
+    ap.add_argument("--minutes-rgbd", type=float, default=0.0, help="RGB-D segmentation variant (0: skip)")
+    ap.add_argument("--rgbd-steps", type=int, default=600)
     args = ap.parse_args()
     torch.set_num_threads(1)  # the 2 cores are shared: one thread is several times faster here
     work = Path(args.work)
@@ -56,7 +64,7 @@ def main() -> None:
     ycb = SHARED / "ycb"
     t_start = time.time()
 
-    train_cache = work / "train_pool.npz"
+    train_cache = work / f"train_pool_{args.train_samples}.npz"
     if train_cache.is_file():
         pool = load_pool(train_cache)
     else:
@@ -69,9 +77,14 @@ def main() -> None:
     kp = train_keypoints(work / "keypoints.pt", pool=pool, steps=args.kp_steps, batch_size=16,
                          max_minutes=args.minutes_kp, progress=False)  # fmt: skip
     print(f"kp: {kp['steps']} steps, loss {kp['first_loss']:.1f} -> {kp['final_loss']:.1f}", flush=True)
+    seg_d = None
+    if args.minutes_rgbd > 0:
+        seg_d = train_segmentation(work / "segmentation_rgbd.pt", pool=pool, steps=args.rgbd_steps, batch_size=8,
+                                   max_minutes=args.minutes_rgbd, rgbd=True, progress=False)  # fmt: skip
+        print(f"seg rgbd: {seg_d['steps']} steps, loss {seg_d['first_loss']:.3f} -> {seg_d['final_loss']:.3f}", flush=True)
     train_minutes = render_min + (seg["minutes"] + kp["minutes"])
 
-    test_cache = work / "test_pool.npz"
+    test_cache = work / f"test_pool_{args.test_samples}.npz"
     if test_cache.is_file():
         test = load_pool(test_cache)
     else:
@@ -81,6 +94,8 @@ def main() -> None:
 
     seg_model = load_segmentation(work / "segmentation.pt")
     kp_model = load_keypoints(work / "keypoints.pt")
+    seg_model_d = load_segmentation(work / "segmentation_rgbd.pt") if seg_d is not None else None
+    inter_d, union_d, hits_d = np.zeros(3), np.zeros(3), 0
     warm = test["rgb"][0]
     detect_keypoints(kp_model, warm, segment(seg_model, warm) >= 0)  # first calls pay one-off set-up costs
     inter, union = np.zeros(3), np.zeros(3)
@@ -99,6 +114,14 @@ def main() -> None:
         t_kp += time.perf_counter() - t
         uv_g, _ = detect_keypoints(kp_model, rgb, gt == 1)
         vis = test["visible"][i]
+        if seg_model_d is not None:
+            pred_d = segment(seg_model_d, rgb, test["depth"][i])
+            for c in (1, 2):
+                inter_d[c] += ((pred_d == c) & (gt == c)).sum()
+                union_d[c] += ((pred_d == c) | (gt == c)).sum()
+            uv_d, _ = detect_keypoints(kp_model, rgb, pred_d == 1)
+            err_d = np.linalg.norm(uv_d - test["uv"][i], axis=1)
+            hits_d += int((np.nan_to_num(err_d, nan=1e9)[vis] < 10).sum())
         err = np.linalg.norm(uv - test["uv"][i], axis=1)
         err_g = np.linalg.norm(uv_g - test["uv"][i], axis=1)
         hits += int((np.nan_to_num(err, nan=1e9)[vis] < 10).sum())
@@ -134,6 +157,14 @@ def main() -> None:
         "kp_pck_10px": round(hits / max(n_vis, 1), 4),
         "kp_pck_10px_gt_mask": round(hits_gt / max(n_vis, 1), 4),
         "train_minutes": round(train_minutes, 2),
+        **({} if seg_d is None else {
+            "seg_iou_hand_rgbd": round(float(inter_d[1] / max(union_d[1], 1)), 4),
+            "seg_iou_object_rgbd": round(float(inter_d[2] / max(union_d[2], 1)), 4),
+            "kp_pck_10px_rgbd_mask": round(hits_d / max(n_vis, 1), 4),
+            "seg_rgbd_train": {"steps": seg_d["steps"], "first_loss": seg_d["first_loss"],
+                               "final_loss": seg_d["final_loss"], "minutes": round(seg_d["minutes"], 2),
+                               "sha256": seg_d["sha256"]},
+        }),
         "render_minutes": round(render_min, 2),
         "seg_train": {"steps": seg["steps"], "first_loss": seg["first_loss"], "final_loss": seg["final_loss"],
                       "minutes": round(seg["minutes"], 2), "sha256": seg["sha256"]},
