@@ -56,7 +56,7 @@ RESULTS = Path(__file__).parent / "results"
 THREADS = 2
 DATA_DIRS = ("rgb", "depth", "segmentation", "gt", "init")
 
-#: the default run (about 40 min on 2 CPU cores) and the smoke run (--quick, 1-2 min).
+#: the default run (50 min on 2 CPU cores shared with other jobs; less on an idle machine) and the smoke run (--quick, 1-2 min).
 #: iterations = FitConfig's default; crop 64 px instead of its 80 (measured on this capture:
 #: 6.27 vs 6.29 mm hand MPJPE, 1.4x faster)
 SETTINGS = {
@@ -449,6 +449,8 @@ def main() -> None:
         raise InputError(f"{work}: not empty; give an empty or new --work folder")
     out = Path(a.out) if a.out else (work / "annotation_accuracy_quick.json" if a.quick else RESULTS / "annotation_accuracy.json")
     if a.only_scaling:
+        if not out.is_file():
+            raise InputError(f"{out}: no results to add the scaling part to; run without --only-scaling first")
         res = json.loads(out.read_text())
         res["scaling"] = scaling_part(work, s, ycb, webxr, a.object)
         res["scaling"]["command"] = "python benchmarks/annotation_accuracy.py " + " ".join(sys.argv[1:])

@@ -46,6 +46,19 @@ SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def _add_iou(inter: np.ndarray, union: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> None:
+    """Accumulate per-class (1 hand, 2 object) intersection and union pixel counts in place."""
+    for c in (1, 2):
+        inter[c] += ((pred == c) & (gt == c)).sum()
+        union[c] += ((pred == c) | (gt == c)).sum()
+
+
+def _hits(uv: np.ndarray, uv_gt: np.ndarray, visible: np.ndarray, px: float = 10.0) -> int:
+    """Visible joints detected within ``px`` pixels; (21, 2) px each (NaN = no detection)."""
+    err = np.linalg.norm(uv - uv_gt, axis=1)
+    return int((np.nan_to_num(err, nan=np.inf)[visible] < px).sum())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/hoannot_perception")
@@ -106,9 +119,7 @@ def main() -> None:
         t = time.perf_counter()
         pred = segment(seg_model, rgb)
         t_seg += time.perf_counter() - t
-        for c in (1, 2):
-            inter[c] += ((pred == c) & (gt == c)).sum()
-            union[c] += ((pred == c) | (gt == c)).sum()
+        _add_iou(inter, union, pred, gt)
         t = time.perf_counter()
         uv, conf = detect_keypoints(kp_model, rgb, pred == 1)
         t_kp += time.perf_counter() - t
@@ -116,16 +127,10 @@ def main() -> None:
         vis = test["visible"][i]
         if seg_model_d is not None:
             pred_d = segment(seg_model_d, rgb, test["depth"][i])
-            for c in (1, 2):
-                inter_d[c] += ((pred_d == c) & (gt == c)).sum()
-                union_d[c] += ((pred_d == c) | (gt == c)).sum()
-            uv_d, _ = detect_keypoints(kp_model, rgb, pred_d == 1)
-            err_d = np.linalg.norm(uv_d - test["uv"][i], axis=1)
-            hits_d += int((np.nan_to_num(err_d, nan=1e9)[vis] < 10).sum())
-        err = np.linalg.norm(uv - test["uv"][i], axis=1)
-        err_g = np.linalg.norm(uv_g - test["uv"][i], axis=1)
-        hits += int((np.nan_to_num(err, nan=1e9)[vis] < 10).sum())
-        hits_gt += int((err_g[vis] < 10).sum())
+            _add_iou(inter_d, union_d, pred_d, gt)
+            hits_d += _hits(detect_keypoints(kp_model, rgb, pred_d == 1)[0], test["uv"][i], vis)
+        hits += _hits(uv, test["uv"][i], vis)
+        hits_gt += _hits(uv_g, test["uv"][i], vis)
         n_vis += int(vis.sum())
         if i < 4:
             write_image(RESULTS / f"perception_test_{i}.png", draw_overlay(rgb, pred, uv, conf))

@@ -63,7 +63,8 @@ class FitConfig(BaseModel):
     lr_rot: float = 0.01
     # measured on WebXR hand + YCB can, 6 frames, 60 iterations: 5 cameras 6.3 / 6.5 / 6.3 mm
     # hand MPJPE at 0.005 / 0.01 / 0.02; one camera 9.9 / 12.7 / 15.3 mm (a single view leaves
-    # fingers under-constrained, and a faster articulation wanders further from a good start)
+    # fingers under-constrained, and a faster articulation wanders further from a good start);
+    # not free: benchmarks/fit.py (2 cameras x 8 frames) hand 6.13 -> 6.69 mm, ADD 1.31 -> 0.91 mm
     lr_pose: float = 0.005
     lr_transl: float = 0.002
     lr_betas: float = 0.05
