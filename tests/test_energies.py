@@ -81,3 +81,22 @@ def test_penetration_energy_inside_only():
     hand = torch.tensor([[[0.0, 0.0, 0.01], [0.01, 0.0, -0.002], [0.0, 0.0, -0.5]]])  # outside, 2 mm in, far
     got = E.penetration_energy(hand, ov, on, w=5.0, radius=2.0).item()
     assert got == pytest.approx((np.exp(5.0 * 0.2) - 1.0) / 3, rel=1e-5)
+
+
+def test_hand_in_object_frame_invariant_to_a_shared_rigid_motion():
+    from scipy.spatial.transform import Rotation
+
+    g = torch.Generator().manual_seed(0)
+    wrist, t_obj = torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g)
+    R_hand = torch.as_tensor(Rotation.random(2, random_state=1).as_matrix(), dtype=torch.float32)
+    R_obj = torch.as_tensor(Rotation.random(2, random_state=2).as_matrix(), dtype=torch.float32)
+    base = E.hand_in_object_frame(wrist, R_hand, R_obj, t_obj)
+    # the same world motion of hand and object: no change (what a stable grasp looks like)
+    M = torch.as_tensor(Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix(), dtype=torch.float32)
+    d = torch.tensor([0.1, -0.05, 0.2])
+    moved = E.hand_in_object_frame(wrist @ M.T + d, M @ R_hand, M @ R_obj, t_obj @ M.T + d)
+    assert torch.allclose(base, moved, atol=1e-5)
+    # the hand sliding 1 cm along the object (in its frame): the position part says exactly that
+    slid = E.hand_in_object_frame(wrist + R_obj[:, :, 0] * 0.01, R_hand, R_obj, t_obj)
+    assert torch.allclose(slid[:, :3] - base[:, :3], torch.tensor([0.01, 0.0, 0.0]).expand(2, 3), atol=1e-6)
+    assert torch.allclose(slid[:, 3:], base[:, 3:])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -55,7 +55,15 @@ class FitConfig(BaseModel):
     # 0.6 mm without E_tc, 3.7 mm with it, WebXR+can 2 cams x 4 frames); off by default.
     tc_velocity: float = 0.0
     tc_acceleration: float = 1.0
-    iterations: int = 60
+    # grasp stability, a third E_tc part: velocity of the wrist pose in the object's frame and of
+    # the finger angles (energies.hand_in_object_frame); None = 10 for the single-camera
+    # schedule, 0 for multi-camera. Measured (WebXR hand + YCB can, 6 frames, 100 iterations):
+    # 1 camera hand 12.0 / 10.1 / 9.6 / 9.6 mm, ADD 1.1 / 1.1 / 1.2 / 2.0 mm at 0 / 1 / 10 / 100
+    # (one view lets the hand drift along the line of sight); 5 cameras 5.8 -> 6.3 mm at 10.
+    tc_grasp: Optional[float] = None
+    # HOnnotate Sec. 4.2: 100 Adam iterations per batch. Measured (WebXR hand + YCB can, 5 cameras
+    # x 6 frames): hand MPJPE 6.29 mm at 60 iterations, 5.82 mm at 100.
+    iterations: int = 100
     batch_size: int = 20
     overlap: int = 2
     crop_size: int = 80
@@ -71,6 +79,7 @@ class FitConfig(BaseModel):
     fit_betas: bool = True
     betas_prior: float = 0.1
     tukey_c_cm: float = 2.0
+    points3d_truncate_cm: float = 2.0  # E_3D: a point farther than this from the mesh counts as an outlier
     sigma_px2: float = 0.15
     faces_per_pixel: int = 8
     object_max_faces: int = 1000
@@ -78,6 +87,12 @@ class FitConfig(BaseModel):
     backend: Literal["fast", "native"] = "fast"
     device: str = "cpu"
     seed: int = 0
+
+    def grasp_weight(self, schedule: str) -> float:
+        """``tc_grasp`` for a resolved schedule (``"multi"`` or ``"single"``)."""
+        if self.tc_grasp is not None:
+            return self.tc_grasp
+        return 10.0 if schedule == "single" else 0.0
 
     def digest(self) -> str:
         """Short hash of the settings that change results (device excluded)."""

@@ -174,3 +174,23 @@ def temporal_energy(values: torch.Tensor, first_order: float = 1.0, second_order
         acc = values[2:] - 2 * values[1:-1] + values[:-2]
         out = out + torch.nn.functional.pad(second_order * acc.square().sum(-1), (2, 0))
     return out
+
+
+def hand_in_object_frame(wrist: torch.Tensor, R_hand: torch.Tensor, R_obj: torch.Tensor, t_obj: torch.Tensor) -> torch.Tensor:
+    """The wrist pose in the object's frame, as a pose vector for :func:`temporal_energy`.
+
+    A hand that holds an object still moves with it: in the object's frame its wrist stays
+    put even while both move in the world. Charging the velocity of this vector (and of the
+    finger angles) is a grasp-stability prior, in the spirit of the single-camera grasp of
+    HOnnotate Eq. 12 (one hand pose in the object frame for all frames), made soft.
+
+    Args:
+        wrist: (B, 3) wrist joint, world, metres.
+        R_hand: (B, 3, 3) hand-to-world rotation (``global_orient`` as a matrix).
+        R_obj: (B, 3, 3) object-to-world rotation. t_obj: (B, 3) object translation, metres.
+    Returns:
+        (B, 12): wrist position in the object frame (metres) and the flattened rotation
+        ``R_obj^T R_hand``.
+    """
+    p = torch.einsum("bji,bj->bi", R_obj, wrist - t_obj)
+    return torch.cat([p, (R_obj.transpose(1, 2) @ R_hand).flatten(1)], dim=1)

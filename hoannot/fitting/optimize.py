@@ -29,7 +29,7 @@ from hoannot.fitting import energies as E
 from hoannot.fitting.config import FitConfig
 from hoannot.fitting.observations import Observations, load_observations
 from hoannot.fitting.parameters import GraspParameters, PoseParameters
-from hoannot.fitting.schedule import Step, make_plan
+from hoannot.fitting.schedule import Step, make_plan, resolve_schedule
 from hoannot.models.hand import HandModel
 from hoannot.models.objects import ObjectModel
 from hoannot.renderers.cameras import project_points
@@ -73,8 +73,9 @@ def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, 
     if w.points3d > 0:
         hn = Meshes(hand.vertices, hand.faces[None].expand(len(hand.vertices), -1, -1)).verts_normals_padded()
         on = torch.einsum("bij,vj->bvi", params.obj_R(), obj_normals)
-        out["points3d"] = E.point_to_mesh_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hn) + \
-            E.point_to_mesh_energy(obs.object_points, obs.object_points_valid, ov, on)
+        c = cfg.points3d_truncate_cm
+        out["points3d"] = E.point_to_mesh_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hn, c) + \
+            E.point_to_mesh_energy(obs.object_points, obs.object_points_valid, ov, on, c)
     if w.j2d > 0 and obs.kp_uv is not None:
         proj = project_points(hand.joints, obs.full_cams)
         out["j2d"] = E.keypoint_2d_energy(proj, obs.kp_uv, obs.kp_conf)
@@ -87,6 +88,10 @@ def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, 
         traj = torch.cat([params.transl, axis_angle_to_matrix(params.global_orient).flatten(1), params.hand_pose,
                           params.obj_transl, params.obj_R().flatten(1)], dim=1)  # fmt: skip
         out["temporal"] = E.temporal_energy(traj, cfg.tc_velocity, cfg.tc_acceleration)
+        if cfg.tc_grasp:  # resolved for the schedule by fit_sequence  # the hand held still in the object's frame (a stable grasp)
+            rel = E.hand_in_object_frame(hand.joints[:, 0], axis_angle_to_matrix(params.global_orient),
+                                         params.obj_R(), params.obj_transl)  # fmt: skip
+            out["temporal"] = out["temporal"] + E.temporal_energy(torch.cat([rel, params.hand_pose], 1), cfg.tc_grasp, 0.0)
     return out
 
 
@@ -170,6 +175,9 @@ def fit_sequence(
         raise InputError(f"initial poses lack frame {e}") from None
     current.source = "fit"
     plan = make_plan(cfg, len(frames), len(seq.cameras))
+    # what the energies see: tc_grasp resolved for the schedule (the checkpoint digest and the
+    # recorded config keep the settings as given)
+    ecfg = cfg.model_copy(update={"tc_grasp": cfg.grasp_weight(resolve_schedule(cfg, len(seq.cameras)))})
     keypoints = cfg.keypoints
     if keypoints == "auto":
         keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
@@ -202,15 +210,15 @@ def fit_sequence(
             if step.init_from_previous:
                 candidate = _copy_previous(current, step.indices[0])
                 start_energy = [_start_energy(step, c.select(step_frames), obs, hand_model, objd, obj_normals,
-                                              renderer, cfg, str(device)) for c in (current, candidate)]  # fmt: skip
+                                              renderer, ecfg, str(device)) for c in (current, candidate)]  # fmt: skip
                 if start_energy[1] < start_energy[0]:
                     current = candidate
             params, groups = _step_parameters(step, current.select(step_frames), hand_model, cfg, str(device))
             opt = torch.optim.Adam(groups)
             for it in range(step.iterations):
                 opt.zero_grad(set_to_none=True)
-                terms = _energies(params, obs, hand_model, objd, obj_normals, renderer, cfg)
-                loss = _total(terms, params, cfg)
+                terms = _energies(params, obs, hand_model, objd, obj_normals, renderer, ecfg)
+                loss = _total(terms, params, ecfg)
                 loss.backward()
                 params.zero_frozen_grads()
                 opt.step()
@@ -226,7 +234,7 @@ def fit_sequence(
                 current = _merge(current, whole.to_poses(hand_model), frames)
             else:
                 current = _merge(current, params.to_poses(hand_model), step_frames)
-            q = _quality(params, obs, hand_model, objd, obj_normals, renderer, cfg)
+            q = _quality(params, obs, hand_model, objd, obj_normals, renderer, ecfg)
             if step.kind != "grasp":
                 quality = _merge_quality(quality, q, step_frames, frames)
             if ckpt is not None:
