@@ -20,7 +20,7 @@ Metrics: hand MPJPE over the 21 keypoints (HO-3D order; our hand model's keypoin
 the WebXR hand's), object ADD over the full-mesh vertices. Writes
 ``benchmarks/results/annotation_accuracy.json`` and ``.md``.
 
-    python benchmarks/annotation_accuracy.py [--quick] [--work DIR] [--object YCB_ID] [--only-scaling]
+    python benchmarks/annotation_accuracy.py [--quick] [--work DIR] [--object YCB_ID] [--jobs N] [--only-scaling]
 """
 
 from __future__ import annotations
@@ -411,7 +411,7 @@ def markdown(res: dict) -> str:
     sc_ = res["scaling"]
     L += ["", "## Speed and scaling", ""]
     if sc_.get("command"):
-        L += [f"Re-run alone, on an otherwise idle machine, by `{sc_['command']}`.", ""]
+        L += [f"Re-run separately, by `{sc_['command']}`.", ""]
     L += [f"Multi-camera schedule, {sc_['iterations']} iterations per batch, batch_size {sc_['batch_size']}, "
           f"overlap {sc_['overlap']}, crop {sc_['crop_size']} px, each config in a fresh spawned process "
           "(peak RSS during the fit = the process's VmHWM, reset through /proc/self/clear_refs once imports and "

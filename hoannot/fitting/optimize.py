@@ -88,7 +88,7 @@ def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, 
         traj = torch.cat([params.transl, axis_angle_to_matrix(params.global_orient).flatten(1), params.hand_pose,
                           params.obj_transl, params.obj_R().flatten(1)], dim=1)  # fmt: skip
         out["temporal"] = E.temporal_energy(traj, cfg.tc_velocity, cfg.tc_acceleration)
-        if cfg.tc_grasp:  # resolved for the schedule by fit_sequence  # the hand held still in the object's frame (a stable grasp)
+        if cfg.tc_grasp:  # the hand held still in the object's frame (resolved for the schedule by fit_sequence)
             rel = E.hand_in_object_frame(hand.joints[:, 0], axis_angle_to_matrix(params.global_orient),
                                          params.obj_R(), params.obj_transl)  # fmt: skip
             out["temporal"] = out["temporal"] + E.temporal_energy(torch.cat([rel, params.hand_pose], 1), cfg.tc_grasp, 0.0)
