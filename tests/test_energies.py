@@ -61,6 +61,31 @@ def test_keypoint_2d_and_joint_limit_energies():
     assert E.joint_limit_energy(v).tolist() == pytest.approx([0.0, 0.09])
 
 
+def test_point_to_surface_energy_matches_trimesh_closest_point():
+    """Exact point-to-triangle distances, against trimesh's independent closest-point query
+    on a coarse sphere (where a closest-vertex distance would be far off)."""
+    trimesh = pytest.importorskip("trimesh")
+    m = trimesh.creation.icosphere(1, radius=0.05)  # 80 large faces
+    verts = torch.tensor(m.vertices, dtype=torch.float32)[None].repeat(3, 1, 1)
+    faces = torch.tensor(m.faces, dtype=torch.int64)
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(3, 40, 3))
+    p = p / np.linalg.norm(p, axis=-1, keepdims=True) * rng.uniform(0.04, 0.07, size=(3, 40, 1))
+    valid = torch.ones(3, 40, dtype=torch.bool)
+    valid[1, 25:] = False
+    valid[2] = False  # a frame without points
+    got = E.point_to_surface_energy(torch.tensor(p, dtype=torch.float32), valid, verts, faces, truncate=1.5)
+    for b, expected_empty in ((0, False), (1, False), (2, True)):
+        if expected_empty:
+            assert got[b].item() == 0.0
+            continue
+        _, d, _ = trimesh.proximity.closest_point(m, p[b][valid[b].numpy()])
+        assert got[b].item() == pytest.approx(np.minimum((d * 100) ** 2, 1.5**2).mean(), rel=1e-4)
+    # the closest-vertex distance is larger on this mesh: the exact one is what E_3D measures
+    vertex = E.point_to_mesh_energy(torch.tensor(p, dtype=torch.float32), valid, verts, truncate=1.5)
+    assert (vertex[:2] > got[:2] * 1.2).all()
+
+
 def test_temporal_energy_orders():
     t = torch.arange(4, dtype=torch.float64)[:, None] * torch.tensor([[0.01, 0.0, 0.0]], dtype=torch.float64)
     # constant velocity: first-order term only, charged to frames 1..3; no acceleration
