@@ -75,8 +75,8 @@ def point_to_mesh_energy(
     """E_3D, HOnnotate Eq. 7: observed points to their closest mesh vertex.
 
     With vertex ``normals`` the distance is point-to-plane through the closest vertex
-    (plus a tenth of the point-to-point term), which is what a decimated mesh needs to
-    be compared with a dense point cloud.
+    (plus a tenth of the point-to-point term). Meant for a fine mesh (the hand's); on a
+    coarse one use :func:`point_to_surface_energy`, which has no closest-vertex bias.
 
     Args:
         points: (B, N, 3) observed points (back-projected depth of one class), metres.
