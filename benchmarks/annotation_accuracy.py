@@ -365,7 +365,7 @@ def markdown(res: dict) -> str:
     if not res["hand"].startswith("webxr"):  # --hand open: the diagnostic run
         return ("# Annotation accuracy, DIAGNOSTIC run: the data hand is our own fitting model\n\n"
                 "No model mismatch here, so these numbers measure the fit's own bias, not annotation "
-                "accuracy; the text below describes the WebXR run and does not apply.\n\n" +
+                "accuracy. The tables are this run's; the prose around them is written for the WebXR run.\n\n" +
                 markdown({**res, "hand": "webxr"}).split("\n", 1)[1])
     L = [f"# Annotation accuracy (synthetic WebXR hand + YCB `{res['object']}`)", "",
          f"Made by `{res['command']}` in {res['wall_seconds'] / 60:.1f} min wall time on {res['machine']} "
