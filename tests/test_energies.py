@@ -36,18 +36,6 @@ def test_depth_energy_robust_and_masked():
     assert E.depth_energy(z, lab * 0, d, lab).item() == 0.0  # nothing rendered
 
 
-def test_point_to_mesh_energy_plane_and_point():
-    verts = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
-    normals = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])
-    pts = torch.tensor([[[0.0, 0.005, 0.01], [1.0, 0.0, 0.5]]])  # 1 cm above v0; far from v1
-    valid = torch.tensor([[True, True]])
-    p2p = E.point_to_mesh_energy(pts, valid, verts, truncate=2.0)
-    assert p2p.item() == pytest.approx((0.25 + 1.0 + 4.0) / 2)  # second point capped at 2 cm
-    p2pl = E.point_to_mesh_energy(pts, valid, verts, normals, truncate=2.0)
-    assert p2pl.item() == pytest.approx((1.0 + 0.1 * 1.25 + 4.0) / 2)
-    assert E.point_to_mesh_energy(pts, valid & False, verts).item() == 0.0
-
-
 def test_keypoint_2d_and_joint_limit_energies():
     proj = torch.zeros(1, 2, 21, 2)
     det = torch.zeros(1, 2, 21, 2)
@@ -79,9 +67,9 @@ def test_point_to_surface_energy_matches_trimesh_closest_point():
         _, d, _ = trimesh.proximity.closest_point(m, p[b][valid[b].numpy()])
         assert got[b].item() == pytest.approx(np.minimum((d * 100) ** 2, 1.5**2).mean(), rel=1e-4)
     assert got[2].item() == 0.0
-    # the closest-vertex distance is larger on this mesh: the exact one is what E_3D measures
-    vertex = E.point_to_mesh_energy(torch.tensor(p, dtype=torch.float32), valid, verts, truncate=1.5)
-    assert (vertex[:2] > got[:2] * 1.2).all()
+    # on this mesh the paper's closest-vertex distance is far larger than the exact one
+    d_vertex = np.linalg.norm(p[0][:, None] - m.vertices[None], axis=-1).min(1)
+    assert np.minimum((d_vertex * 100) ** 2, 1.5**2).mean() > got[0].item() * 1.2
 
 
 def test_temporal_energy_orders():

@@ -50,11 +50,16 @@ class FitConfig(BaseModel):
     object_iterations: int = 30  # single-camera: per-frame object pose iterations
     keypoints: Literal["auto", "keypoints2d", "gt", "none"] = "auto"  # 2D joints for E_j2d
     penetration_w: float = 0.5  # E_phy steepness per cm (paper: w = 5, see energies.penetration_energy)
-    # E_tc parts: velocity ||x_t - x_{t-1}||^2 and acceleration ||x_{t+1} - 2x_t + x_{t-1}||^2.
-    # The velocity part pulls every moving frame towards its neighbours (measured: object ADD
-    # 0.6 mm without E_tc, 3.7 mm with it, WebXR+can 2 cams x 4 frames); off by default.
+    # E_tc parts: velocity ||x_t - x_{t-1}||^2 and acceleration ||x_{t+1} - 2x_t + x_{t-1}||^2,
+    # each scaled by its factor here and then by eta. The velocity part pulls every moving frame
+    # towards its neighbours (measured: object ADD 0.6 mm without E_tc, 3.7 mm with it,
+    # WebXR+can 2 cams x 4 frames); off by default. The acceleration factor converts the paper's
+    # eta = 100 to our units: our data terms are means over pixels and points, so at a factor
+    # of 1 eta swamps them (measured, WebXR hand + YCB can, 5 cameras x 6 frames, full fit,
+    # hand MPJPE / ADD: 5.75 / 0.87 mm at 1, 5.54 / 0.53 at 0.3, 5.24 / 0.29 at 0.1, 4.99 / 0.21
+    # at 0.03; the same capture with our own hand model as the data hand: 1.85 mm at 1, 0.84 at 0.1).
     tc_velocity: float = 0.0
-    tc_acceleration: float = 1.0
+    tc_acceleration: float = 0.03
     # grasp stability, a third E_tc part: velocity of the wrist pose in the object's frame and of
     # the finger angles (energies.hand_in_object_frame); None = 10 for the single-camera
     # schedule, 0 for multi-camera. Measured (WebXR hand + YCB can, 6 frames, 100 iterations):

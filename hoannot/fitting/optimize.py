@@ -71,10 +71,8 @@ def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, 
         if w.depth > 0:
             out["depth"] = E.depth_energy(r.zbuf, r.labels, obs.depth, obs.labels, cfg.tukey_c_cm)
     if w.points3d > 0:
-        # hand: closest vertex (its mesh is fine); object: closest triangle (its mesh is decimated)
-        hn = Meshes(hand.vertices, hand.faces[None].expand(len(hand.vertices), -1, -1)).verts_normals_padded()
         c = cfg.points3d_truncate_cm
-        out["points3d"] = E.point_to_mesh_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hn, c) + \
+        out["points3d"] = E.point_to_surface_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hand.faces, c) + \
             E.point_to_surface_energy(obs.object_points, obs.object_points_valid, ov, obj.faces, c)
     if w.j2d > 0 and obs.kp_uv is not None:
         proj = project_points(hand.joints, obs.full_cams)
