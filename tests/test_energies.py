@@ -72,6 +72,33 @@ def test_point_to_surface_energy_matches_trimesh_closest_point():
     assert np.minimum((d_vertex * 100) ** 2, 1.5**2).mean() > got[0].item() * 1.2
 
 
+def test_point_to_surface_candidates_match_the_full_search():
+    """Searching only the nearest-centroid triangles gives the full search's energy and
+    gradient on a fine mesh, and never a smaller distance (it can only miss the closest)."""
+    trimesh = pytest.importorskip("trimesh")
+    m = trimesh.creation.icosphere(3, radius=0.05)  # 1280 faces
+    rng = np.random.default_rng(1)
+    p = torch.tensor(m.sample(300, seed=1)[None].repeat(2, 0) + rng.normal(0, 0.003, (2, 300, 3)), dtype=torch.float32)
+    valid = torch.ones(2, 300, dtype=torch.bool)
+    valid[1, 200:] = False
+    faces = torch.tensor(m.faces, dtype=torch.int64)
+    res = []
+    for k in (0, 64):
+        verts = torch.tensor(m.vertices, dtype=torch.float32)[None].repeat(2, 1, 1).requires_grad_()
+        e = E.point_to_surface_energy(p, valid, verts, faces, truncate=1.0, candidates=k)
+        e.sum().backward()
+        res.append((e.detach(), verts.grad))
+    (e_all, g_all), (e_64, g_64) = res
+    assert torch.allclose(e_64, e_all, rtol=1e-5) and torch.allclose(g_64, g_all, atol=1e-6)
+    # a large triangle whose centroid is farther than a small one's: K = 1 misses it
+    verts = torch.tensor([[[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0.015, 0.015, 0.01], [0.016, 0.015, 0.01], [0.015, 0.016, 0.01]]])
+    tri = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    q = torch.tensor([[[0.005, 0.005, 0.002]]])  # 0.2 cm above the large triangle
+    one = torch.ones(1, 1, dtype=torch.bool)
+    assert E.point_to_surface_energy(q, one, verts, tri, candidates=2).item() == pytest.approx(0.04, rel=1e-4)
+    assert E.point_to_surface_energy(q, one, verts, tri, candidates=1).item() > 1.0  # the small one, ~1.4 cm
+
+
 def test_temporal_energy_orders():
     t = torch.arange(4, dtype=torch.float64)[:, None] * torch.tensor([[0.01, 0.0, 0.0]], dtype=torch.float64)
     # constant velocity: first-order term only, charged to frames 1..3; no acceleration

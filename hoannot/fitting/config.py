@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hoannot.datasets.io import InputError
 
@@ -85,6 +85,10 @@ class FitConfig(BaseModel):
     betas_prior: float = 0.1
     tukey_c_cm: float = 2.0
     points3d_truncate_cm: float = 2.0  # E_3D: a point farther than this from the mesh counts as an outlier
+    # E_3D closest-triangle search: 0 = every triangle (exact); K = only the K triangles with the
+    # nearest centroids (faster, approximate; see energies.point_to_surface_energy). The
+    # benchmarks in benchmarks/results/ ran with 0.
+    points3d_candidates: int = Field(0, ge=0)
     sigma_px2: float = 0.15
     faces_per_pixel: int = 8
     object_max_faces: int = 1000

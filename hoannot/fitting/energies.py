@@ -72,6 +72,7 @@ def point_to_surface_energy(
     verts: torch.Tensor,
     faces: torch.Tensor,
     truncate: float = 2.0,
+    candidates: int = 0,
 ) -> torch.Tensor:
     """E_3D, HOnnotate Eq. 7, with the exact distance of each observed point to the mesh
     surface (its closest triangle; pytorch3d's ``point_face_distance``).
@@ -89,21 +90,35 @@ def point_to_surface_energy(
         verts: (B, V, 3) mesh vertices of the same class, metres.
         faces: (F, 3) int64 triangles, shared by all frames.
         truncate: robust cap on a point's distance, centimetres.
+        candidates: 0 searches every triangle (exact). K > 0 searches only the K triangles
+            whose centroids are nearest to the point (pytorch3d ``knn_points``), which is
+            faster but can miss the closest triangle and so overestimate a distance
+            (measured on the 1000-face YCB can, 8 frames x 1500 noisy surface points: K = 32
+            about 5x faster, 0.2 % of the points too far by at most 0.03 cm^2, energy off
+            by 4e-5 relative; K = 64 about 2x faster, no point off).
     Returns:
         (B,) mean truncated squared distance, cm^2 (0 for frames without points).
     """
-    B = points.shape[0]
+    B, F = points.shape[0], faces.shape[0]
     counts = points_valid.sum(1)
     out = torch.zeros(B, dtype=points.dtype, device=points.device)
     if int(counts.sum()) == 0:
         return out
-    first = torch.nn.functional.pad(counts.cumsum(0)[:-1], (1, 0))
-    tris = (verts * CM)[:, faces].reshape(-1, 3, 3)  # (B F, 3, 3), centimetres
-    tris_first = torch.arange(B, device=points.device) * faces.shape[0]
-    # min_triangle_area: below it pytorch3d treats a triangle as degenerate (edges only)
-    d2 = point_face_distance((points * CM)[points_valid], first, tris, tris_first, int(counts.max()), 1e-12)
-    d2 = d2.clamp(max=truncate**2)
     frame = torch.repeat_interleave(torch.arange(B, device=points.device), counts)
+    pts = (points * CM)[points_valid]  # (P, 3), centimetres
+    tris = (verts * CM)[:, faces]  # (B, F, 3, 3), centimetres
+    # min_triangle_area: below it pytorch3d treats a triangle as degenerate (edges only)
+    if 0 < candidates < F:
+        # every point becomes its own "mesh" of its K candidate triangles
+        near = knn_points((points * CM).detach(), tris.detach().mean(2), K=candidates).idx[points_valid]  # (P, K)
+        sel = tris.reshape(-1, 3, 3)[(frame[:, None] * F + near).reshape(-1)]
+        first = torch.arange(len(pts), device=points.device)
+        d2 = point_face_distance(pts, first, sel, first * candidates, 1, 1e-12)
+    else:
+        first = torch.nn.functional.pad(counts.cumsum(0)[:-1], (1, 0))
+        tris_first = torch.arange(B, device=points.device) * F
+        d2 = point_face_distance(pts, first, tris.reshape(-1, 3, 3), tris_first, int(counts.max()), 1e-12)
+    d2 = d2.clamp(max=truncate**2)
     return out.index_add(0, frame, d2) / counts.clamp(min=1)
 
 
