@@ -110,6 +110,15 @@ def test_multi_camera_plan_tracks_then_overlapping_batches():
         batches(5, 2, 2)
 
 
+def test_fit_config_rejects_a_negative_candidate_count_naming_the_file(tmp_path):
+    bad = tmp_path / "fit.yaml"
+    bad.write_text("points3d_candidates: -1\n")
+    with pytest.raises(InputError, match=r"fit\.yaml: field 'points3d_candidates'") as e:
+        load_fit_config(bad)
+    assert "\n" not in str(e.value)
+    assert load_fit_config(None, points3d_candidates=32).points3d_candidates == 32
+
+
 def test_tracking_runs_and_keeps_improving(tmp_path):
     """The tracking stage (each frame may start from the previous result) reduces error."""
     seq, init, hand, obj = _box_sequence(tmp_path)

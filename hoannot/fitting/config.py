@@ -57,7 +57,8 @@ class FitConfig(BaseModel):
     # eta = 100 to our units: our data terms are means over pixels and points, so at a factor
     # of 1 eta swamps them (measured, WebXR hand + YCB can, 5 cameras x 6 frames, full fit,
     # hand MPJPE / ADD: 5.75 / 0.87 mm at 1, 5.54 / 0.53 at 0.3, 5.24 / 0.29 at 0.1, 4.99 / 0.21
-    # at 0.03; the same capture with our own hand model as the data hand: 1.85 mm at 1, 0.84 at 0.1).
+    # at 0.03; the same capture with our own hand model as the data hand: 0.84 mm at 0.1, and 1.85 mm
+    # at 1 when the hand E_3D was still the closest-vertex term).
     tc_velocity: float = 0.0
     tc_acceleration: float = 0.03
     # grasp stability, a third E_tc part: velocity of the wrist pose in the object's frame and of

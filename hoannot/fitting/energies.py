@@ -81,8 +81,8 @@ def point_to_surface_energy(
     far from every vertex, the more so on a coarse mesh. Measured on a synthetic capture of
     our own hand model holding a YCB can (5 cameras, 6 frames, single-frame fits with
     E_mask + E_dpt + E_3D): object ADD 1.59 mm with the closest-vertex point-to-plane term,
-    0.21 mm with this one (1000-face object mesh); hand MPJPE 1.11 -> 0.78 mm (778-vertex
-    hand), and 6.29 -> 5.58 mm with the WebXR hand as the data hand.
+    0.21 mm with this one (1000-face object mesh); hand MPJPE 1.11 -> 0.78 mm (our 2000-face
+    hand mesh), and 6.29 -> 5.58 mm with the WebXR hand as the data hand.
 
     Args:
         points: (B, N, 3) observed points of one class, metres.
