@@ -1,14 +1,16 @@
 """Benchmark the bundled baselines on synthetic captures (train on some sequences, test on others).
 
     python benchmarks/baselines.py [--work /tmp/hoannot_baselines] [--epochs-scale 1.0] [--only data]
-        [--seeds 0,1] [--train-seqs 30] [--test-seqs 4] [--frames 8] [--methods feedback_loop,...]
+        [--seeds 0,1] [--train-seqs 30] [--test-seqs 4] [--frames 8] [--methods feedback_loop,...] [--jobs 2]
 
 Writes ``benchmarks/results/baselines.json`` and ``baselines.md``: for each of feedback_loop,
 two_stage, cnn3d, sdnet the test MPJPE / PA-MPJPE / AUC, training minutes, inference ms per
 frame, and the MPJPE of its paper's ablation partner; plus the mean-pose baseline. With
 several ``--seeds`` every method and partner is trained once per seed and the numbers are
 means over seeds (std and per-seed values beside them), so that an ablation gain can be
-told from seed noise.
+told from seed noise. ``--jobs N`` trains N (method, seed) runs at once, each in its own
+spawned one-thread process; their ``train_minutes`` and ``ms_per_frame`` are then on one
+shared core each (the JSON records ``jobs``).
 
 Data: ``--train-seqs`` training and ``--test-seqs`` test sequences rendered by
 ``synth_sequence`` with different seeds (so different grasps) and objects (the five YCB
@@ -20,7 +22,9 @@ give more hand poses for the same number of crops than few long ones.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
+import multiprocessing as mp
 import shlex
 import sys
 import time
@@ -65,9 +69,12 @@ def make_data(work: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, synth: d
 
 def run_method(m: str, seed: int, train_dirs, test_dirs, work: Path, epochs_scale: float) -> dict:
     """Train one method (and its ablation partner when that needs its own run) with one seed."""
+    import torch
+
     from hoannot.baselines.bench import bench
     from hoannot.baselines.train import get_method, make_cfg, train
 
+    torch.set_num_threads(1)  # 2 threads on the shared 2-core machine were 10-20x slower (oversubscription)
     mod = get_method(m)
     epoch_keys = [k for k in mod.DEFAULTS if k.endswith("epochs")]
     ov = {k: max(1, round(mod.DEFAULTS[k] * epochs_scale)) for k in epoch_keys}
@@ -139,6 +146,7 @@ def main() -> None:
     ap.add_argument("--train-seqs", type=int, default=N_TRAIN)
     ap.add_argument("--test-seqs", type=int, default=N_TEST)
     ap.add_argument("--frames", type=int, default=SYNTH["frames"], help="frames per sequence")
+    ap.add_argument("--jobs", type=int, default=1, help="(method, seed) runs trained at once, one thread each")
     args = ap.parse_args()
     work = Path(args.work)
     synth = {**SYNTH, "frames": args.frames}
@@ -146,11 +154,8 @@ def main() -> None:
     if args.only == "data":
         return
 
-    import torch
-
     from hoannot.baselines.bench import mean_pose_mpjpe_mm
 
-    torch.set_num_threads(1)  # 2 threads on the shared 2-core machine were 10-20x slower (oversubscription)
     cmd = "python " + " ".join(shlex.quote(a) for a in [Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]])
     old = ROOT / "benchmarks" / "results" / "baselines.json"
     keep = {}
@@ -160,27 +165,39 @@ def main() -> None:
         keep = {k: {**v, "command": v.get("command", prev["command"])} for k, v in prev.items()
                 if k in ("feedback_loop", "two_stage", "cnn3d", "sdnet")}
     seeds = [int(x) for x in args.seeds.split(",")]
+    methods = args.methods.split(",")
     res: dict = {
         **keep,
         "command": cmd,
         "train_sequences": len(train_dirs), "test_sequences": len(test_dirs), "synth": synth, "hand": Path(hand()).name,
-        "objects": [Path(o).name for o in objects()], "seeds": seeds,
+        "objects": [Path(o).name for o in objects()], "seeds": seeds, "jobs": args.jobs,
     }
     res["mean_pose_mpjpe_mm"] = mean_pose_mpjpe_mm(train_dirs, test_dirs)
     print("mean pose", res["mean_pose_mpjpe_mm"], flush=True)
-    for m in args.methods.split(","):
-        per_seed = []
-        for seed in seeds:
-            per_seed.append(run_method(m, seed, train_dirs, test_dirs, work, args.epochs_scale))
-            e = per_seed[-1]
-            print(f"{m} seed {seed}: {e['mpjpe_mm']:.2f} mm, ablation {e['ablation']['mpjpe_mm']:.2f} mm, "
-                  f"{e['train_minutes']:.1f} min", flush=True)
-        entry = aggregate(per_seed, seeds)
-        res["test_crops"] = per_seed[0]["test_crops"]
-        entry["command"] = cmd
-        res[m] = entry
-        print(m, json.dumps({k: v for k, v in entry.items() if k not in ("settings", "per_seed")}), flush=True)
-        write_results(res)
+    tasks = [(m, seed) for m in methods for seed in seeds]
+    done: dict[tuple[str, int], dict] = {}
+
+    def finished(m: str, seed: int, e: dict) -> None:
+        done[(m, seed)] = e
+        print(f"{m} seed {seed}: {e['mpjpe_mm']:.2f} mm, ablation {e['ablation']['mpjpe_mm']:.2f} mm, "
+              f"{e['train_minutes']:.1f} min", flush=True)
+        if all((m, s) in done for s in seeds):  # every seed of this method is in: aggregate and save
+            entry = aggregate([done[(m, s)] for s in seeds], seeds)
+            res["test_crops"] = done[(m, seeds[0])]["test_crops"]
+            entry["command"] = cmd
+            res[m] = entry
+            print(m, json.dumps({k: v for k, v in entry.items() if k not in ("settings", "per_seed")}), flush=True)
+            write_results(res)
+
+    if args.jobs <= 1:
+        for m, seed in tasks:
+            finished(m, seed, run_method(m, seed, train_dirs, test_dirs, work, args.epochs_scale))
+    else:
+        with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
+            futs = {ex.submit(run_method, m, seed, train_dirs, test_dirs, work, args.epochs_scale): (m, seed)
+                    for m, seed in tasks}
+            for f in cf.as_completed(futs):
+                finished(*futs[f], f.result())
     write_results(res)
 
 
