@@ -225,7 +225,9 @@ def write_results(res: dict) -> None:
             f"{res['synth']['width']}x{res['synth']['height']} px, hand: {res['hand']}; "
             f"{res.get('test_crops', '?')} test crops). Training seeds: {res.get('seeds', [0])}; MPJPE is the mean over "
             "seeds (+- std across seeds); \"gain per seed\" = partner MPJPE - method MPJPE for each seed (positive: the "
-            "paper's direction); \"reproduced\" = lower mean test MPJPE than the ablation partner.\n\n" + "\n".join(rows) + "\n")
+            "paper's direction); \"reproduced\" = lower mean test MPJPE than the ablation partner."
+            + (f" Runs were trained {res['jobs']} at a time, one thread each: train minutes and ms/frame are on one "
+               "core shared with the other runs." if res.get("jobs", 1) > 1 else "") + "\n\n" + "\n".join(rows) + "\n")
     with atomic_write(out / "baselines.md", "w") as f:
         f.write(text)
 
