@@ -27,27 +27,36 @@ from hoannot.baselines.nets import Regressor2D
 
 DEFAULTS = dict(epochs=60, seg_epochs=5, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
                 rot_deg=30.0, trans_m=0.01, scale=0.1, widths=[8, 16, 32], hidden=256,
-                segmentation=True, seg_threshold=0.5, w_object=1.0)
+                segmentation=True, seg_threshold=0.5, seg_levels=2, w_object=1.0)
 ABLATION = {"overrides": {"segmentation": False}, "retrain": True, "what": "regressor without the segmentation stage"}
 
 
 class SegFCN(nn.Module):
-    """(B, 1, S, S) normalised depth -> (B, 1, S, S) object logits (encoder-decoder, skip links)."""
+    """(B, 1, S, S) normalised depth -> (B, 1, S, S) object logits: a U-Net-style encoder-decoder.
 
-    def __init__(self, w: int = 16):
+    Args:
+        w: channels of the first level (deeper levels have ``2 w``).
+        levels: 2x2 max-pool steps; S must be divisible by ``2**levels``. Each level widens the
+            receptive field, which telling the object from the hand by shape needs.
+    """
+
+    def __init__(self, w: int = 16, levels: int = 2):
         super().__init__()
         c = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.ReLU(inplace=True))  # noqa: E731
-        self.e1, self.e2, self.e3 = c(1, w), c(w, 2 * w), c(2 * w, 2 * w)
-        self.d2, self.d1 = c(4 * w, w), c(2 * w, w)
+        chans = [w] + [2 * w] * levels
+        self.enc = nn.ModuleList([c(1, w)] + [c(chans[i], chans[i + 1]) for i in range(levels)])
+        ins = [(w if i < levels - 1 else chans[levels]) + chans[i] for i in range(levels)]
+        self.dec = nn.ModuleList([c(ins[i], w) for i in range(levels)])
         self.out = nn.Conv2d(w, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f1 = self.e1(x)
-        f2 = self.e2(F.max_pool2d(f1, 2))
-        f3 = self.e3(F.max_pool2d(f2, 2))
-        u2 = self.d2(torch.cat([F.interpolate(f3, scale_factor=2.0), f2], 1))
-        u1 = self.d1(torch.cat([F.interpolate(u2, scale_factor=2.0), f1], 1))
-        return self.out(u1)
+        feats = [self.enc[0](x)]
+        for e in self.enc[1:]:
+            feats.append(e(F.max_pool2d(feats[-1], 2)))
+        u = feats[-1]
+        for i in reversed(range(len(self.dec))):
+            u = self.dec[i](torch.cat([F.interpolate(u, scale_factor=2.0), feats[i]], 1))
+        return self.out(u)
 
 
 class TwoStage(nn.Module):
@@ -56,7 +65,7 @@ class TwoStage(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.use_seg = bool(cfg["segmentation"])
-        self.seg = SegFCN() if self.use_seg else None
+        self.seg = SegFCN(levels=int(cfg.get("seg_levels", 2))) if self.use_seg else None
         self.reg = Regressor2D(2 if self.use_seg else 1, int(cfg["crop_size"]), 66, tuple(cfg["widths"]), int(cfg["hidden"]))
         self.threshold = float(cfg["seg_threshold"])
 
