@@ -234,3 +234,18 @@ def test_resume_gives_the_same_state_and_bench(seq_dir, tmp_path):
     assert est["mpjpe_mm"] == pytest.approx(np.linalg.norm(gt - cen[:, None], axis=-1).mean() * 1000, rel=1e-5)
     with pytest.raises(InputError):
         bench(None, [seq_dir], estimator="no_colon")
+
+
+def test_seg_fcn_levels_keep_the_resolution_and_widen_the_receptive_field():
+    torch.manual_seed(0)
+    x = torch.zeros(1, 1, 32, 32, requires_grad=True)
+    reach = {}
+    for levels in (1, 2, 3):
+        net = two_stage.SegFCN(8, levels)
+        out = net(x)
+        assert out.shape == (1, 1, 32, 32)
+        (g,) = torch.autograd.grad(out[0, 0, 16, 16], x)
+        reach[levels] = int((g[0, 0].abs().sum(0) > 0).sum())  # input columns that reach the centre pixel
+    assert reach[1] < reach[2] < reach[3]
+    # levels=2 is the architecture of the earlier, fixed network (same size)
+    assert sum(p.numel() for p in two_stage.SegFCN(16, 2).parameters()) == 27921

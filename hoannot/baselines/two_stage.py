@@ -3,7 +3,11 @@
 Stage 1: a fully convolutional network segments the object's pixels in the hand-centred
 depth crop (paper: 96 x 96; default here 48 x 48 for CPU training, set ``crop_size=96``
 for the paper's size). Trained with per-pixel binary cross-entropy against the
-segmentation labels (label 2 = object).
+segmentation labels (label 2 = object). Stage 1's quality decides whether stage 2 gains
+anything: measured on 480 training sequences (benchmarks/baselines.py data, seed 0, 30
+regression epochs), test MPJPE without segmentation 25.5 mm; with a 2-level FCN after 2 /
+10 epochs (object IoU on training crops 0.62 / 0.77) 25.8 / 25.4 mm; with the default
+3-level FCN after 10 epochs (IoU 0.87) 24.8 mm; with the ground-truth object mask 24.0 mm.
 
 Stage 2: a CNN regressor on the 2-channel input ``(depth, depth with the object pixels
 removed)`` -- removed pixels read as background (normalised depth 1, i.e. zero raw
@@ -25,9 +29,9 @@ from torch import nn
 from hoannot.baselines.dataset import OBJECT, to_normalised, uvd_to_camera
 from hoannot.baselines.nets import Regressor2D
 
-DEFAULTS = dict(epochs=60, seg_epochs=5, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
+DEFAULTS = dict(epochs=60, seg_epochs=20, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
                 rot_deg=30.0, trans_m=0.01, scale=0.1, widths=[8, 16, 32], hidden=256,
-                segmentation=True, seg_threshold=0.5, seg_levels=2, w_object=1.0)
+                segmentation=True, seg_threshold=0.5, seg_levels=3, w_object=1.0)
 ABLATION = {"overrides": {"segmentation": False}, "retrain": True, "what": "regressor without the segmentation stage"}
 
 
