@@ -222,12 +222,15 @@ def write_results(res: dict) -> None:
                     f"{e['ms_per_frame']:.1f} | {e['ablation']['what']} | {e['ablation']['mpjpe_mm']:.1f}{pm(e['ablation'])} | "
                     f"{gains} | {'yes' if e['ablation_reproduced'] else 'no'} |")
     rows.append(f"| mean pose | {res['mean_pose_mpjpe_mm']:.1f} | | | | | | | | |")
+    per_method = {m: res[m].get("seeds", res.get("seeds", [0])) for m in ("feedback_loop", "two_stage", "cnn3d", "sdnet") if m in res}
+    seeds = (next(iter(per_method.values())) if len({str(v) for v in per_method.values()}) == 1
+             else ", ".join(f"{m} {v}" for m, v in per_method.items())) if per_method else res.get("seeds", [0])
     cmds = sorted({res[m].get("command", res["command"]) for m in ("feedback_loop", "two_stage", "cnn3d", "sdnet") if m in res})
     cmds = cmds or [res["command"]]
     text = (f"# Baselines on synthetic captures\n\n" + "".join(f"`{c}`\n\n" for c in cmds) + f"{res['train_sequences']} training / "
             f"{res['test_sequences']} test sequences ({res['synth']['cameras']} cameras x {res['synth']['frames']} frames, "
             f"{res['synth']['width']}x{res['synth']['height']} px, hand: {res['hand']}; "
-            f"{res.get('test_crops', '?')} test crops). Training seeds: {res.get('seeds', [0])}; MPJPE is the mean over "
+            f"{res.get('test_crops', '?')} test crops). Training seeds: {seeds}; MPJPE is the mean over "
             "seeds (+- std across seeds); \"gain per seed\" = partner MPJPE - method MPJPE for each seed (positive: the "
             "paper's direction); \"reproduced\" = lower mean test MPJPE than the ablation partner."
             + (f" Runs were trained {res['jobs']} at a time, one thread each: train minutes and ms/frame are on one "
