@@ -1,9 +1,9 @@
 """Benchmark the bundled baselines on synthetic captures (train on some sequences, test on others).
 
     python benchmarks/baselines.py [--work /tmp/hoannot_baselines] [--epochs-scale 0.5] [--only data]
-        [--seeds 0,1] [--train-seqs 480] [--test-seqs 32] [--frames 4] [--methods feedback_loop,...] [--jobs 2]
+        [--seeds 0,1,2] [--train-seqs 480] [--test-seqs 32] [--frames 4] [--methods feedback_loop,...] [--jobs 2]
 
-The defaults are the committed run (about 45 min with ``--jobs 2`` on 2 CPU cores, plus
+The defaults are the committed run (about 70 min with ``--jobs 2`` on 2 CPU cores, plus
 about 17 min to render the 512 sequences once).
 
 Writes ``benchmarks/results/baselines.json`` and ``baselines.md``: for each of feedback_loop,
@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--methods", default="feedback_loop,two_stage,cnn3d,sdnet")
     ap.add_argument("--epochs-scale", type=float, default=0.5,
                     help="multiply every method's default epochs (0.5: the defaults were set on 4x fewer crops)")
-    ap.add_argument("--seeds", default="0,1", help="training seeds, comma-separated; numbers are means over them")
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated; numbers are means over them")
     ap.add_argument("--train-seqs", type=int, default=N_TRAIN)
     ap.add_argument("--test-seqs", type=int, default=N_TEST)
     ap.add_argument("--frames", type=int, default=SYNTH["frames"], help="frames per sequence")
