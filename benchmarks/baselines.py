@@ -223,8 +223,9 @@ def write_results(res: dict) -> None:
                     f"{gains} | {'yes' if e['ablation_reproduced'] else 'no'} |")
     rows.append(f"| mean pose | {res['mean_pose_mpjpe_mm']:.1f} | | | | | | | | |")
     per_method = {m: res[m].get("seeds", res.get("seeds", [0])) for m in ("feedback_loop", "two_stage", "cnn3d", "sdnet") if m in res}
-    seeds = (next(iter(per_method.values())) if len({str(v) for v in per_method.values()}) == 1
-             else ", ".join(f"{m} {v}" for m, v in per_method.items())) if per_method else res.get("seeds", [0])
+    seeds = ", ".join(f"{m} {v}" for m, v in per_method.items())  # kept entries may have other seeds than this run
+    if len({str(v) for v in per_method.values()}) <= 1:
+        seeds = str(next(iter(per_method.values()), res.get("seeds", [0])))
     cmds = sorted({res[m].get("command", res["command"]) for m in ("feedback_loop", "two_stage", "cnn3d", "sdnet") if m in res})
     cmds = cmds or [res["command"]]
     text = (f"# Baselines on synthetic captures\n\n" + "".join(f"`{c}`\n\n" for c in cmds) + f"{res['train_sequences']} training / "

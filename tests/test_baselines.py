@@ -247,5 +247,13 @@ def test_seg_fcn_levels_keep_the_resolution_and_widen_the_receptive_field():
         (g,) = torch.autograd.grad(out[0, 0, 16, 16], x)
         reach[levels] = int((g[0, 0].abs().sum(0) > 0).sum())  # input columns that reach the centre pixel
     assert reach[1] < reach[2] < reach[3]
-    # levels=2 is the architecture of the earlier, fixed network (same size)
-    assert sum(p.numel() for p in two_stage.SegFCN(16, 2).parameters()) == 27921
+    # levels=2 is the architecture of the earlier, fixed network (same size), and a run saved
+    # with that network's layer names (e1..e3, d2, d1) still loads and predicts the same
+    net = two_stage.SegFCN(16, 2)
+    assert sum(p.numel() for p in net.parameters()) == 27921
+    names = {"enc.0.": "e1.", "enc.1.": "e2.", "enc.2.": "e3.", "dec.0.": "d1.", "dec.1.": "d2."}
+    old = {next((names[n] + k[len(n):] for n in names if k.startswith(n)), k): v for k, v in net.state_dict().items()}
+    model = torch.nn.Sequential(two_stage.SegFCN(16, 2))
+    model.load_state_dict({"0." + k: v for k, v in old.items()})
+    x = torch.randn(1, 1, 16, 16)
+    torch.testing.assert_close(model(x), net(x))

@@ -52,6 +52,17 @@ class SegFCN(nn.Module):
         ins = [(w if i < levels - 1 else chans[levels]) + chans[i] for i in range(levels)]
         self.dec = nn.ModuleList([c(ins[i], w) for i in range(levels)])
         self.out = nn.Conv2d(w, 1, 1)
+        if levels == 2:  # runs saved before ``levels`` existed named the same layers e1..e3, d2, d1
+            self._register_load_state_dict_pre_hook(self._rename_legacy_keys)
+
+    @staticmethod
+    def _rename_legacy_keys(state: dict, prefix: str, *args) -> None:
+        legacy = {"e1.": "enc.0.", "e2.": "enc.1.", "e3.": "enc.2.", "d1.": "dec.0.", "d2.": "dec.1."}
+        for key in [k for k in state if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            for old, new in legacy.items():
+                if rest.startswith(old):
+                    state[prefix + new + rest[len(old):]] = state.pop(key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [self.enc[0](x)]
