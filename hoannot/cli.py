@@ -70,6 +70,7 @@ def init(
     perception: str = typer.Option("auto", help="With --auto: auto (existing folders, else the models), model, or gt."),
     seg_weights: Optional[Path] = typer.Option(None, help="Segmentation weights (default: user cache, then bundled)."),
     kp_weights: Optional[Path] = typer.Option(None, help="2D joint (CPM) weights (default: user cache, then bundled)."),
+    kp_detector: str = typer.Option("cpm", help="With --auto: 2D joints from cpm, or mediapipe (pip install 'hoannot[mediapipe]')."),
     device: str = typer.Option("cpu", help="cpu or cuda (perception)."),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
@@ -89,7 +90,7 @@ def init(
         _, summary = run_init(seq, poses, from_gt, noise_deg, noise_mm, mano_model_path=mano_model_path,
                               ycb_dir=ycb_dir, seed=seed, auto=auto, perception=perception,
                               seg_weights=seg_weights, kp_weights=kp_weights, device=device,
-                              progress=True)  # fmt: skip
+                              kp_detector=kp_detector, progress=True)  # fmt: skip
     except InputError as e:
         _fail(e)
     console.print(summary)

@@ -64,6 +64,7 @@ def run_perception_stage(
     kp_weights: str | Path | None = None,
     device: str = "cpu",
     progress: bool = False,
+    kp_detector: str = "cpm",
 ) -> str:
     """Make ``segmentation/`` and ``keypoints2d/`` for the automatic initialisation.
 
@@ -72,6 +73,8 @@ def run_perception_stage(
             ``"model"`` (run DeepLabV3+ and the CPM, :func:`hoannot.annotate.perception.
             run_perception`) or ``"gt"`` (copy a synthetic capture's ``gt/`` ones: an upper
             bound that isolates the initialisation from perception errors).
+        kp_detector: ``"cpm"`` or ``"mediapipe"`` (:func:`hoannot.annotate.perception.
+            load_detector`).
     Returns:
         one line saying what was used.
     Raises:
@@ -92,7 +95,8 @@ def run_perception_stage(
         raise InputError(f"--perception {perception!r}: expected auto, model or gt")
     from hoannot.annotate.perception import run_perception
 
-    return "perception: " + run_perception(root, seg_weights, kp_weights, device, progress=progress)
+    return "perception: " + run_perception(root, seg_weights, kp_weights, device, progress=progress,
+                                           kp_detector=kp_detector)
 
 
 def run_init(
@@ -112,6 +116,7 @@ def run_init(
     kp_weights: str | Path | None = None,
     device: str = "cpu",
     progress: bool = False,
+    kp_detector: str = "cpm",
 ) -> tuple[HandObjectPoses, str]:
     """Validate a sequence and write ``init/poses.npz`` (+ ``segmentation/`` when asked).
 
@@ -128,7 +133,8 @@ def run_init(
             (degrees, millimetres, radians per joint).
         segmentation_from_gt: copy ``gt/segmentation`` to ``segmentation/`` (default:
             with ``from_gt``, when no ``segmentation/`` exists and a ground truth one does).
-        auto, perception, seg_weights, kp_weights, device: the automatic initialisation.
+        auto, perception, seg_weights, kp_weights, device, kp_detector: the automatic
+            initialisation (:func:`run_perception_stage`).
     Returns:
         (poses, a one-paragraph summary of what was done).
     Raises:
@@ -156,7 +162,7 @@ def run_init(
     elif auto:
         from hoannot.annotate.init2d import initialize_sequence
 
-        lines.append(run_perception_stage(seq, perception, seg_weights, kp_weights, device, progress))
+        lines.append(run_perception_stage(seq, perception, seg_weights, kp_weights, device, progress, kp_detector))
         poses = initialize_sequence(seq, hand_model, load_sequence_object(seq, ycb_dir), seed=seed)
     elif from_gt:
         gt = GroundTruth.load(seq.root / "gt" / "poses.npz")

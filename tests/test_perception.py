@@ -230,3 +230,53 @@ def test_run_perception_writes_masks_joints_overlays(samples, tmp_path):
     # missing weights: one clear line naming the training command
     with pytest.raises(InputError, match="hoannot train-seg"):
         run_perception(seq, tmp_path / "none.pt", tmp_path / "kp.pt")
+
+
+def test_refine_pass_recrops_on_the_detected_joints():
+    """A hand mask much larger than the hand gives a coarse first crop (12.5 px heatmap
+    cells here); the second pass crops around the first pass's joints and is sharper."""
+    from hoannot.annotate.training_data import joint_box
+
+    img = np.zeros((120, 160, 3), np.uint8)
+    dot = (83.3, 47.6)
+    yy, xx = np.mgrid[0:120, 0:160]
+    img[...] = (255 * np.exp(-((xx - dot[0]) ** 2 + (yy - dot[1]) ** 2) / (2 * 3.0**2)))[..., None].astype(np.uint8)
+    mask = np.ones((120, 160), bool)
+    model = _DotModel()
+    uv1, _ = detect_keypoints(model, img, mask)
+    model.config.update(refine_passes=1, joint_margin=1.5)
+    uv2, _ = detect_keypoints(model, img, mask)
+    e1, e2 = np.linalg.norm(uv1 - dot, axis=1).max(), np.linalg.norm(uv2 - dot, axis=1).max()
+    assert e2 < 0.5 and e2 < 0.5 * e1, (e1, e2)
+    cx, cy, side = joint_box(np.array([[10.0, 20.0], [50.0, 30.0], [np.nan, np.nan]]), 1.5)
+    assert (cx, cy, side) == (30.0, 25.0, 60.0)
+
+
+def test_cpm_batchnorm_option_and_legacy_weights(tmp_path):
+    bn = CPM({"stages": 2, "width": 8, "batchnorm": True})
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules())
+    plain = CPM({"stages": 2, "width": 8})
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    # weights saved before the option existed (no "batchnorm" in their config) load as before
+    cfg = {k: v for k, v in plain.config.items() if k not in ("batchnorm", "refine_passes", "joint_margin")}
+    W.save_weights(tmp_path / "old.pt", "keypoints", cfg, plain.state_dict())
+    loaded = load_keypoints(tmp_path / "old.pt")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(x)[-1], loaded(x)[-1])
+
+
+def test_mediapipe_landmark_order_and_detector_errors():
+    from hoannot.annotate.mediapipe_hands import landmarks_to_ho3d
+    from hoannot.annotate.perception import load_detector
+    from hoannot.datasets.conventions import HO3D_TO_OPENPOSE
+
+    # OpenPose/MANO-21 landmark k sits at x = k / 20: HO-3D joint j must get landmark OPENPOSE_TO_HO3D[j]
+    xy = np.stack([np.arange(21) / 20.0, np.full(21, 0.5)], 1)
+    uv = landmarks_to_ho3d(xy, 200)
+    k = np.round((uv[:, 0] + 0.5) / 10).astype(int)
+    assert k[0] == 0 and k[16] == 4 and k[20] == 20 and k[13] == 1  # wrist, thumb tip, pinky tip, thumb CMC
+    np.testing.assert_array_equal(k[list(HO3D_TO_OPENPOSE)], np.arange(21))
+    np.testing.assert_allclose(uv[:, 1], 99.5)  # normalised 0.5 -> the crop's centre in pixel-centre px
+    with pytest.raises(InputError, match="unknown 2D joint detector"):
+        load_detector("openpose")

@@ -28,17 +28,28 @@ from torch import nn
 
 from hoannot.annotate import weights as W
 from hoannot.annotate.segmentation import get_pool
-from hoannot.annotate.training_data import KeypointDataset, crop_affine, hand_box, normalise_rgb, train_loop
+from hoannot.annotate.training_data import (
+    KeypointDataset,
+    crop_affine,
+    hand_box,
+    joint_box,
+    normalise_rgb,
+    train_loop,
+)
 from hoannot.datasets.io import InputError
 
 NUM_JOINTS = 21
 DEFAULT_CONFIG = {"arch": "CPM", "stages": 3, "width": 48, "crop": 64, "stride": 4, "sigma": 1.2,
-                  "joints": NUM_JOINTS, "joint_order": "ho3d", "box_margin": 1.25}  # fmt: skip
+                  "joints": NUM_JOINTS, "joint_order": "ho3d", "box_margin": 1.25, "joint_margin": 1.5,
+                  "refine_passes": 0}  # fmt: skip
 
 
-def _conv(cin: int, cout: int, k: int, relu: bool = True) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2)]
-    return layers + [nn.ReLU(inplace=True)] if relu else layers
+def _conv(cin: int, cout: int, k: int, relu: bool = True, bn: bool = False) -> list[nn.Module]:
+    if not relu:
+        return [nn.Conv2d(cin, cout, k, padding=k // 2)]
+    if bn:
+        return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True)]
 
 
 class CPM(nn.Module):
@@ -55,17 +66,21 @@ class CPM(nn.Module):
     def __init__(self, config: dict | None = None) -> None:
         super().__init__()
         self.config = c = {**DEFAULT_CONFIG, **(config or {})}
-        w, J1 = c["width"], c["joints"] + 1
+        w, J1, bn = c["width"], c["joints"] + 1, bool(c.get("batchnorm", False))
+
+        def conv(cin: int, cout: int, k: int, relu: bool = True) -> list[nn.Module]:
+            return _conv(cin, cout, k, relu, bn)
+
         self.trunk = nn.Sequential(
-            *_conv(3, w // 2, 3), *_conv(w // 2, w // 2, 3), nn.MaxPool2d(2),
-            *_conv(w // 2, w, 3), *_conv(w, w, 3), nn.MaxPool2d(2),
-            *_conv(w, w, 3), *_conv(w, w, 3), *_conv(w, w, 3),
+            *conv(3, w // 2, 3), *conv(w // 2, w // 2, 3), nn.MaxPool2d(2),
+            *conv(w // 2, w, 3), *conv(w, w, 3), nn.MaxPool2d(2),
+            *conv(w, w, 3), *conv(w, w, 3), *conv(w, w, 3),
         )  # fmt: skip
-        self.stage1 = nn.Sequential(*_conv(w, w, 5), *_conv(w, w, 1), *_conv(w, J1, 1, relu=False))
-        self.squeeze = nn.Sequential(*_conv(w, w // 2, 1))
+        self.stage1 = nn.Sequential(*conv(w, w, 5), *conv(w, w, 1), *conv(w, J1, 1, relu=False))
+        self.squeeze = nn.Sequential(*conv(w, w // 2, 1))
         self.stages = nn.ModuleList(
-            nn.Sequential(*_conv(w // 2 + J1, w, 7), *_conv(w, w, 7), *_conv(w, w, 7), *_conv(w, w, 1),
-                          *_conv(w, J1, 1, relu=False))  # fmt: skip
+            nn.Sequential(*conv(w // 2 + J1, w, 7), *conv(w, w, 7), *conv(w, w, 7), *conv(w, w, 1),
+                          *conv(w, J1, 1, relu=False))  # fmt: skip
             for _ in range(c["stages"] - 1)
         )
 
@@ -126,6 +141,11 @@ def heatmap_peaks(hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xy, peak
 
 
+def _legacy_config(config: dict) -> dict:
+    """Saved configs from before an option existed build the network they were trained as."""
+    return {"batchnorm": False, "refine_passes": 0, **config}
+
+
 def load_keypoints(path: str | Path | None = None, device: str = "cpu") -> CPM:
     """Load trained CPM weights (see :func:`hoannot.annotate.weights.find_weights`).
 
@@ -134,7 +154,7 @@ def load_keypoints(path: str | Path | None = None, device: str = "cpu") -> CPM:
             or a file of another kind.
     """
     data = W.load_weights("keypoints", path)
-    model = CPM(data["config"])
+    model = CPM(_legacy_config(data["config"]))
     model.load_state_dict(data["state_dict"])
     model.weights_path, model.sha256 = str(data["path"]), data["sha256"]
     return model.to(device).eval()
@@ -162,16 +182,24 @@ def detect_keypoints(model: CPM, rgb: np.ndarray, hand_mask: np.ndarray) -> tupl
     box = hand_box(np.asarray(hand_mask, bool), c["box_margin"])
     if box is None:
         return np.full((J, 2), np.nan, np.float32), np.zeros(J, np.float32)
+    rgb = np.ascontiguousarray(rgb[..., :3])
+    uv, peak = _detect_in_box(model, rgb, box)
+    for _ in range(int(c.get("refine_passes", 0))):
+        uv, peak = _detect_in_box(model, rgb, joint_box(uv, c["joint_margin"]))
+    return uv.astype(np.float32), np.clip(peak, 0, 1).astype(np.float32)
+
+
+def _detect_in_box(model: CPM, rgb: np.ndarray, box: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Joints (J, 2) float64 full-image px and peak beliefs (J,) from one square crop."""
+    c = model.config
     M = crop_affine(box, c["crop"])
-    crop = cv2.warpAffine(np.ascontiguousarray(rgb[..., :3]), M, (c["crop"], c["crop"]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+    crop = cv2.warpAffine(rgb, M, (c["crop"], c["crop"]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     dev = next(model.parameters()).device
-    hm = model(torch.from_numpy(normalise_rgb(crop))[None].to(dev))[-1][0, :J].cpu().numpy()
+    hm = model(torch.from_numpy(normalise_rgb(crop))[None].to(dev))[-1][0, : c["joints"]].cpu().numpy()
     xy, peak = heatmap_peaks(hm)
     uv_crop = (xy + 0.5) * c["stride"] - 0.5
     Minv = cv2.invertAffineTransform(M)
-    uv = uv_crop @ Minv[:, :2].T + Minv[:, 2]
-    return uv.astype(np.float32), np.clip(peak, 0, 1).astype(np.float32)
+    return uv_crop @ Minv[:, :2].T + Minv[:, 2], peak
 
 
 def train_keypoints(
@@ -219,7 +247,7 @@ def train_keypoints(
     init_note = "random"
     if init_weights:
         data = W.load_weights("keypoints", init_weights)
-        model = CPM(data["config"])
+        model = CPM(_legacy_config(data["config"]))
         model.load_state_dict(data["state_dict"])
         init_note = f"hoannot weights {Path(init_weights).name}"
     c = model.config

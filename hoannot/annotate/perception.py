@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hoannot.datasets.io import write_image, write_npz
+from hoannot.datasets.io import InputError, write_image, write_npz
 
 #: HO-3D skeleton edges (parent, child) for drawing.
 HO3D_BONES = (
@@ -59,6 +59,34 @@ def draw_overlay(rgb: np.ndarray, labels: np.ndarray | None, uv: np.ndarray | No
     return out
 
 
+def load_detector(kind: str = "cpm", weights: str | Path | None = None, device: str = "cpu"):
+    """A 2D hand-joint detector by name.
+
+    Args:
+        kind: ``"cpm"`` (:func:`hoannot.annotate.keypoints.load_keypoints` of ``weights``)
+            or ``"mediapipe"`` (:class:`hoannot.annotate.mediapipe_hands.MediaPipeHands`).
+        weights, device: for the CPM.
+    Returns:
+        ``(model, detect)``: the model (with ``weights_path`` and ``sha256``) and
+        ``detect(rgb (H, W, 3) uint8, hand_mask (H, W) bool) -> (uv (21, 2) float32 px
+        HO-3D order, confidence (21,) float32)``.
+    Raises:
+        InputError: unknown ``kind``; missing weights or package (the message says how
+            to get them).
+    """
+    if kind == "cpm":
+        from hoannot.annotate.keypoints import detect_keypoints, load_keypoints
+
+        model = load_keypoints(weights, device)
+        return model, lambda rgb, mask: detect_keypoints(model, rgb, mask)
+    if kind == "mediapipe":
+        from hoannot.annotate.mediapipe_hands import MediaPipeHands
+
+        model = MediaPipeHands()
+        return model, model.detect
+    raise InputError(f"unknown 2D joint detector {kind!r} (use cpm or mediapipe)")
+
+
 def run_perception(
     seq_dir: str | Path,
     seg_weights: str | Path | None = None,
@@ -66,6 +94,7 @@ def run_perception(
     device: str = "cpu",
     min_conf: float = 0.2,
     progress: bool = False,
+    kp_detector: str = "cpm",
 ) -> str:
     """Segment every view of a sequence and detect its 2D hand joints.
 
@@ -76,20 +105,23 @@ def run_perception(
         device: torch device.
         min_conf: joints with a lower peak belief are marked not visible.
         progress: show a rich progress bar.
+        kp_detector: ``"cpm"`` (hoannot's CPM, ``kp_weights``) or ``"mediapipe"``
+            (:class:`~hoannot.annotate.mediapipe_hands.MediaPipeHands`, the optional
+            extra; ``kp_weights`` is not used).
     Returns:
         a one-paragraph summary (views processed, mean hand/object pixels, mean joint
         confidence, weights used).
     Raises:
         InputError: bad sequence, missing/unreadable images, missing or corrupt weights
-            (the message names ``hoannot train-seg`` / ``hoannot train-kp``).
+            (the message names ``hoannot train-seg`` / ``hoannot train-kp``), an unknown
+            ``kp_detector`` or mediapipe not installed.
     """
-    from hoannot.annotate.keypoints import detect_keypoints, load_keypoints
     from hoannot.annotate.segmentation import load_segmentation, segment
     from hoannot.datasets.sequence import open_sequence
 
     seq = open_sequence(seq_dir)
     seg_model = load_segmentation(seg_weights, device)
-    kp_model = load_keypoints(kp_weights, device)
+    kp_model, detect = load_detector(kp_detector, kp_weights, device)
     rgbd = bool(seg_model.config["rgbd"])
     frames = seq.frames
     jobs = [(c, f) for c in seq.camera_names for f in frames]
@@ -106,7 +138,7 @@ def run_perception(
         depth = seq.read_depth(cam, frame) if rgbd else None
         labels = segment(seg_model, rgb, depth)
         write_image(seq.segmentation_path(cam, frame), labels)
-        uv, conf = detect_keypoints(kp_model, rgb, labels == 1)
+        uv, conf = detect(rgb, labels == 1)
         empty += int(not (labels == 1).any())
         uv_all[cam].append(uv)
         conf_all[cam].append(conf)

@@ -622,6 +622,18 @@ def hand_box(mask: np.ndarray, margin: float = 1.25) -> tuple[float, float, floa
     return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0 + 1, y1 - y0 + 1, 8) * margin
 
 
+def joint_box(uv: np.ndarray, margin: float = 1.5) -> tuple[float, float, float]:
+    """Square box around 2D joints: ``(cx, cy, side)`` px.
+
+    Args:
+        uv: (J, 2) float joint positions, px (NaN rows are ignored; at least one finite).
+        margin: side = ``margin`` x the joints' larger extent (at least 8 px).
+    """
+    uv = uv[np.isfinite(uv).all(1)]
+    lo, hi = uv.min(0), uv.max(0)
+    return float(lo[0] + hi[0]) / 2, float(lo[1] + hi[1]) / 2, max(float((hi - lo).max()), 8.0) * margin
+
+
 def crop_affine(box: tuple[float, float, float], size: int, angle_deg: float = 0.0) -> np.ndarray:
     """(2, 3) affine mapping the square ``box`` (cx, cy, side) onto a ``size`` x ``size`` crop."""
     cx, cy, side = box
@@ -649,17 +661,21 @@ def gaussian_heatmaps(uv: np.ndarray, visible: np.ndarray, size: int, sigma: flo
 class KeypointDataset(torch.utils.data.Dataset):
     """Augmented hand crops for the 2D joint network.
 
-    The crop box comes from the ground-truth hand mask (as at test time from the
-    predicted mask), jittered in centre (+-``shift`` of the side) and size
-    (``scale`` range) and rotated (+-``rot_deg``), to ``crop`` x ``crop`` px.
+    The crop box comes from the ground-truth hand mask (as at test time the first crop
+    comes from the predicted mask) or, with probability ``joint_box_prob``, from the
+    ground-truth joints with margin ``joint_margin`` (as the second, refined crop comes
+    from the first pass's joints, :func:`hoannot.annotate.keypoints.detect_keypoints`);
+    it is jittered in centre (+-``shift`` of the side) and size (``scale`` range) and
+    rotated (+-``rot_deg``), to ``crop`` x ``crop`` px.
 
     Items: ``image`` (3, crop, crop) float32, ``heatmaps`` (22, crop/stride, crop/stride)
     float32 (:func:`gaussian_heatmaps`), ``uv`` (21, 2) crop px, ``visible`` (21,) bool.
     """
 
     def __init__(self, pool, crop=64, stride=4, sigma=1.2, augment=True, shift=0.1, scale=(0.85, 1.25),
-                 rot_deg=40.0, seed=0):  # fmt: skip
+                 rot_deg=40.0, joint_box_prob=0.0, joint_margin=1.5, seed=0):  # fmt: skip
         self.pool, self.crop, self.stride, self.sigma, self.aug = pool, crop, stride, sigma, augment
+        self.joint_box_prob, self.joint_margin = joint_box_prob, joint_margin
         self.shift, self.scale, self.rot, self.seed = shift, scale, rot_deg, seed
         self.epoch = 0
 
@@ -668,8 +684,10 @@ class KeypointDataset(torch.utils.data.Dataset):
 
     def item(self, i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         s = _pool_item(self.pool, i)
-        box = hand_box(s["label"] == 1)
-        cx, cy, side = box
+        if self.joint_box_prob > 0 and rng.random() < self.joint_box_prob:
+            cx, cy, side = joint_box(s["uv"], self.joint_margin)
+        else:
+            cx, cy, side = hand_box(s["label"] == 1)
         ang = 0.0
         if self.aug:
             cx, cy = cx + rng.uniform(-self.shift, self.shift) * side, cy + rng.uniform(-self.shift, self.shift) * side
