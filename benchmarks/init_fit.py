@@ -12,6 +12,8 @@ Three initialisations, each then fitted with the same settings:
 * ``auto_model_perception``: ``init --auto --perception model`` with trained weights
   (``--weights-dir``, from ``benchmarks/perception.py``): the whole pipeline, no ground truth.
   Skipped when no weights are found.
+* ``auto_model_perception_mediapipe``: the same, with MediaPipe Hands for the 2D joints
+  (``--kp-detector mediapipe``; needs ``pip install "hoannot[mediapipe]"``, skipped without).
 
 Writes ``benchmarks/results/init_fit.json`` and, for the whole pipeline, the fit-from-init
 keys ``hand_mpjpe_mm``/``object_add_mm`` of ``benchmarks/results/perception.json``.
@@ -80,6 +82,8 @@ def main() -> None:
         "auto_gt_perception": dict(auto=True, perception="gt"),
         "auto_model_perception": dict(auto=True, perception="model", seg_weights=weights / "segmentation.pt",
                                       kp_weights=weights / "keypoints.pt"),  # fmt: skip
+        "auto_model_perception_mediapipe": dict(auto=True, perception="model", seg_weights=weights / "segmentation.pt",
+                                                kp_detector="mediapipe"),  # fmt: skip
     }
     res: dict = {"command": "python benchmarks/init_fit.py " + " ".join(sys.argv[1:]), "hand": hand.name,
                  "object": a.object, "cameras": a.cameras, "frames": a.frames, "size": [160, 120],
@@ -111,7 +115,7 @@ def main() -> None:
                          "init_summary": summary.splitlines()[-1]}  # fmt: skip
             print(name, json.dumps(res[name]), flush=True)
     ref = res["gt_noise"]["fit"]
-    for name in ("auto_gt_perception", "auto_model_perception"):
+    for name in ("auto_gt_perception", "auto_model_perception", "auto_model_perception_mediapipe"):
         if "fit" in res[name]:
             f = res[name]["fit"]
             res[name]["within_20pct_of_gt_noise_fit"] = bool(
@@ -122,6 +126,9 @@ def main() -> None:
         p = json.loads(perception.read_text())
         p["hand_mpjpe_mm"] = res["auto_model_perception"]["fit"]["hand_mpjpe_mm"]
         p["object_add_mm"] = res["auto_model_perception"]["fit"]["object_add_mm"]
+        if "fit" in res["auto_model_perception_mediapipe"]:
+            p["hand_mpjpe_mm_mediapipe"] = res["auto_model_perception_mediapipe"]["fit"]["hand_mpjpe_mm"]
+            p["object_add_mm_mediapipe"] = res["auto_model_perception_mediapipe"]["fit"]["object_add_mm"]
         p["fit_from_init"] = {"source": "benchmarks/results/init_fit.json", **{k: res[k] for k in variants}}
         write_json(perception, p)
     print(json.dumps(res, indent=1))

@@ -14,6 +14,11 @@ segmented and its joints detected; overlays go to ``benchmarks/results/``.
 ``hand_mpjpe_mm`` / ``object_add_mm`` (fit from this initialisation) are left null here;
 ``benchmarks/init_fit.py`` fills them in with the weights this script trains.
 
+When the optional MediaPipe Hands detector is installed (``pip install "hoannot[mediapipe]"``),
+it is scored on the same test views and masks (``kp_pck_10px_mediapipe``, ``..._gt_mask``,
+``kp_mediapipe_ms_per_frame``) and run on the real photo too. ``--eval-only`` scores the
+weights already in ``--work`` (their training record comes from the weights' sidecars).
+
 With ``--minutes-rgbd`` > 0 the RGB-D variant of the segmentation network (depth as a 4th
 channel) is trained too, on the same pool, and scored on the same test views
 (``seg_iou_*_rgbd``; ``kp_pck_10px_rgbd_mask``: the CPM on crops from its masks).
@@ -39,7 +44,7 @@ from hoannot.annotate.keypoints import detect_keypoints, load_keypoints, train_k
 from hoannot.annotate.perception import draw_overlay
 from hoannot.annotate.segmentation import load_segmentation, segment, train_segmentation
 from hoannot.annotate.training_data import TEST_YCB, default_objects, load_pool, render_pool, save_pool
-from hoannot.datasets.io import read_image, write_image, write_json
+from hoannot.datasets.io import InputError, read_image, write_image, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -59,6 +64,34 @@ def _hits(uv: np.ndarray, uv_gt: np.ndarray, visible: np.ndarray, px: float = 10
     return int((np.nan_to_num(err, nan=np.inf)[visible] < px).sum())
 
 
+def _record(path: Path) -> dict:
+    """Training record of saved weights (``--eval-only``), from their ``.pt.json`` sidecar."""
+    side = json.loads(path.with_name(path.name + ".json").read_text())
+    meta = side.get("meta", {})
+    return {"steps": meta.get("steps"), "first_loss": meta.get("first_loss"), "final_loss": meta.get("final_loss"),
+            "minutes": (meta.get("train_seconds") or 0.0) / 60, "sha256": side["sha256"]}  # fmt: skip
+
+
+def _train_data(pool: dict | None, work: Path) -> dict:
+    """What the networks were trained on (from the pool, or with ``--eval-only`` the weights' sidecar)."""
+    if pool is not None:
+        return {"samples": int(len(pool["rgb"])), "hand": "open (hoannot)",
+                "objects": sorted(set(map(str, pool["object"])))}  # fmt: skip
+    meta = json.loads((work / "segmentation.pt.json").read_text()).get("meta", {})
+    return {"samples": meta.get("samples"), "hand": "open (hoannot)", "objects": meta.get("objects")}
+
+
+def _mediapipe():
+    """The MediaPipe detector, or None when the optional extra is not installed."""
+    try:
+        from hoannot.annotate.mediapipe_hands import MediaPipeHands
+
+        return MediaPipeHands()
+    except InputError as e:
+        print(f"mediapipe: skipped ({e})", flush=True)
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/hoannot_perception")
@@ -70,6 +103,7 @@ def main() -> None:
     ap.add_argument("--kp-steps", type=int, default=600)
     ap.add_argument("--minutes-rgbd", type=float, default=0.0, help="RGB-D segmentation variant (0: skip)")
     ap.add_argument("--rgbd-steps", type=int, default=600)
+    ap.add_argument("--eval-only", action="store_true", help="score the weights in --work, no training")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the 2 cores are shared: one thread is several times faster here
     work = Path(args.work)
@@ -78,23 +112,33 @@ def main() -> None:
     t_start = time.time()
 
     train_cache = work / f"train_pool_{args.train_samples}.npz"
-    if train_cache.is_file():
+    pool = None  # --eval-only needs no training views
+    if not args.eval_only and train_cache.is_file():
         pool = load_pool(train_cache)
-    else:
+    elif not args.eval_only:
         pool = render_pool(args.train_samples, default_objects(ycb, "train"), hand="open", seed=0, progress=True)
         save_pool(train_cache, pool)
     render_min = (time.time() - t_start) / 60
-    seg = train_segmentation(work / "segmentation.pt", pool=pool, steps=args.seg_steps, batch_size=8,
-                             max_minutes=args.minutes_seg, progress=False)  # fmt: skip
-    print(f"seg: {seg['steps']} steps, loss {seg['first_loss']:.3f} -> {seg['final_loss']:.3f}", flush=True)
-    kp = train_keypoints(work / "keypoints.pt", pool=pool, steps=args.kp_steps, batch_size=16,
-                         max_minutes=args.minutes_kp, progress=False)  # fmt: skip
-    print(f"kp: {kp['steps']} steps, loss {kp['first_loss']:.1f} -> {kp['final_loss']:.1f}", flush=True)
-    seg_d = None
-    if args.minutes_rgbd > 0:
-        seg_d = train_segmentation(work / "segmentation_rgbd.pt", pool=pool, steps=args.rgbd_steps, batch_size=8,
-                                   max_minutes=args.minutes_rgbd, rgbd=True, progress=False)  # fmt: skip
-        print(f"seg rgbd: {seg_d['steps']} steps, loss {seg_d['first_loss']:.3f} -> {seg_d['final_loss']:.3f}", flush=True)
+    if args.eval_only:
+        seg, kp = _record(work / "segmentation.pt"), _record(work / "keypoints.pt")
+        seg_d = _record(work / "segmentation_rgbd.pt") if (work / "segmentation_rgbd.pt").is_file() else None
+        render_min = None
+    else:
+        seg = train_segmentation(work / "segmentation.pt", pool=pool, steps=args.seg_steps, batch_size=8,
+                                 max_minutes=args.minutes_seg, progress=False)  # fmt: skip
+        print(f"seg: {seg['steps']} steps, loss {seg['first_loss']:.3f} -> {seg['final_loss']:.3f}", flush=True)
+        kp = train_keypoints(work / "keypoints.pt", pool=pool, steps=args.kp_steps, batch_size=16,
+                             max_minutes=args.minutes_kp, progress=False)  # fmt: skip
+        print(f"kp: {kp['steps']} steps, loss {kp['first_loss']:.1f} -> {kp['final_loss']:.1f}", flush=True)
+        seg_d = None
+        if args.minutes_rgbd > 0:
+            seg_d = train_segmentation(work / "segmentation_rgbd.pt", pool=pool, steps=args.rgbd_steps,
+                                       batch_size=8, max_minutes=args.minutes_rgbd, rgbd=True, progress=False)  # fmt: skip
+            print(f"seg rgbd: {seg_d['steps']} steps, loss {seg_d['first_loss']:.3f} -> {seg_d['final_loss']:.3f}",
+                  flush=True)  # fmt: skip
+    if render_min is None:  # --eval-only: keep the recorded rendering time
+        old = json.loads((RESULTS / "perception.json").read_text()) if (RESULTS / "perception.json").is_file() else {}
+        render_min = old.get("render_minutes") or 0.0
     train_minutes = render_min + (seg["minutes"] + kp["minutes"])
 
     test_cache = work / f"test_pool_{args.test_samples}.npz"
@@ -108,6 +152,9 @@ def main() -> None:
     seg_model = load_segmentation(work / "segmentation.pt")
     kp_model = load_keypoints(work / "keypoints.pt")
     seg_model_d = load_segmentation(work / "segmentation_rgbd.pt") if seg_d is not None else None
+    mp_model = _mediapipe()
+    hits_mp = hits_mp_gt = 0
+    t_mp = 0.0
     inter_d, union_d, hits_d = np.zeros(3), np.zeros(3), 0
     warm = test["rgb"][0]
     detect_keypoints(kp_model, warm, segment(seg_model, warm) >= 0)  # first calls pay one-off set-up costs
@@ -129,6 +176,14 @@ def main() -> None:
             pred_d = segment(seg_model_d, rgb, test["depth"][i])
             _add_iou(inter_d, union_d, pred_d, gt)
             hits_d += _hits(detect_keypoints(kp_model, rgb, pred_d == 1)[0], test["uv"][i], vis)
+        if mp_model is not None:
+            t = time.perf_counter()
+            uv_mp, conf_mp = mp_model.detect(rgb, pred == 1)
+            t_mp += time.perf_counter() - t
+            hits_mp += _hits(uv_mp, test["uv"][i], vis)
+            hits_mp_gt += _hits(mp_model.detect(rgb, gt == 1)[0], test["uv"][i], vis)
+            if i < 4:
+                write_image(RESULTS / f"perception_test_{i}_mediapipe.png", draw_overlay(rgb, pred, uv_mp, conf_mp))
         hits += _hits(uv, test["uv"][i], vis)
         hits_gt += _hits(uv_g, test["uv"][i], vis)
         n_vis += int(vis.sum())
@@ -145,6 +200,9 @@ def main() -> None:
         lab = segment(seg_model, img)
         uv, conf = detect_keypoints(kp_model, img, lab == 1)
         write_image(RESULTS / "perception_real_overlay.png", draw_overlay(img, lab, uv, conf))
+        if mp_model is not None:
+            uv_mp, conf_mp = mp_model.detect(img, lab == 1)
+            write_image(RESULTS / "perception_real_overlay_mediapipe.png", draw_overlay(img, lab, uv_mp, conf_mp))
         real_note = {"image": str(real.relative_to(ROOT.parent)), "hand_px": int((lab == 1).sum()),
                      "object_px": int((lab == 2).sum()), "mean_confidence": float(np.mean(conf)),
                      "overlay": "benchmarks/results/perception_real_overlay.png",
@@ -153,7 +211,7 @@ def main() -> None:
     result = {
         "command": "python benchmarks/perception.py " + " ".join(sys.argv[1:]),
         "device": "cpu (2 shared cores)",
-        "train_data": {"samples": int(len(pool["rgb"])), "hand": "open (hoannot)", "objects": sorted(set(map(str, pool["object"])))},
+        "train_data": _train_data(pool, work),
         "test_data": {"samples": int(n), "hand": "webxr_generic_hand (held out)", "objects": list(TEST_YCB),
                       "size": [320, 240]},
         "seg_iou_hand": round(float(iou[1]), 4),
@@ -162,6 +220,12 @@ def main() -> None:
         "kp_pck_10px": round(hits / max(n_vis, 1), 4),
         "kp_pck_10px_gt_mask": round(hits_gt / max(n_vis, 1), 4),
         "train_minutes": round(train_minutes, 2),
+        **({} if mp_model is None else {
+            "kp_pck_10px_mediapipe": round(hits_mp / max(n_vis, 1), 4),
+            "kp_pck_10px_mediapipe_gt_mask": round(hits_mp_gt / max(n_vis, 1), 4),
+            "kp_mediapipe_ms_per_frame": round(1000 * t_mp / n, 1),
+            "kp_mediapipe_sha256": mp_model.sha256,
+        }),
         **({} if seg_d is None else {
             "seg_iou_hand_rgbd": round(float(inter_d[1] / max(union_d[1], 1)), 4),
             "seg_iou_object_rgbd": round(float(inter_d[2] / max(union_d[2], 1)), 4),

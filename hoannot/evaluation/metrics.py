@@ -20,6 +20,7 @@ Definitions and sources:
 from __future__ import annotations
 
 import numpy as np
+from scipy.integrate import trapezoid  # numpy 1.x has no np.trapezoid (the mediapipe extra pins numpy<2)
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 from scipy.spatial.distance import pdist
 
@@ -229,7 +230,7 @@ def auc(thresholds: np.ndarray, values: np.ndarray) -> float:
         thresholds: (n,) increasing. values: (n,).
     """
     thresholds = np.asarray(thresholds, dtype=np.float64)
-    return float(np.trapezoid(values, thresholds) / (thresholds[-1] - thresholds[0]))
+    return float(trapezoid(values, thresholds) / (thresholds[-1] - thresholds[0]))
 
 
 def pck_auc(errors: np.ndarray, max_threshold: float = 0.05, n: int = 100) -> float:
