@@ -10,7 +10,9 @@ over all test pixels), ``kp_pck_10px`` (fraction of visible joints within 10 px 
 320x240, crops from the *predicted* hand mask; ``kp_pck_10px_gt_mask`` with the
 ground-truth mask), ``train_minutes`` (rendering + both trainings), per-frame inference
 times. The real photo (../shared/data/real_frames, a hand on a mustard bottle) is
-segmented and its joints detected; overlays go to ``benchmarks/results/``.
+segmented and its joints detected (overlays in ``benchmarks/results/``); its segmentation
+is scored against an eye-checked reference mask (:data:`REFERENCE`): the gap from
+synthetic training to a real image.
 ``hand_mpjpe_mm`` / ``object_add_mm`` (fit from this initialisation) are left null here;
 ``benchmarks/init_fit.py`` fills them in with the weights this script trains.
 
@@ -49,6 +51,11 @@ from hoannot.datasets.io import InputError, read_image, write_image, write_json
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
+#: Eye-checked labels of the real photo (0 background, 1 hand and forearm, 2 bottle): skin and
+#: yellow colour thresholds in HSV, largest skin component, holes filled, then checked by eye
+#: on its overlay (written as ``benchmarks/results/perception_real_reference.png``; boundaries
+#: good to a few px). The photo itself is HOnnotate's (GPL-3.0, see ../shared).
+REFERENCE = ROOT / "benchmarks" / "data" / "honnotate_00002_reference_label.png"
 
 
 def _add_iou(inter: np.ndarray, union: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> None:
@@ -203,10 +210,16 @@ def main() -> None:
         if mp_model is not None:
             uv_mp, conf_mp = mp_model.detect(img, lab == 1)
             write_image(RESULTS / "perception_real_overlay_mediapipe.png", draw_overlay(img, lab, uv_mp, conf_mp))
+        ref = read_image(REFERENCE)
+        write_image(RESULTS / "perception_real_reference.png", draw_overlay(img, ref, None))
+        inter_r, union_r = np.zeros(3), np.zeros(3)
+        _add_iou(inter_r, union_r, lab, ref)
         real_note = {"image": str(real.relative_to(ROOT.parent)), "hand_px": int((lab == 1).sum()),
                      "object_px": int((lab == 2).sum()), "mean_confidence": float(np.mean(conf)),
                      "overlay": "benchmarks/results/perception_real_overlay.png",
-                     "reference_mask": None}  # fmt: skip
+                     "reference_mask": str(REFERENCE.relative_to(ROOT)),
+                     "seg_iou_hand": round(float(inter_r[1] / union_r[1]), 4),
+                     "seg_iou_object": round(float(inter_r[2] / union_r[2]), 4)}  # fmt: skip
 
     result = {
         "command": "python benchmarks/perception.py " + " ".join(sys.argv[1:]),

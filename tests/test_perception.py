@@ -280,3 +280,36 @@ def test_mediapipe_landmark_order_and_detector_errors():
     np.testing.assert_allclose(uv[:, 1], 99.5)  # normalised 0.5 -> the crop's centre in pixel-centre px
     with pytest.raises(InputError, match="unknown 2D joint detector"):
         load_detector("openpose")
+
+
+def test_mediapipe_missing_is_one_clear_line(monkeypatch):
+    import sys
+
+    from hoannot.annotate.mediapipe_hands import MediaPipeHands
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import mediapipe -> ImportError
+    with pytest.raises(InputError, match=r"pip install 'hoannot\[mediapipe\]'"):
+        MediaPipeHands()
+
+
+def test_mediapipe_finds_a_rendered_hand():
+    """With the extra installed: joints of a rendered hand (the WebXR hand, not ours) land on it."""
+    pytest.importorskip("mediapipe")
+    from pathlib import Path
+
+    from hoannot.annotate.mediapipe_hands import MediaPipeHands
+
+    glb = Path(__file__).resolve().parents[2] / "shared" / "data" / "hands" / "webxr_generic_hand" / "right.glb"
+    if not glb.is_file():
+        pytest.skip("needs ../shared")
+    rng = np.random.default_rng(0)
+    hand, obj = HandSampler(str(glb)), load_textured("primitive:box:0.03,0.03,0.03")
+    cfg = RenderConfig(forearm=0.0, hand_front=1.0, distance=(0.35, 0.4))
+    model, hits, n = MediaPipeHands(), 0, 0
+    for _ in range(6):
+        s = render_sample(obj, hand, rng, cfg)
+        uv, conf = model.detect(s["rgb"], s["label"] == 1)
+        if np.isfinite(uv).all():
+            err = np.linalg.norm(uv - s["uv"], axis=1)[s["visible"]]
+            hits, n = hits + int((err < 10).sum()), n + int(s["visible"].sum())
+    assert n > 0 and hits / n > 0.5, (hits, n)
