@@ -76,6 +76,14 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
         fit_sequence(seq, init, hand, obj, other, tmp_path / "f", resume=True, progress=False)
 
 
+def test_a_diverging_fit_stops_with_one_line_naming_the_frames(tmp_path):
+    seq, init, hand, obj = _box_sequence(tmp_path)
+    init.hand_pose[0, 0] = np.nan  # what a NaN 2D joint once did to the initialisation
+    cfg = load_fit_config(None, iterations=2, batch_size=4, overlap=1, crop_size=32, num_points=100)
+    with pytest.raises(InputError, match=r"fit diverged .*frames 0-3.*non-finite"):
+        fit_sequence(seq, init, hand, obj, cfg, tmp_path / "f", progress=False)
+
+
 @pytest.mark.slow
 def test_single_camera_schedule_reduces_errors(shared_dir, tmp_path):
     """One camera (HOnnotate Sec. 4.3: grasp on a frame subset, object per frame, joint

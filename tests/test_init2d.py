@@ -197,3 +197,25 @@ def test_bad_input_names_the_file(webxr_mustard, model, mustard, tmp_path):
     write_npz(kp / "cam1.npz", uv=np.zeros((2, 20, 2)), conf=np.zeros((2, 20)))
     with pytest.raises(InputError, match=r"kp/cam1\.npz: expected uv"):
         init2d.load_keypoints2d(kp, seq.camera_names, seq.frames)
+
+
+def test_views_without_a_detection_carry_no_weight(tmp_path):
+    """A detector that finds no hand writes NaN joints: both readers (initialisation and
+    fit) turn them into zero-confidence joints, so no NaN reaches an energy."""
+    from types import SimpleNamespace
+
+    from hoannot.fitting.observations import read_keypoints
+
+    uv = np.full((2, 21, 2), 40.0)
+    uv[1] = np.nan
+    conf = np.full((2, 21), 0.8, np.float32)
+    conf[1] = 0.0
+    write_npz(tmp_path / "keypoints2d" / "cam0.npz", frames=np.array([0, 1]), uv=uv, conf=conf, confidence=conf)
+    u, c = init2d.load_keypoints2d(tmp_path / "keypoints2d", ["cam0"], [0, 1])
+    seq = SimpleNamespace(root=tmp_path, cameras=[SimpleNamespace(name="cam0")])
+    u2, c2 = read_keypoints(seq, [0, 1], "keypoints2d")
+    for a, b in ((u, c), (u2, c2)):
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(b[0, 0], 0.8, rtol=1e-6)
+        assert (b[1, 0] == 0).all()
+        np.testing.assert_allclose(a[0, 0], 40.0)

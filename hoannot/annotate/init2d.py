@@ -448,6 +448,9 @@ def load_keypoints2d(directory: str | Path, camera_names: list[str], frames: lis
     confidences 1 (visible) and ``HIDDEN_CONF`` -- and optionally ``frames`` (N,) ids
     (else the rows are the sequence's frames in order).
 
+    Joints without a detection (NaN ``uv``, as a detector writes when it finds no hand)
+    come back as ``uv`` 0 with confidence 0, so they carry no weight downstream.
+
     Returns:
         uv (F, C, 21, 2) float64, conf (F, C, 21) float64 for the requested frames.
     Raises:
@@ -489,8 +492,10 @@ def load_keypoints2d(directory: str | Path, camera_names: list[str], frames: lis
             if lack:
                 raise InputError(f"{path}: no 2D joints for frame(s) {lack[:5]}")
             rows = np.array([index[f] for f in frames])
-        uvs.append(uv[rows])
-        confs.append(conf[rows])
+        uv, conf = uv[rows], conf[rows]
+        missing = ~np.isfinite(uv).all(-1) | ~np.isfinite(conf)  # a detector found no hand there
+        uvs.append(np.where(missing[..., None], 0.0, uv))
+        confs.append(np.where(missing, 0.0, conf))
     return np.stack(uvs, 1), np.stack(confs, 1)
 
 

@@ -21,6 +21,7 @@ handedness score (0.5-1 for a detected hand; 0 and NaN joints when none is found
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import cv2
@@ -63,6 +64,8 @@ class MediaPipeHands:
 
     def __init__(self, config: dict | None = None) -> None:
         self.config = c = {**DEFAULT_CONFIG, **(config or {})}
+        os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logs: errors only
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
             import mediapipe as mp
         except ImportError:

@@ -75,7 +75,8 @@ def read_keypoints(seq: Sequence, frames: list[int], source: str) -> tuple[np.nd
     ``confidence`` (F, 21) in [0, 1] or ``visible`` (F, 21) bool (used as 0/1 confidence).
 
     Returns:
-        uv (B, C, 21, 2) float32, confidence (B, C, 21) float32 (0 for frames a file lacks).
+        uv (B, C, 21, 2) float32, confidence (B, C, 21) float32 (0 for frames a file lacks
+        and for joints without a detection, whose NaN ``uv`` becomes 0).
     Raises:
         InputError: a missing or malformed file (names it).
     """
@@ -95,6 +96,8 @@ def read_keypoints(seq: Sequence, frames: list[int], source: str) -> tuple[np.nd
             raise InputError(f"{p}: unreadable 2D joints ({e})") from None
         if u.shape != (len(fr), 21, 2) or c.shape != (len(fr), 21):
             raise InputError(f"{p}: expected uv (F, 21, 2) and confidence (F, 21), got {u.shape} and {c.shape}")
+        missing = ~np.isfinite(u).all(-1) | ~np.isfinite(c)  # no detection: no weight (0 * NaN is NaN)
+        u, c = np.where(missing[..., None], 0.0, u).astype(np.float32), np.where(missing, 0.0, c).astype(np.float32)
         index = {int(f): i for i, f in enumerate(fr)}
         for b, f in enumerate(frames):
             if int(f) in index:

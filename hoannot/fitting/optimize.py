@@ -162,8 +162,9 @@ def fit_sequence(
     Returns:
         :class:`FitResult`.
     Raises:
-        InputError: missing observations, an init without the sequence's frames, or a
-            checkpoint written with other settings.
+        InputError: missing observations, an init without the sequence's frames, a
+            checkpoint written with other settings, or a non-finite energy (checked
+            every 5 iterations; names the step, frames and terms).
     """
     device = torch.device(cfg.device)
     frames = list(seq.frames)
@@ -217,6 +218,11 @@ def fit_sequence(
                 opt.zero_grad(set_to_none=True)
                 terms = _energies(params, obs, hand_model, objd, obj_normals, renderer, ecfg)
                 loss = _total(terms, params, ecfg)
+                if (it % 5 == 0 or it == step.iterations - 1) and not torch.isfinite(loss):
+                    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["the pose parameters"]
+                    raise InputError(f"{seq.root}: fit diverged ({step.kind} step {si + 1}, frames {step_frames[0]}-"
+                                     f"{step_frames[-1]}, iteration {it}): non-finite {', '.join(bad)}; check this "
+                                     "sequence's keypoints2d/, segmentation/ and depth")  # fmt: skip
                 loss.backward()
                 params.zero_frozen_grads()
                 opt.step()
