@@ -18,7 +18,8 @@ synthetic training to a real image.
 
 When the optional MediaPipe Hands detector is installed (``pip install "hoannot[mediapipe]"``),
 it is scored on the same test views and masks (``kp_pck_10px_mediapipe``, ``..._gt_mask``,
-``kp_mediapipe_ms_per_frame``) and run on the real photo too. ``--eval-only`` scores the
+``kp_mediapipe_ms_per_frame``) and run on the real photo too. ``--jobs 2`` trains the
+networks two at a time in one-thread processes (their minutes then share the 2 cores). ``--eval-only`` scores the
 weights already in ``--work`` (their training record comes from the weights' sidecars).
 
 With ``--minutes-rgbd`` > 0 the RGB-D variant of the segmentation network (depth as a 4th
@@ -71,6 +72,18 @@ def _hits(uv: np.ndarray, uv_gt: np.ndarray, visible: np.ndarray, px: float = 10
     return int((np.nan_to_num(err, nan=np.inf)[visible] < px).sum())
 
 
+def _train(name: str, work: str, pool_path: str, kw: dict, pool: dict | None = None) -> dict:
+    """Train one network (``seg``, ``kp`` or ``seg_rgbd``) into ``work`` on the cached pool."""
+    torch.set_num_threads(1)
+    pool = pool if pool is not None else load_pool(pool_path)
+    if name == "kp":
+        r = train_keypoints(Path(work) / "keypoints.pt", pool=pool, batch_size=16, progress=False, **kw)
+    else:
+        r = train_segmentation(Path(work) / f"segmentation{'_rgbd' if name == 'seg_rgbd' else ''}.pt", pool=pool,
+                               batch_size=8, rgbd=name == "seg_rgbd", progress=False, **kw)  # fmt: skip
+    return {k: v for k, v in r.items() if k != "losses"}
+
+
 def _record(path: Path) -> dict:
     """Training record of saved weights (``--eval-only``), from their ``.pt.json`` sidecar."""
     side = json.loads(path.with_name(path.name + ".json").read_text())
@@ -111,6 +124,7 @@ def main() -> None:
     ap.add_argument("--minutes-rgbd", type=float, default=0.0, help="RGB-D segmentation variant (0: skip)")
     ap.add_argument("--rgbd-steps", type=int, default=600)
     ap.add_argument("--eval-only", action="store_true", help="score the weights in --work, no training")
+    ap.add_argument("--jobs", type=int, default=1, help="networks trained at once, one thread each")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the 2 cores are shared: one thread is several times faster here
     work = Path(args.work)
@@ -131,18 +145,23 @@ def main() -> None:
         seg_d = _record(work / "segmentation_rgbd.pt") if (work / "segmentation_rgbd.pt").is_file() else None
         render_min = None
     else:
-        seg = train_segmentation(work / "segmentation.pt", pool=pool, steps=args.seg_steps, batch_size=8,
-                                 max_minutes=args.minutes_seg, progress=False)  # fmt: skip
-        print(f"seg: {seg['steps']} steps, loss {seg['first_loss']:.3f} -> {seg['final_loss']:.3f}", flush=True)
-        kp = train_keypoints(work / "keypoints.pt", pool=pool, steps=args.kp_steps, batch_size=16,
-                             max_minutes=args.minutes_kp, progress=False)  # fmt: skip
-        print(f"kp: {kp['steps']} steps, loss {kp['first_loss']:.1f} -> {kp['final_loss']:.1f}", flush=True)
-        seg_d = None
+        jobs = [("seg", dict(steps=args.seg_steps, max_minutes=args.minutes_seg)),
+                ("kp", dict(steps=args.kp_steps, max_minutes=args.minutes_kp))]  # fmt: skip
         if args.minutes_rgbd > 0:
-            seg_d = train_segmentation(work / "segmentation_rgbd.pt", pool=pool, steps=args.rgbd_steps,
-                                       batch_size=8, max_minutes=args.minutes_rgbd, rgbd=True, progress=False)  # fmt: skip
-            print(f"seg rgbd: {seg_d['steps']} steps, loss {seg_d['first_loss']:.3f} -> {seg_d['final_loss']:.3f}",
-                  flush=True)  # fmt: skip
+            jobs.append(("seg_rgbd", dict(steps=args.rgbd_steps, max_minutes=args.minutes_rgbd)))
+        if args.jobs <= 1:
+            out = {name: _train(name, str(work), str(train_cache), kw, pool) for name, kw in jobs}
+        else:  # spawned one-thread processes, each reading the cached pool
+            import concurrent.futures as cf
+            import multiprocessing as mp
+
+            with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
+                futs = {name: ex.submit(_train, name, str(work), str(train_cache), kw) for name, kw in jobs}
+                out = {name: f.result() for name, f in futs.items()}
+        seg, kp, seg_d = out["seg"], out["kp"], out.get("seg_rgbd")
+        for name, r in out.items():
+            print(f"{name}: {r['steps']} steps, loss {r['first_loss']:.3f} -> {r['final_loss']:.3f}, "
+                  f"{r['minutes']:.1f} min", flush=True)  # fmt: skip
     if render_min is None:  # --eval-only: keep the recorded rendering time
         old = json.loads((RESULTS / "perception.json").read_text()) if (RESULTS / "perception.json").is_file() else {}
         render_min = old.get("render_minutes") or 0.0
@@ -224,6 +243,7 @@ def main() -> None:
     result = {
         "command": "python benchmarks/perception.py " + " ".join(sys.argv[1:]),
         "device": "cpu (2 shared cores)",
+        "jobs": args.jobs,
         "train_data": _train_data(pool, work),
         "test_data": {"samples": int(n), "hand": "webxr_generic_hand (held out)", "objects": list(TEST_YCB),
                       "size": [320, 240]},
