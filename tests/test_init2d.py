@@ -219,3 +219,13 @@ def test_views_without_a_detection_carry_no_weight(tmp_path):
         np.testing.assert_allclose(b[0, 0], 0.8, rtol=1e-6)
         assert (b[1, 0] == 0).all()
         np.testing.assert_allclose(a[0, 0], 40.0)
+
+
+def test_no_detected_hand_anywhere_is_one_clear_line(webxr_mustard, model, mustard, tmp_path):
+    seq = open_sequence(webxr_mustard.root)
+    kp = tmp_path / "kp"
+    for cam in seq.camera_names:
+        write_npz(kp / f"{cam}.npz", frames=np.asarray(seq.frames), uv=np.full((len(seq.frames), 21, 2), np.nan),
+                  conf=np.zeros((len(seq.frames), 21)))  # fmt: skip
+    with pytest.raises(InputError, match=r"kp: no confident 2D joint in any view"):
+        init2d.initialize_sequence(seq, model, mustard, kp, seq.root / "gt/segmentation")

@@ -54,6 +54,10 @@ SURFACE_OFFSET = np.array(
 #: transl is optimised in decimetres so that its scale matches that of the angles
 _TRANSL_UNIT = 0.1
 SOURCE = "2d-joints+registration"
+#: a frame constrains its hand when at least MIN_INIT_JOINTS (camera, joint) detections over
+#: all cameras have a confidence above MIN_INIT_CONF (a missed hand has confidence 0).
+MIN_INIT_CONF = 0.1
+MIN_INIT_JOINTS = 6
 
 
 class HandInit(NamedTuple):
@@ -543,7 +547,8 @@ def initialize_sequence(
         plus the path taken.
     Raises:
         InputError: a missing or malformed 2D-joint file, segmentation image or depth
-            image (names the file), or a frame where the object cannot be registered.
+            image (names the file), no confident 2D joint in any view, or a frame where
+            the object cannot be registered.
     """
     from hoannot.annotate.object_pose import DepthView, track_object
 
@@ -572,6 +577,10 @@ def initialize_sequence(
             head, _, rest = msg.partition(": ")
             msg = f"frame {frames[int(head.split()[-1])]}: {rest}"
         raise InputError(f"{seg_dir}: {msg} (check the object masks; retrain with hoannot train-seg)") from None
+    seen = (conf > MIN_INIT_CONF).sum((1, 2))  # (F,) confident joints over all cameras
+    if not seen.any():
+        raise InputError(f"{kp_dir}: no confident 2D joint in any view (confidence <= {MIN_INIT_CONF}): the "
+                         "detector found no hand; look at perception/overlay_*.png, try the other --kp-detector")  # fmt: skip
     if len(seq.cameras) >= 2:
         h = hand_from_2d_multiview(hand_model, seq.cameras, uv, conf, depth_hint=kdepth if depth_hint else None)
         how = f"multi-camera Eq. 11 ({len(seq.cameras)} cameras, reprojection {float(np.median(h.reproj_px)):.1f} px)"
@@ -581,6 +590,9 @@ def initialize_sequence(
             n_frames=n_grasp_frames, seed=seed,
         )  # fmt: skip
         how = f"single-camera grasp Eq. 12 ({len(grasp['frames'])} frames, reprojection {float(np.median(h.reproj_px)):.1f} px)"
+    blind = int((seen < MIN_INIT_JOINTS).sum())
+    if blind:
+        how += f"; {blind}/{len(frames)} frames with fewer than {MIN_INIT_JOINTS} confident 2D joints (hand pose unconstrained there)"
     return HandObjectPoses(
         frames=np.asarray(frames), global_orient=h.global_orient, hand_pose=h.hand_pose, betas=h.betas,
         transl=h.transl, obj_rot=obj_rot, obj_transl=obj_transl, source=f"{SOURCE}: {how}",
