@@ -10,7 +10,8 @@ Three initialisations, each then fitted with the same settings:
 * ``auto_gt_perception``: ``init --auto --perception gt``: ground-truth masks and 2D joints,
   so only the initialisation itself (Eq. 11/12 + object registration) is measured;
 * ``auto_model_perception``: ``init --auto --perception model`` with trained weights
-  (``--weights-dir``, from ``benchmarks/perception.py``): the whole pipeline, no ground truth.
+  (``--weights-dir``, from ``benchmarks/perception.py``; its RGB-D segmentation network when
+  there is one): the whole pipeline, no ground truth.
   Skipped when no weights are found.
 * ``auto_model_perception_mediapipe``: the same, with MediaPipe Hands for the 2D joints
   (``--kp-detector mediapipe``; needs ``pip install "hoannot[mediapipe]"``, skipped without).
@@ -77,12 +78,14 @@ def main() -> None:
         sys.exit(f"{hand}: not found (this benchmark needs ../shared)")
     cfg = load_fit_config(None, iterations=a.iterations, batch_size=a.frames, overlap=1, crop_size=a.crop_size)
     weights = Path(a.weights_dir)
+    seg = weights / "segmentation_rgbd.pt"  # the RGB-D network when trained: every capture has depth
+    seg = seg if seg.is_file() else weights / "segmentation.pt"
     variants = {
         "gt_noise": dict(from_gt=True),
         "auto_gt_perception": dict(auto=True, perception="gt"),
-        "auto_model_perception": dict(auto=True, perception="model", seg_weights=weights / "segmentation.pt",
+        "auto_model_perception": dict(auto=True, perception="model", seg_weights=seg,
                                       kp_weights=weights / "keypoints.pt"),  # fmt: skip
-        "auto_model_perception_mediapipe": dict(auto=True, perception="model", seg_weights=weights / "segmentation.pt",
+        "auto_model_perception_mediapipe": dict(auto=True, perception="model", seg_weights=seg,
                                                 kp_detector="mediapipe"),  # fmt: skip
     }
     res: dict = {"command": "python benchmarks/init_fit.py " + " ".join(sys.argv[1:]), "hand": hand.name,
@@ -95,7 +98,7 @@ def main() -> None:
         for name, kw in variants.items():
             seq = Path(tmp) / name
             _copy_inputs(base, seq)
-            if kw.get("perception") == "model" and not (weights / "segmentation.pt").is_file():
+            if kw.get("perception") == "model" and not seg.is_file():
                 res[name] = {"skipped": f"no weights in {weights} (run benchmarks/perception.py)"}
                 continue
             t0 = time.perf_counter()

@@ -313,3 +313,28 @@ def test_mediapipe_finds_a_rendered_hand():
             err = np.linalg.norm(uv - s["uv"], axis=1)[s["visible"]]
             hits, n = hits + int((err < 10).sum()), n + int(s["visible"].sum())
     assert n > 0 and hits / n > 0.5, (hits, n)
+
+
+def test_bundled_weights_load_and_find_a_hand(tmp_path, monkeypatch):
+    """The small models that ship with the package (trained by benchmarks/perception.py)
+    load with their hash, and the CPM puts joints near a rendered hand's."""
+    if not (W.BUNDLED / "keypoints.pt").is_file():
+        pytest.skip("no bundled weights in this checkout")
+    from hoannot.annotate.segmentation import load_segmentation, segment
+
+    monkeypatch.setenv("HOANNOT_CACHE", str(tmp_path / "empty"))
+    kp, seg = load_keypoints(), load_segmentation()
+    assert kp.weights_path == str(W.BUNDLED / "keypoints.pt")
+    rng = np.random.default_rng(5)
+    hand, obj = HandSampler("open"), load_textured("primitive:box:0.05,0.07,0.1")
+    cfg = RenderConfig(forearm=0.0, hand_front=1.0, distance=(0.35, 0.45))
+    err, iou = [], []
+    for _ in range(4):
+        s = render_sample(obj, hand, rng, cfg)
+        lab = segment(seg, s["rgb"], s["depth"] if seg.config["rgbd"] else None)
+        iou.append(((lab == 1) & (s["label"] == 1)).sum() / ((lab == 1) | (s["label"] == 1)).sum())
+        uv, _ = detect_keypoints(kp, s["rgb"], s["label"] == 1)
+        err.append(np.median(np.linalg.norm(uv - s["uv"], axis=1)[s["visible"]]))
+    # a hand spans ~80 px here: an untrained network is off by ~25 px and overlaps ~0
+    assert np.median(err) < 10.0, err
+    assert np.mean(iou) > 0.5, iou
