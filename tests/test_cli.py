@@ -98,7 +98,10 @@ def test_init_auto_from_segmentation_and_2d_joints(seq, tmp_path):
 def test_init_auto_without_weights_names_the_training_command(seq, tmp_path, monkeypatch):
     import shutil
 
+    from hoannot.annotate import weights
+
     monkeypatch.setenv("HOANNOT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "BUNDLED", tmp_path / "no_bundled_weights")  # an install without them
     root = tmp_path / "noweights"
     shutil.copytree(seq, root, ignore=_top_level(seq, "init", "fit", "labels", "eval", "segmentation", "keypoints2d"))
     r = invoke("init", root, "--auto")

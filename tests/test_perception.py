@@ -327,14 +327,15 @@ def test_bundled_weights_load_and_find_a_hand(tmp_path, monkeypatch):
     assert kp.weights_path == str(W.BUNDLED / "keypoints.pt")
     rng = np.random.default_rng(5)
     hand, obj = HandSampler("open"), load_textured("primitive:box:0.05,0.07,0.1")
-    cfg = RenderConfig(forearm=0.0, hand_front=1.0, distance=(0.35, 0.45))
+    cfg = RenderConfig(forearm=0.0, hand_front=1.0, distance=(0.5, 0.7))
     err, iou = [], []
-    for _ in range(4):
+    for _ in range(6):
         s = render_sample(obj, hand, rng, cfg)
         lab = segment(seg, s["rgb"], s["depth"] if seg.config["rgbd"] else None)
         iou.append(((lab == 1) & (s["label"] == 1)).sum() / ((lab == 1) | (s["label"] == 1)).sum())
         uv, _ = detect_keypoints(kp, s["rgb"], s["label"] == 1)
         err.append(np.median(np.linalg.norm(uv - s["uv"], axis=1)[s["visible"]]))
-    # a hand spans ~80 px here: an untrained network is off by ~25 px and overlaps ~0
-    assert np.median(err) < 10.0, err
-    assert np.mean(iou) > 0.5, iou
+    # hands span 50-100 px here; measured: median error 9 px (an untrained CPM: 55 px),
+    # hand IoU 0.75 on average
+    assert np.median(err) < 15.0, err
+    assert np.mean(iou) > 0.6, iou

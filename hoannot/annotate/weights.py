@@ -10,7 +10,12 @@ Where weights are looked for (:func:`find_weights`), first hit wins:
 1. the path given by the user (a file, or a folder holding ``<kind>.pt``);
 2. the user cache: ``$HOANNOT_CACHE/<kind>.pt`` if the variable is set, else
    ``~/.cache/hoannot/<kind>.pt``;
-3. weights bundled with the package: ``hoannot/annotate/weights/<kind>.pt``.
+3. weights bundled with the package: ``hoannot/annotate/weights/<kind>.pt``. These are
+   small models trained on 2 CPU cores by ``benchmarks/perception.py`` (3000 synthetic
+   views; ``segmentation.pt`` is its RGB-D DeepLabV3+, 20 min; ``keypoints.pt`` its
+   CPM, 45 min). On held-out synthetic views they reach hand/object IoU 0.78/0.67 and
+   PCK@10px 0.46 (``benchmarks/results/perception.json``): a start, not annotation
+   quality; train longer (``hoannot train-seg``/``train-kp``, GPU: ``--device cuda``).
 
 Kinds: ``"segmentation"`` (trained by ``hoannot train-seg``) and ``"keypoints"``
 (trained by ``hoannot train-kp``).
