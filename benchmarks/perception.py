@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--rgbd-steps", type=int, default=600)
     ap.add_argument("--eval-only", action="store_true", help="score the weights in --work, no training")
     ap.add_argument("--jobs", type=int, default=1, help="networks trained at once, one thread each")
+    ap.add_argument("--device", default="cpu", help="torch device for training and inference (cpu, cuda)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the 2 cores are shared: one thread is several times faster here
     work = Path(args.work)
@@ -145,10 +146,11 @@ def main() -> None:
         seg_d = _record(work / "segmentation_rgbd.pt") if (work / "segmentation_rgbd.pt").is_file() else None
         render_min = None
     else:
-        jobs = [("seg", dict(steps=args.seg_steps, max_minutes=args.minutes_seg)),
-                ("kp", dict(steps=args.kp_steps, max_minutes=args.minutes_kp))]  # fmt: skip
+        dev = args.device
+        jobs = [("seg", dict(steps=args.seg_steps, max_minutes=args.minutes_seg, device=dev)),
+                ("kp", dict(steps=args.kp_steps, max_minutes=args.minutes_kp, device=dev))]  # fmt: skip
         if args.minutes_rgbd > 0:
-            jobs.append(("seg_rgbd", dict(steps=args.rgbd_steps, max_minutes=args.minutes_rgbd)))
+            jobs.append(("seg_rgbd", dict(steps=args.rgbd_steps, max_minutes=args.minutes_rgbd, device=dev)))
         if args.jobs <= 1:
             out = {name: _train(name, str(work), str(train_cache), kw, pool) for name, kw in jobs}
         else:  # spawned one-thread processes, each reading the cached pool
@@ -175,9 +177,9 @@ def main() -> None:
                            hand=str(SHARED / "hands" / "webxr_generic_hand" / "right.glb"), seed=12345)  # fmt: skip
         save_pool(test_cache, test)
 
-    seg_model = load_segmentation(work / "segmentation.pt")
-    kp_model = load_keypoints(work / "keypoints.pt")
-    seg_model_d = load_segmentation(work / "segmentation_rgbd.pt") if seg_d is not None else None
+    seg_model = load_segmentation(work / "segmentation.pt", args.device)
+    kp_model = load_keypoints(work / "keypoints.pt", args.device)
+    seg_model_d = load_segmentation(work / "segmentation_rgbd.pt", args.device) if seg_d is not None else None
     mp_model = _mediapipe()
     hits_mp = hits_mp_gt = 0
     t_mp = 0.0
@@ -242,7 +244,7 @@ def main() -> None:
 
     result = {
         "command": "python benchmarks/perception.py " + " ".join(sys.argv[1:]),
-        "device": "cpu (2 shared cores)",
+        "device": "cpu (2 shared cores)" if args.device == "cpu" else args.device,
         "jobs": args.jobs,
         "train_data": _train_data(pool, work),
         "test_data": {"samples": int(n), "hand": "webxr_generic_hand (held out)", "objects": list(TEST_YCB),
