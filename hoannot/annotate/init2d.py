@@ -38,7 +38,7 @@ from scipy.spatial.transform import Rotation
 from hoannot.datasets.camera import Camera
 from hoannot.datasets.io import InputError, read_image
 from hoannot.datasets.poses import HandObjectPoses
-from hoannot.datasets.sequence import SEGMENTATION_LABELS, Sequence
+from hoannot.datasets.sequence import SEGMENTATION_LABELS, Sequence, zero_missing_joints
 from hoannot.fitting.ik import fit_keypoints
 from hoannot.models.hand import HandModel, change_frame
 from hoannot.models.objects import ObjectModel
@@ -496,10 +496,9 @@ def load_keypoints2d(directory: str | Path, camera_names: list[str], frames: lis
             if lack:
                 raise InputError(f"{path}: no 2D joints for frame(s) {lack[:5]}")
             rows = np.array([index[f] for f in frames])
-        uv, conf = uv[rows], conf[rows]
-        missing = ~np.isfinite(uv).all(-1) | ~np.isfinite(conf)  # a detector found no hand there
-        uvs.append(np.where(missing[..., None], 0.0, uv))
-        confs.append(np.where(missing, 0.0, conf))
+        uv, conf = zero_missing_joints(uv[rows], conf[rows])
+        uvs.append(uv)
+        confs.append(conf)
     return np.stack(uvs, 1), np.stack(confs, 1)
 
 
@@ -556,6 +555,10 @@ def initialize_sequence(
     kp_dir = Path(keypoints2d_dir) if keypoints2d_dir is not None else seq.root / "keypoints2d"
     seg_dir = Path(segmentation_dir) if segmentation_dir is not None else seq.root / "segmentation"
     uv, conf = load_keypoints2d(kp_dir, seq.camera_names, frames)
+    seen = (conf > MIN_INIT_CONF).sum((1, 2))  # (F,) confident joints over all cameras
+    if not seen.any():
+        raise InputError(f"{kp_dir}: no confident 2D joint in any view (confidence <= {MIN_INIT_CONF}): the "
+                         "detector found no hand; look at perception/overlay_*.png, try the other --kp-detector")  # fmt: skip
     views, kdepth = [], np.full(conf.shape, np.nan, np.float32)
     for fi, f in enumerate(frames):
         row = []
@@ -577,10 +580,6 @@ def initialize_sequence(
             head, _, rest = msg.partition(": ")
             msg = f"frame {frames[int(head.split()[-1])]}: {rest}"
         raise InputError(f"{seg_dir}: {msg} (check the object masks; retrain with hoannot train-seg)") from None
-    seen = (conf > MIN_INIT_CONF).sum((1, 2))  # (F,) confident joints over all cameras
-    if not seen.any():
-        raise InputError(f"{kp_dir}: no confident 2D joint in any view (confidence <= {MIN_INIT_CONF}): the "
-                         "detector found no hand; look at perception/overlay_*.png, try the other --kp-detector")  # fmt: skip
     if len(seq.cameras) >= 2:
         h = hand_from_2d_multiview(hand_model, seq.cameras, uv, conf, depth_hint=kdepth if depth_hint else None)
         how = f"multi-camera Eq. 11 ({len(seq.cameras)} cameras, reprojection {float(np.median(h.reproj_px)):.1f} px)"

@@ -52,7 +52,7 @@ from hoannot.datasets.io import InputError
 NUM_JOINTS = 21
 DEFAULT_CONFIG = {"arch": "CPM", "stages": 3, "width": 48, "crop": 64, "stride": 4, "sigma": 1.2,
                   "joints": NUM_JOINTS, "joint_order": "ho3d", "box_margin": 1.25, "joint_margin": 1.5,
-                  "refine_passes": 0}  # fmt: skip
+                  "refine_passes": 0, "batchnorm": False}  # fmt: skip
 
 
 def _conv(cin: int, cout: int, k: int, relu: bool = True, bn: bool = False) -> list[nn.Module]:
@@ -77,7 +77,7 @@ class CPM(nn.Module):
     def __init__(self, config: dict | None = None) -> None:
         super().__init__()
         self.config = c = {**DEFAULT_CONFIG, **(config or {})}
-        w, J1, bn = c["width"], c["joints"] + 1, bool(c.get("batchnorm", False))
+        w, J1, bn = c["width"], c["joints"] + 1, bool(c["batchnorm"])
 
         def conv(cin: int, cout: int, k: int, relu: bool = True) -> list[nn.Module]:
             return _conv(cin, cout, k, relu, bn)
@@ -152,11 +152,6 @@ def heatmap_peaks(hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xy, peak
 
 
-def _legacy_config(config: dict) -> dict:
-    """Saved configs from before an option existed build the network they were trained as."""
-    return {"batchnorm": False, "refine_passes": 0, **config}
-
-
 def load_keypoints(path: str | Path | None = None, device: str = "cpu") -> CPM:
     """Load trained CPM weights (see :func:`hoannot.annotate.weights.find_weights`).
 
@@ -165,7 +160,7 @@ def load_keypoints(path: str | Path | None = None, device: str = "cpu") -> CPM:
             or a file of another kind.
     """
     data = W.load_weights("keypoints", path)
-    model = CPM(_legacy_config(data["config"]))
+    model = CPM(data["config"])  # older configs lack later options: defaults = as trained
     model.load_state_dict(data["state_dict"])
     model.weights_path, model.sha256 = str(data["path"]), data["sha256"]
     return model.to(device).eval()
@@ -267,7 +262,7 @@ def train_keypoints(
     init_note = "random"
     if init_weights:
         data = W.load_weights("keypoints", init_weights)
-        model = CPM(_legacy_config(data["config"]))
+        model = CPM(data["config"])  # older configs lack later options: defaults = as trained
         model.load_state_dict(data["state_dict"])
         init_note = f"hoannot weights {Path(init_weights).name}"
     c = model.config

@@ -34,6 +34,21 @@ from hoannot.datasets.io import InputError, atomic_write, read_image, write_json
 SEGMENTATION_LABELS = {"background": 0, "hand": 1, "object": 2}
 
 
+def zero_missing_joints(uv: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2D joints without a detection get ``uv`` 0 and confidence 0.
+
+    A detector that finds no hand writes NaN joints to ``keypoints2d/``; weighted by a
+    zero confidence they would still give NaN (0 * NaN), so readers call this.
+
+    Args:
+        uv: (..., 21, 2) px; conf: (..., 21) confidences.
+    Returns:
+        (uv, conf) of the same shapes and dtypes, finite everywhere.
+    """
+    missing = ~np.isfinite(uv).all(-1) | ~np.isfinite(conf)
+    return np.where(missing[..., None], 0, uv).astype(uv.dtype), np.where(missing, 0, conf).astype(conf.dtype)
+
+
 class ObjectConfig(BaseModel):
     """Which object is manipulated.
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from hoannot.datasets.io import InputError
-from hoannot.datasets.sequence import Sequence
+from hoannot.datasets.sequence import Sequence, zero_missing_joints
 from hoannot.renderers.cameras import ViewCameras
 
 
@@ -96,8 +96,7 @@ def read_keypoints(seq: Sequence, frames: list[int], source: str) -> tuple[np.nd
             raise InputError(f"{p}: unreadable 2D joints ({e})") from None
         if u.shape != (len(fr), 21, 2) or c.shape != (len(fr), 21):
             raise InputError(f"{p}: expected uv (F, 21, 2) and confidence (F, 21), got {u.shape} and {c.shape}")
-        missing = ~np.isfinite(u).all(-1) | ~np.isfinite(c)  # no detection: no weight (0 * NaN is NaN)
-        u, c = np.where(missing[..., None], 0.0, u).astype(np.float32), np.where(missing, 0.0, c).astype(np.float32)
+        u, c = zero_missing_joints(u, c)
         index = {int(f): i for i, f in enumerate(fr)}
         for b, f in enumerate(frames):
             if int(f) in index:
