@@ -96,7 +96,8 @@ class FitConfig(BaseModel):
     faces_per_pixel: int = 8
     object_max_faces: int = 1000
     segmentation: Literal["segmentation", "gt"] = "segmentation"
-    backend: Literal["fast", "native"] = "fast"
+    # rasterizer (hoannot.renderers.rasterizer): auto = binned on CPU, PyTorch3D's forward on CUDA
+    backend: Literal["auto", "binned", "pytorch3d", "native"] = "auto"
     device: str = "cpu"
     seed: int = 0
 

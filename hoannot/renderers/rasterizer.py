@@ -1,17 +1,29 @@
-"""Mesh rasterization with PyTorch3D, and a fast differentiable path for CPU.
+"""Mesh rasterization for fitting: a binned CPU forward, PyTorch3D's, and autograd recomputation.
 
-PyTorch3D's CPU backward of ``rasterize_meshes`` is a single-threaded scatter and
-dominates fitting time on CPU (../shared/docs/dependencies.md). The ``"fast"``
-backend runs PyTorch3D's forward rasterizer *without* gradient only to find which
-faces cover each pixel (``pix_to_face``), then recomputes, for exactly those
-(pixel, face) pairs, the quantities PyTorch3D would return — perspective-correct
-depth ``zbuf`` and the signed squared pixel-to-triangle distance ``dists`` — as
-vectorised torch expressions of the vertex positions, so autograd does the
-backward. The formulas mirror PyTorch3D's ``rasterize_meshes_cpu`` (edge-function
-barycentrics, perspective correction, point-to-segment distances), so the outputs
-agree to float precision and the gradients agree away from measure-zero events
-(a face entering/leaving a pixel's top-K list), which neither path differentiates.
-The ``"native"`` backend calls PyTorch3D with autograd through its own kernels.
+PyTorch3D's CPU rasterizer is a naive loop over every (pixel, face) pair (its coarse-to-fine
+binning runs on CUDA only), and its CPU backward is a single-threaded scatter; together they
+made 76 % of a default fit's time (``benchmarks/results/speed.md``). Fitting therefore splits
+rasterization into two parts:
+
+1. **which faces cover each pixel** (``pix_to_face``, no gradient), found by one of
+   - ``"binned"`` (default on CPU): every face enumerates only the pixels of its bounding
+     box grown by the blur radius, all faces of all views at once as vectorised torch
+     operations; the candidates pass PyTorch3D's tests (non-degenerate, in front of the
+     camera, inside or within the blur radius) and the K nearest in depth per pixel are kept,
+     as PyTorch3D keeps them. One enumeration serves both the soft (K faces, blurred) and
+     the hard (nearest covering face) pass. Its sizes depend on the data, so it synchronises
+     with the host: it is a CPU path;
+   - ``"pytorch3d"`` (default on CUDA): PyTorch3D's forward without gradient (coarse-to-fine
+     binning on the GPU, no host synchronisation);
+2. **the differentiable values** of exactly those (pixel, face) pairs, perspective-correct
+   depth ``zbuf`` and the signed squared pixel-to-triangle distance ``dists``, recomputed as
+   torch expressions of the vertex positions, so autograd does the backward.
+
+The formulas mirror PyTorch3D's ``rasterize_meshes_cpu`` (edge-function barycentrics,
+perspective correction, point-to-segment distances), so the outputs agree to float precision
+and the gradients agree away from measure-zero events (a face entering or leaving a pixel's
+top-K list), which neither path differentiates. ``"native"`` calls PyTorch3D with autograd
+through its own kernels; it is the reference that the tests compare the other paths with.
 """
 
 from __future__ import annotations
@@ -23,9 +35,10 @@ import torch
 from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
 from pytorch3d.structures import Meshes
 
-Backend = Literal["fast", "native"]
+Backend = Literal["auto", "binned", "pytorch3d", "native"]
+BACKENDS = ("auto", "binned", "pytorch3d", "native")
 
-_EPS = 1e-8  # PyTorch3D's kEpsilon for barycentric denominators
+_EPS = 1e-8  # PyTorch3D's kEpsilon for barycentric denominators and degenerate faces
 
 
 @dataclass
@@ -43,6 +56,19 @@ class Fragments:
     pix_to_face: torch.Tensor
     zbuf: torch.Tensor
     dists: torch.Tensor
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """``"auto"`` -> ``"pytorch3d"`` on CUDA, ``"binned"`` elsewhere; others unchanged.
+
+    Raises:
+        ValueError: an unknown backend name.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown rasterizer backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    if backend == "auto":
+        return "pytorch3d" if torch.device(device).type == "cuda" else "binned"
+    return backend
 
 
 def _pixel_centres(H: int, W: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,23 +93,16 @@ def _seg_dist2(px, py, ax, ay, bx, by):
     return dx * dx + dy * dy
 
 
-def _recompute(face_verts: torch.Tensor, pix_to_face: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable zbuf and dists for the given fragments.
+def _fragment_values(v: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
+    """Depth, signed squared distance and inside test of pixels against triangles.
 
     Args:
-        face_verts: (Ftot, 3, 3) packed NDC face vertices (x, y, depth), requires grad.
-        pix_to_face: (N, H, W, K) int64 from the forward rasterizer.
+        v: (M, 3, 3) NDC triangle vertices (x, y, depth), one per pixel.
+        px, py: (M,) NDC pixel centres.
     Returns:
-        zbuf, dists: (N, H, W, K) float32, -1 where pix_to_face < 0.
+        z (M,) perspective-correct depth, d (M,) signed squared distance (negative
+        inside), inside (M,) bool: all perspective-correct barycentrics > 0.
     """
-    N, _, _, Kf = pix_to_face.shape
-    valid = pix_to_face >= 0
-    idx = valid.nonzero(as_tuple=True)  # (n, y, x, k)
-    f = pix_to_face[idx]
-    xs, ys = _pixel_centres(H, W, face_verts.device)
-    px = xs[idx[2]]
-    py = ys[idx[1]]
-    v = face_verts[f]  # (M, 3, 3)
     x0, y0, z0 = v[:, 0, 0], v[:, 0, 1], v[:, 0, 2]
     x1, y1, z1 = v[:, 1, 0], v[:, 1, 1], v[:, 1, 2]
     x2, y2, z2 = v[:, 2, 0], v[:, 2, 1], v[:, 2, 2]
@@ -94,8 +113,7 @@ def _recompute(face_verts: torch.Tensor, pix_to_face: torch.Tensor, H: int, W: i
     w2 = ((px - x0) * (y1 - y0) - (py - y0) * (x1 - x0)) / area
     # Perspective-correct barycentrics and depth (BarycentricPerspectiveCorrectionForward).
     c0, c1, c2 = w0 * z1 * z2, w1 * z0 * z2, w2 * z0 * z1
-    denom = c0 + c1 + c2
-    denom = torch.where(denom.abs() < _EPS, torch.full_like(denom, _EPS), denom)
+    denom = (c0 + c1 + c2).clamp(min=_EPS)  # std::max(denom, kEpsilon), as PyTorch3D
     b0, b1, b2 = c0 / denom, c1 / denom, c2 / denom
     z = b0 * z0 + b1 * z1 + b2 * z2
     inside = (b0 > 0) & (b1 > 0) & (b2 > 0)
@@ -103,12 +121,140 @@ def _recompute(face_verts: torch.Tensor, pix_to_face: torch.Tensor, H: int, W: i
         torch.minimum(_seg_dist2(px, py, x0, y0, x1, y1), _seg_dist2(px, py, x1, y1, x2, y2)),
         _seg_dist2(px, py, x2, y2, x0, y0),
     )
-    d = torch.where(inside, -d, d)
-    zbuf = torch.full(pix_to_face.shape, -1.0, dtype=face_verts.dtype, device=face_verts.device)
-    dists = torch.full_like(zbuf, -1.0)
-    zbuf = zbuf.index_put(idx, z)
-    dists = dists.index_put(idx, d)
-    return zbuf, dists
+    return z, torch.where(inside, -d, d), inside
+
+
+def _recompute(face_verts: torch.Tensor, pix_to_face: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable zbuf and dists for the given fragments.
+
+    Args:
+        face_verts: (Ftot, 3, 3) packed NDC face vertices (x, y, depth), requires grad.
+        pix_to_face: (N, H, W, K) int64 from the forward rasterizer.
+    Returns:
+        zbuf, dists: (N, H, W, K) float32, -1 where pix_to_face < 0.
+    """
+    flat = pix_to_face.reshape(-1)
+    valid = flat >= 0
+    f = flat.clamp(min=0)  # empty slots read face 0 and are masked below (no host sync)
+    Kf = pix_to_face.shape[-1]
+    pix = torch.arange(flat.numel(), device=flat.device) // Kf  # (n*H + y)*W + x
+    xs, ys = _pixel_centres(H, W, face_verts.device)
+    z, d, _ = _fragment_values(face_verts[f], xs[pix % W], ys[(pix // W) % H])
+    minus1 = torch.full_like(z, -1.0)
+    return torch.where(valid, z, minus1).reshape(pix_to_face.shape), torch.where(valid, d, minus1).reshape(pix_to_face.shape)
+
+
+def _scatter(shape, index: torch.Tensor, z: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense (N, H, W, K) zbuf and dists, -1 except at the flat slot ``index``."""
+    zbuf = torch.full(shape, -1.0, dtype=z.dtype, device=z.device).reshape(-1).index_put((index,), z)
+    dists = torch.full(shape, -1.0, dtype=d.dtype, device=d.device).reshape(-1).index_put((index,), d)
+    return zbuf.reshape(shape), dists.reshape(shape)
+
+
+def _binned_candidates(face_verts: torch.Tensor, N: int, H: int, W: int, blur_radius: float):
+    """Every (pixel, face) pair that PyTorch3D's rasterizer would consider a fragment.
+
+    Each face enumerates the pixel centres of its NDC bounding box grown by
+    ``sqrt(blur_radius)`` (PyTorch3D's ``CheckPointOutsideBoundingBox``); faces with a
+    vertex behind the camera or (near) zero area are skipped; a pair is kept when the
+    pixel is inside the face or its squared distance is below ``blur_radius``, and its
+    depth is not negative, all as in ``RasterizeMeshesNaiveCpu``.
+
+    Args:
+        face_verts: (N*F, 3, 3) packed NDC face vertices, no gradient needed.
+    Returns:
+        pix (M,) int64 flat pixel index ``(n*H + y)*W + x``, face (M,) int64 packed face
+        index, z (M,) depth, inside (M,) bool; sorted by pixel, then depth.
+    """
+    dev = face_verts.device
+    S = float(min(H, W))
+    r = blur_radius**0.5 + 1e-6  # NDC; the tiny margin only admits pairs the exact tests reject
+    x, y, z = face_verts[..., 0], face_verts[..., 1], face_verts[..., 2]
+    # NDC x decreases with the column: column c has its centre at x = -(c + 0.5 - W/2) 2/S
+    c_lo = torch.ceil(W / 2.0 - 0.5 - (x.amax(1) + r) * S / 2).clamp(min=0)
+    c_hi = torch.floor(W / 2.0 - 0.5 - (x.amin(1) - r) * S / 2).clamp(max=W - 1)
+    r_lo = torch.ceil(H / 2.0 - 0.5 - (y.amax(1) + r) * S / 2).clamp(min=0)
+    r_hi = torch.floor(H / 2.0 - 0.5 - (y.amin(1) - r) * S / 2).clamp(max=H - 1)
+    area = (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0]) - (y[:, 2] - y[:, 0]) * (x[:, 1] - x[:, 0])
+    ok = (area.abs() > _EPS) & (z.amin(1) >= _EPS) & (c_hi >= c_lo) & (r_hi >= r_lo)
+    nc = torch.where(ok, c_hi - c_lo + 1, torch.zeros_like(c_lo)).long()
+    nr = torch.where(ok, r_hi - r_lo + 1, torch.zeros_like(r_lo)).long()
+    counts = nc * nr
+    face = torch.repeat_interleave(torch.arange(len(counts), device=dev), counts)
+    start = torch.cumsum(counts, 0) - counts
+    local = torch.arange(len(face), device=dev) - start[face]
+    col = c_lo.long()[face] + local % nc[face]
+    row = r_lo.long()[face] + local // nc[face]
+    xs, ys = _pixel_centres(H, W, dev)
+    zc, d, inside = _fragment_values(face_verts[face], xs[col], ys[row])
+    F = face_verts.shape[0] // N
+    keep = (inside | (d < blur_radius)) & (zc >= 0)
+    face, zc, inside = face[keep], zc[keep], inside[keep]
+    pix = ((face // F) * H + row[keep]) * W + col[keep]
+    # sort by pixel, then depth (then face index, PyTorch3D's tie-break): one sort of a float64 key
+    key = pix.double() * (float(zc.max()) + 1.0 if len(zc) else 1.0) + zc.double()
+    order = torch.sort(key, stable=True).indices
+    return pix[order], face[order], zc[order], inside[order]
+
+
+def _rank_in_group(sorted_keys: torch.Tensor) -> torch.Tensor:
+    """(M,) position of each element within its run of equal sorted keys."""
+    pos = torch.arange(len(sorted_keys), device=sorted_keys.device)
+    starts = torch.ones_like(sorted_keys, dtype=torch.bool)
+    starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return pos - torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), 0).values
+
+
+def _build(face_verts: torch.Tensor, pix: torch.Tensor, face: torch.Tensor, slot: torch.Tensor,
+           shape: tuple[int, int, int, int]) -> Fragments:
+    """Fragments with autograd values for the chosen (pixel, slot, face) triples."""
+    N, H, W, K = shape
+    xs, ys = _pixel_centres(H, W, face_verts.device)
+    z, d, _ = _fragment_values(face_verts[face], xs[pix % W], ys[(pix // W) % H])
+    index = pix * K + slot
+    p2f = torch.full(shape, -1, dtype=torch.int64, device=pix.device).reshape(-1).index_put((index,), face)
+    return Fragments(p2f.reshape(shape), *_scatter(shape, index, z, d))
+
+
+def _rasterize_binned(
+    verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], blur_radius: float, faces_per_pixel: int,
+    hard: bool,
+) -> tuple[Fragments | None, Fragments | None]:
+    """The hard pass (nearest covering face; when ``hard``) and the soft pass (K nearest
+    faces within ``blur_radius``; when ``faces_per_pixel`` > 0) from one enumeration."""
+    N = verts_ndc.shape[0]
+    H, W = image_size
+    face_verts = verts_ndc[:, faces].reshape(-1, 3, 3)  # packed: view n's faces at n*F + f
+    with torch.no_grad():
+        pix, face, _, inside = _binned_candidates(face_verts.detach(), N, H, W, blur_radius)
+    out_hard = out_soft = None
+    if hard:
+        hp, hf = pix[inside], face[inside]
+        first = _rank_in_group(hp) == 0
+        out_hard = _build(face_verts, hp[first], hf[first], torch.zeros_like(hp[first]), (N, H, W, 1))
+    if faces_per_pixel > 0:
+        rank = _rank_in_group(pix)
+        sel = rank < faces_per_pixel
+        out_soft = _build(face_verts, pix[sel], face[sel], rank[sel], (N, H, W, faces_per_pixel))
+    return out_hard, out_soft
+
+
+def _rasterize_pytorch3d(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int],
+                         blur_radius: float, faces_per_pixel: int, native: bool) -> Fragments:
+    """PyTorch3D's forward; its backward (``native``) or our autograd recomputation."""
+    N = verts_ndc.shape[0]
+    src = verts_ndc if native else verts_ndc.detach()
+    meshes = Meshes(verts=src, faces=faces[None].expand(N, -1, -1))
+    kw = dict(image_size=tuple(image_size), blur_radius=blur_radius, faces_per_pixel=faces_per_pixel,
+              bin_size=0 if verts_ndc.device.type == "cpu" else None, perspective_correct=True,
+              clip_barycentric_coords=False, cull_backfaces=False)  # fmt: skip
+    if native:
+        p2f, zbuf, _, dists = rasterize_meshes(meshes, **kw)
+        return Fragments(p2f, zbuf, dists)
+    with torch.no_grad():
+        p2f, _, _, _ = rasterize_meshes(meshes, **kw)
+    zbuf, dists = _recompute(verts_ndc[:, faces].reshape(-1, 3, 3), p2f, *image_size)
+    return Fragments(p2f, zbuf, dists)
 
 
 def rasterize(
@@ -117,9 +263,9 @@ def rasterize(
     image_size: tuple[int, int],
     blur_radius: float = 0.0,
     faces_per_pixel: int = 1,
-    backend: Backend = "fast",
+    backend: Backend = "auto",
 ) -> Fragments:
-    """Rasterize N meshes that share one face list.
+    """Rasterize N meshes that share one face list (PyTorch3D's ``rasterize_meshes`` semantics).
 
     Args:
         verts_ndc: (N, V, 3) float32 vertices in PyTorch3D NDC with camera depth
@@ -129,30 +275,42 @@ def rasterize(
         blur_radius: squared NDC distance within which a face outside a pixel still
             yields a fragment (PyTorch3D's convention; 0 for hard rasterization).
         faces_per_pixel: K.
-        backend: ``"fast"`` (PyTorch3D forward + torch recomputation, autograd
-            backward) or ``"native"`` (PyTorch3D forward and backward).
+        backend: see the module docstring; ``"auto"`` picks by device.
     Returns:
-        :class:`Fragments`. Faces behind the camera (z <= 0) are culled by PyTorch3D.
+        :class:`Fragments`. Faces with a vertex behind the camera (z <= 0) are culled.
+    Raises:
+        ValueError: an unknown backend.
     """
-    N = verts_ndc.shape[0]
-    src = verts_ndc if backend == "native" else verts_ndc.detach()
-    meshes = Meshes(verts=src, faces=faces[None].expand(N, -1, -1))
-    kw = dict(
-        image_size=tuple(image_size),
-        blur_radius=blur_radius,
-        faces_per_pixel=faces_per_pixel,
-        bin_size=0,
-        perspective_correct=True,
-        clip_barycentric_coords=False,
-        cull_backfaces=False,
-    )
-    if backend == "native":
-        p2f, zbuf, _, dists = rasterize_meshes(meshes, **kw)
-        return Fragments(p2f, zbuf, dists)
-    if backend != "fast":
-        raise ValueError(f"unknown rasterizer backend {backend!r} (use 'fast' or 'native')")
-    with torch.no_grad():
-        p2f, _, _, _ = rasterize_meshes(meshes, **kw)
-    face_verts = verts_ndc[:, faces].reshape(-1, 3, 3)  # packed: view n's faces at n*F + f
-    zbuf, dists = _recompute(face_verts, p2f, *image_size)
-    return Fragments(p2f, zbuf, dists)
+    backend = resolve_backend(backend, verts_ndc.device)
+    if backend == "binned":
+        return _rasterize_binned(verts_ndc, faces, image_size, blur_radius, faces_per_pixel, hard=False)[1]
+    return _rasterize_pytorch3d(verts_ndc, faces, image_size, blur_radius, faces_per_pixel, backend == "native")
+
+
+def rasterize_hard_soft(
+    verts_ndc: torch.Tensor,
+    faces: torch.Tensor,
+    image_size: tuple[int, int],
+    blur_radius: float,
+    faces_per_pixel: int,
+    backend: Backend = "auto",
+    soft: bool = True,
+) -> tuple[Fragments, Fragments | None]:
+    """Both passes of :class:`~hoannot.renderers.renderer.HandObjectRenderer`: the hard one
+    (K = 1, no blur) and, when ``soft``, the soft one (``faces_per_pixel``, ``blur_radius``).
+    The binned backend finds both in one enumeration; the nearest covering face is the
+    first candidate flagged inside, however many nearer faces lie within the blur radius.
+
+    Returns:
+        (hard, soft or None) :class:`Fragments`.
+    Raises:
+        ValueError: an unknown backend.
+    """
+    backend = resolve_backend(backend, verts_ndc.device)
+    if backend == "binned":
+        return _rasterize_binned(verts_ndc, faces, image_size, blur_radius if soft else 0.0,
+                                 faces_per_pixel if soft else 0, hard=True)  # fmt: skip
+    hard = _rasterize_pytorch3d(verts_ndc, faces, image_size, 0.0, 1, backend == "native")
+    if not soft:
+        return hard, None
+    return hard, _rasterize_pytorch3d(verts_ndc, faces, image_size, blur_radius, faces_per_pixel, backend == "native")

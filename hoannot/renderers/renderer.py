@@ -17,7 +17,9 @@ other exactly as in the capture. Two passes:
 * a **hard** pass (K = 1, no blur) gives the depth ``zbuf`` (metres, 0 where empty)
   and the label image; depth has gradients w.r.t. the vertices of the visible face.
   (Reading the hard image from the soft pass's K faces is not safe: on a finely
-  tessellated hand more than K nearer faces can lie within the blur radius.)
+  tessellated hand more than K nearer faces can lie within the blur radius. The binned
+  rasterizer finds both passes in one enumeration of candidate faces, keeping all of
+  them for the hard pass.)
 
 Faces farther than the blur radius, where ``p < P_MIN``, are left out of the soft pass.
 """
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from hoannot.renderers.cameras import ViewCameras, project_to_ndc, world_to_camera
-from hoannot.renderers.rasterizer import Backend, rasterize
+from hoannot.renderers.rasterizer import Backend, rasterize_hard_soft
 
 HAND, OBJECT = 0, 1  # channel order of RenderOutput.silhouette
 P_MIN = 1e-2  # smallest face coverage the soft pass keeps (sets the blur radius)
@@ -64,10 +66,11 @@ class HandObjectRenderer(torch.nn.Module):
             coverage falls to 1/2 at sqrt(sigma ln 2) px and 1e-4 at
             sqrt(4.6 sigma) px (``P_MIN``) outside an edge.
         faces_per_pixel: K faces composited per pixel in the soft pass.
-        backend: rasterizer backward, ``"fast"`` (default) or PyTorch3D's ``"native"``.
+        backend: see :mod:`hoannot.renderers.rasterizer` (``"auto"``: binned on CPU,
+            PyTorch3D's forward on CUDA; both with autograd recomputation).
     """
 
-    def __init__(self, sigma: float = 0.15, faces_per_pixel: int = 8, backend: Backend = "fast"):
+    def __init__(self, sigma: float = 0.15, faces_per_pixel: int = 8, backend: Backend = "auto"):
         super().__init__()
         self.sigma = float(sigma)
         self.faces_per_pixel = int(faces_per_pixel)
@@ -106,14 +109,13 @@ class HandObjectRenderer(torch.nn.Module):
         Fh, Ft = hand_faces.shape[0], faces.shape[0]
         ndc = project_to_ndc(world_to_camera(verts, cams.to(verts.device)), cams).reshape(B * C, -1, 3)
 
-        hard = rasterize(ndc, faces, (H, W), 0.0, 1, self.backend)
+        sigma = self.sigma * (2.0 / min(H, W)) ** 2
+        hard, frag = rasterize_hard_soft(ndc, faces, (H, W), math.log(1.0 / P_MIN) * sigma, self.faces_per_pixel,
+                                         self.backend, soft)  # fmt: skip
         zbuf, labels = self._hard(hard.pix_to_face, hard.zbuf, hard.pix_to_face >= 0, Fh, Ft)
         zbuf, labels = zbuf.reshape(B, C, H, W), labels.reshape(B, C, H, W)
-        if not soft:
+        if frag is None:
             return RenderOutput(None, zbuf, labels)
-
-        sigma = self.sigma * (2.0 / min(H, W)) ** 2
-        frag = rasterize(ndc, faces, (H, W), math.log(1.0 / P_MIN) * sigma, self.faces_per_pixel, self.backend)
         valid = frag.pix_to_face >= 0
         p = torch.exp(-frag.dists.clamp(min=0.0) / sigma) * valid
         # transmittance in front of face k: prod_{j<k} (1 - p_j)
