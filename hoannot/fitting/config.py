@@ -92,6 +92,9 @@ class FitConfig(BaseModel):
     # (5 cameras x 6 frames, full fit, one thread): 585 s at 0, 480 s at 32 (partly beside
     # another job), hand MPJPE 4.99 mm and ADD 0.21 mm at both.
     points3d_candidates: int = Field(0, ge=0)
+    # E_3D's exact closest-triangle search: bvh (open3d's Embree BVH, CPU), brute (every
+    # triangle, pytorch3d; no host synchronisation); auto = bvh on CPU, brute on CUDA
+    points3d_search: Literal["auto", "bvh", "brute"] = "auto"
     sigma_px2: float = 0.15
     faces_per_pixel: int = 8
     object_max_faces: int = 1000
@@ -106,6 +109,12 @@ class FitConfig(BaseModel):
         if self.tc_grasp is not None:
             return self.tc_grasp
         return 10.0 if schedule == "single" else 0.0
+
+    def resolved_points3d_search(self) -> str:
+        """``points3d_search`` with ``"auto"`` resolved for ``device``."""
+        if self.points3d_search != "auto":
+            return self.points3d_search
+        return "brute" if self.device.startswith("cuda") else "bvh"
 
     def digest(self) -> str:
         """Short hash of the settings that change results (device excluded)."""

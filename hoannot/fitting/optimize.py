@@ -71,9 +71,9 @@ def _energies(params: PoseParameters, obs: Observations, hand_model: HandModel, 
         if w.depth > 0:
             out["depth"] = E.depth_energy(r.zbuf, r.labels, obs.depth, obs.labels, cfg.tukey_c_cm)
     if w.points3d > 0:
-        c, k = cfg.points3d_truncate_cm, cfg.points3d_candidates
-        out["points3d"] = E.point_to_surface_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hand.faces, c, k) + \
-            E.point_to_surface_energy(obs.object_points, obs.object_points_valid, ov, obj.faces, c, k)
+        c, k, search = cfg.points3d_truncate_cm, cfg.points3d_candidates, cfg.resolved_points3d_search()
+        out["points3d"] = E.point_to_surface_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hand.faces, c, k, search) + \
+            E.point_to_surface_energy(obs.object_points, obs.object_points_valid, ov, obj.faces, c, k, search)
     if w.j2d > 0 and obs.kp_uv is not None:
         proj = project_points(hand.joints, obs.full_cams)
         out["j2d"] = E.keypoint_2d_energy(proj, obs.kp_uv, obs.kp_conf)

@@ -97,15 +97,15 @@ def _fragment_values(v: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
     """Depth, signed squared distance and inside test of pixels against triangles.
 
     Args:
-        v: (M, 3, 3) NDC triangle vertices (x, y, depth), one per pixel.
-        px, py: (M,) NDC pixel centres.
+        v: (..., 3, 3) NDC triangle vertices (x, y, depth).
+        px, py: NDC pixel centres, broadcastable with ``v[..., 0, 0]``.
     Returns:
-        z (M,) perspective-correct depth, d (M,) signed squared distance (negative
-        inside), inside (M,) bool: all perspective-correct barycentrics > 0.
+        z perspective-correct depth, d signed squared distance (negative inside),
+        inside bool (all perspective-correct barycentrics > 0), of the broadcast shape.
     """
-    x0, y0, z0 = v[:, 0, 0], v[:, 0, 1], v[:, 0, 2]
-    x1, y1, z1 = v[:, 1, 0], v[:, 1, 1], v[:, 1, 2]
-    x2, y2, z2 = v[:, 2, 0], v[:, 2, 1], v[:, 2, 2]
+    x0, y0, z0 = v[..., 0, 0], v[..., 0, 1], v[..., 0, 2]
+    x1, y1, z1 = v[..., 1, 0], v[..., 1, 1], v[..., 1, 2]
+    x2, y2, z2 = v[..., 2, 0], v[..., 2, 1], v[..., 2, 2]
     # Edge-function barycentrics (PyTorch3D BarycentricCoordsForward).
     area = (x2 - x0) * (y1 - y0) - (y2 - y0) * (x1 - x0) + _EPS
     w0 = ((px - x1) * (y2 - y1) - (py - y1) * (x2 - x1)) / area
@@ -151,17 +151,26 @@ def _scatter(shape, index: torch.Tensor, z: torch.Tensor, d: torch.Tensor) -> tu
     return zbuf.reshape(shape), dists.reshape(shape)
 
 
-def _binned_candidates(face_verts: torch.Tensor, N: int, H: int, W: int, blur_radius: float):
+#: square pixel windows the binned rasterizer sorts faces into (a face goes to the smallest
+#: window that holds its grown bounding box; the image size closes the list)
+_WINDOWS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def _binned_candidates(face_verts: torch.Tensor, N: int, H: int, W: int, blur_radius: float, occluded: bool = True):
     """Every (pixel, face) pair that PyTorch3D's rasterizer would consider a fragment.
 
-    Each face enumerates the pixel centres of its NDC bounding box grown by
-    ``sqrt(blur_radius)`` (PyTorch3D's ``CheckPointOutsideBoundingBox``); faces with a
-    vertex behind the camera or (near) zero area are skipped; a pair is kept when the
-    pixel is inside the face or its squared distance is below ``blur_radius``, and its
-    depth is not negative, all as in ``RasterizeMeshesNaiveCpu``.
+    Each face tests the pixel centres of its NDC bounding box grown by ``sqrt(blur_radius)``
+    (PyTorch3D's ``CheckPointOutsideBoundingBox``): faces are grouped by the size of that
+    box, and each group is tested over a square window of pixels by broadcasting, with no
+    per-pair gathers. Faces with a vertex behind the camera or (near) zero area are skipped;
+    a pair is kept when the pixel is inside the face or its squared distance is below
+    ``blur_radius``, and its depth is not negative, all as in ``RasterizeMeshesNaiveCpu``.
 
     Args:
         face_verts: (N*F, 3, 3) packed NDC face vertices, no gradient needed.
+        occluded: keep pairs farther than the nearest face that covers their pixel (False
+            drops them: in front-to-back compositing with full coverage inside a face they
+            have zero weight and zero gradient).
     Returns:
         pix (M,) int64 flat pixel index ``(n*H + y)*W + x``, face (M,) int64 packed face
         index, z (M,) depth, inside (M,) bool; sorted by pixel, then depth.
@@ -177,22 +186,40 @@ def _binned_candidates(face_verts: torch.Tensor, N: int, H: int, W: int, blur_ra
     r_hi = torch.floor(H / 2.0 - 0.5 - (y.amin(1) - r) * S / 2).clamp(max=H - 1)
     area = (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0]) - (y[:, 2] - y[:, 0]) * (x[:, 1] - x[:, 0])
     ok = (area.abs() > _EPS) & (z.amin(1) >= _EPS) & (c_hi >= c_lo) & (r_hi >= r_lo)
-    nc = torch.where(ok, c_hi - c_lo + 1, torch.zeros_like(c_lo)).long()
-    nr = torch.where(ok, r_hi - r_lo + 1, torch.zeros_like(r_lo)).long()
-    counts = nc * nr
-    face = torch.repeat_interleave(torch.arange(len(counts), device=dev), counts)
-    start = torch.cumsum(counts, 0) - counts
-    local = torch.arange(len(face), device=dev) - start[face]
-    col = c_lo.long()[face] + local % nc[face]
-    row = r_lo.long()[face] + local // nc[face]
-    xs, ys = _pixel_centres(H, W, dev)
-    zc, d, inside = _fragment_values(face_verts[face], xs[col], ys[row])
+    size = torch.where(ok, torch.maximum(c_hi - c_lo, r_hi - r_lo) + 1, torch.zeros_like(c_lo))
     F = face_verts.shape[0] // N
-    keep = (inside | (d < blur_radius)) & (zc >= 0)
-    face, zc, inside = face[keep], zc[keep], inside[keep]
-    pix = ((face // F) * H + row[keep]) * W + col[keep]
+    pix, face, zs, ins = [], [], [], []
+    lo = 0
+    for w in [w for w in _WINDOWS if w < max(H, W)] + [max(H, W)]:
+        ids = ((size > lo) & (size <= w)).nonzero()[:, 0]
+        lo = w
+        if len(ids) == 0:
+            continue
+        off = torch.arange(w, device=dev, dtype=torch.float32)
+        cols = c_lo[ids, None] + off  # (Nf, w)
+        rows = r_lo[ids, None] + off
+        px = (-(cols + 0.5 - W / 2.0) * (2.0 / S))[:, None, :]  # (Nf, 1, w), as _pixel_centres
+        py = (-(rows + 0.5 - H / 2.0) * (2.0 / S))[:, :, None]  # (Nf, w, 1)
+        zc, d, inside = _fragment_values(face_verts[ids, None, None], px, py)  # (Nf, w, w)
+        in_box = (rows <= r_hi[ids, None])[:, :, None] & (cols <= c_hi[ids, None])[:, None, :]
+        keep = in_box & (inside | (d < blur_radius)) & (zc >= 0)
+        k, i, j = keep.nonzero(as_tuple=True)
+        f = ids[k]
+        pix.append(((f // F) * H + rows[k, i].long()) * W + cols[k, j].long())
+        face.append(f)
+        zs.append(zc[k, i, j])
+        ins.append(inside[k, i, j])
+    if not pix:
+        e = torch.zeros(0, dtype=torch.int64, device=dev)
+        return e, e, torch.zeros(0, device=dev), torch.zeros(0, dtype=torch.bool, device=dev)
+    pix, face, zc, inside = torch.cat(pix), torch.cat(face), torch.cat(zs), torch.cat(ins)
+    if not occluded:
+        front = torch.full((N * H * W,), float("inf"), device=dev).scatter_reduce(
+            0, pix[inside], zc[inside], "amin", include_self=True)
+        near = zc <= front[pix]
+        pix, face, zc, inside = pix[near], face[near], zc[near], inside[near]
     # sort by pixel, then depth (then face index, PyTorch3D's tie-break): one sort of a float64 key
-    key = pix.double() * (float(zc.max()) + 1.0 if len(zc) else 1.0) + zc.double()
+    key = pix.double() * (float(zc.max()) + 1.0) + zc.double()
     order = torch.sort(key, stable=True).indices
     return pix[order], face[order], zc[order], inside[order]
 
@@ -216,27 +243,49 @@ def _build(face_verts: torch.Tensor, pix: torch.Tensor, face: torch.Tensor, slot
     return Fragments(p2f.reshape(shape), *_scatter(shape, index, z, d))
 
 
-def _rasterize_binned(
-    verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], blur_radius: float, faces_per_pixel: int,
-    hard: bool,
-) -> tuple[Fragments | None, Fragments | None]:
-    """The hard pass (nearest covering face; when ``hard``) and the soft pass (K nearest
-    faces within ``blur_radius``; when ``faces_per_pixel`` > 0) from one enumeration."""
+def _rasterize_binned(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], blur_radius: float,
+                      faces_per_pixel: int) -> Fragments:
+    """PyTorch3D's K nearest fragments within the blur radius, from the binned enumeration."""
     N = verts_ndc.shape[0]
     H, W = image_size
     face_verts = verts_ndc[:, faces].reshape(-1, 3, 3)  # packed: view n's faces at n*F + f
     with torch.no_grad():
-        pix, face, _, inside = _binned_candidates(face_verts.detach(), N, H, W, blur_radius)
-    out_hard = out_soft = None
-    if hard:
-        hp, hf = pix[inside], face[inside]
-        first = _rank_in_group(hp) == 0
-        out_hard = _build(face_verts, hp[first], hf[first], torch.zeros_like(hp[first]), (N, H, W, 1))
-    if faces_per_pixel > 0:
+        pix, face, _, _ = _binned_candidates(face_verts.detach(), N, H, W, blur_radius)
         rank = _rank_in_group(pix)
         sel = rank < faces_per_pixel
-        out_soft = _build(face_verts, pix[sel], face[sel], rank[sel], (N, H, W, faces_per_pixel))
-    return out_hard, out_soft
+    return _build(face_verts, pix[sel], face[sel], rank[sel], (N, H, W, faces_per_pixel))
+
+
+def _hard_soft_binned(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], blur_radius: float,
+                      faces_per_pixel: int) -> tuple[Fragments, Fragments | None]:
+    """The hard pass (nearest covering face) and, when ``faces_per_pixel`` > 0, the soft pass
+    (up to K nearest faces within the blur radius, none behind the nearest covering face),
+    from one enumeration; the values of the pairs they share are computed once."""
+    N = verts_ndc.shape[0]
+    H, W = image_size
+    face_verts = verts_ndc[:, faces].reshape(-1, 3, 3)
+    K = max(faces_per_pixel, 0)
+    with torch.no_grad():
+        pix, face, _, inside = _binned_candidates(face_verts.detach(), N, H, W, blur_radius, occluded=False)
+        rank = _rank_in_group(pix)
+        # rank of the nearest covering face of each pixel (inf where none covers it)
+        first = torch.full((N * H * W,), len(pix) + 1, device=pix.device).scatter_reduce(
+            0, pix[inside], rank[inside], "amin", include_self=True)[pix]
+        is_hard = inside & (rank == first)
+        is_soft = (rank < K) & (rank <= first)
+        use = is_hard | is_soft
+        pix, face, rank, is_hard, is_soft = pix[use], face[use], rank[use], is_hard[use], is_soft[use]
+    xs, ys = _pixel_centres(H, W, verts_ndc.device)
+    z, d, _ = _fragment_values(face_verts[face], xs[pix % W], ys[(pix // W) % H])
+
+    def frag(sel: torch.Tensor, slot: torch.Tensor, k: int) -> Fragments:
+        shape = (N, H, W, k)
+        index = pix[sel] * k + slot
+        p2f = torch.full(shape, -1, dtype=torch.int64, device=pix.device).reshape(-1).index_put((index,), face[sel])
+        return Fragments(p2f.reshape(shape), *_scatter(shape, index, z[sel], d[sel]))
+
+    hard = frag(is_hard, torch.zeros_like(rank[is_hard]), 1)
+    return hard, (frag(is_soft, rank[is_soft], K) if K > 0 else None)
 
 
 def _rasterize_pytorch3d(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int],
@@ -283,7 +332,7 @@ def rasterize(
     """
     backend = resolve_backend(backend, verts_ndc.device)
     if backend == "binned":
-        return _rasterize_binned(verts_ndc, faces, image_size, blur_radius, faces_per_pixel, hard=False)[1]
+        return _rasterize_binned(verts_ndc, faces, image_size, blur_radius, faces_per_pixel)
     return _rasterize_pytorch3d(verts_ndc, faces, image_size, blur_radius, faces_per_pixel, backend == "native")
 
 
@@ -300,6 +349,9 @@ def rasterize_hard_soft(
     (K = 1, no blur) and, when ``soft``, the soft one (``faces_per_pixel``, ``blur_radius``).
     The binned backend finds both in one enumeration; the nearest covering face is the
     first candidate flagged inside, however many nearer faces lie within the blur radius.
+    Its soft fragments stop at that face: the faces behind it, which PyTorch3D also returns,
+    have zero weight and zero gradient in front-to-back compositing where a face covers
+    its pixel fully (:class:`~hoannot.renderers.renderer.HandObjectRenderer`).
 
     Returns:
         (hard, soft or None) :class:`Fragments`.
@@ -308,8 +360,7 @@ def rasterize_hard_soft(
     """
     backend = resolve_backend(backend, verts_ndc.device)
     if backend == "binned":
-        return _rasterize_binned(verts_ndc, faces, image_size, blur_radius if soft else 0.0,
-                                 faces_per_pixel if soft else 0, hard=True)  # fmt: skip
+        return _hard_soft_binned(verts_ndc, faces, image_size, blur_radius if soft else 0.0, faces_per_pixel if soft else 0)
     hard = _rasterize_pytorch3d(verts_ndc, faces, image_size, 0.0, 1, backend == "native")
     if not soft:
         return hard, None
