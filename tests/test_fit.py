@@ -161,3 +161,43 @@ def test_killed_fit_resumes_to_the_uninterrupted_result(tmp_path):
     a, b = HandObjectPoses.load(seq.root / "fit" / "poses.npz"), HandObjectPoses.load(ref / "fit" / "poses.npz")
     for name in ("global_orient", "hand_pose", "transl", "betas", "obj_rot", "obj_transl"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-5, err_msg=name)
+
+
+def test_the_gpu_path_gives_the_cpu_paths_result(tmp_path):
+    """The GPU settings (PyTorch3D's forward rasterizer, brute-force E_3D search; the defaults
+    on CUDA) run on the CPU give the CPU defaults' energies and gradients (binned rasterizer,
+    BVH search), and so the same fit up to float noise that Adam's per-coordinate step
+    normalisation amplifies (bounded here by a tenth of one step). K = 64 faces per pixel:
+    at the default 8, which 8 of the box's coplanar faces (equal depth up to float noise)
+    a pixel keeps is arbitrary in either path, and the silhouette with it."""
+    import torch
+    from pytorch3d.structures import Meshes
+
+    from hoannot.fitting import optimize as O
+    from hoannot.fitting.observations import load_observations
+    from hoannot.fitting.schedule import Step
+    from hoannot.renderers.renderer import HandObjectRenderer
+
+    seq, init, hand, obj = _box_sequence(tmp_path)
+    kw = dict(iterations=6, batch_size=4, overlap=1, crop_size=40, num_points=200, faces_per_pixel=64)
+    cfgs = {"cpu": load_fit_config(None, **kw), "gpu": load_fit_config(None, backend="pytorch3d", points3d_search="brute", **kw)}
+    obs = load_observations(seq, list(seq.frames), 40, 200, "segmentation", 0, "none")
+    normals = Meshes([obj.verts], [obj.faces]).verts_normals_padded()[0]
+    grads = {}
+    for k, cfg in cfgs.items():
+        params, _ = O._step_parameters(Step("batch", (0, 1, 2, 3), 1, fit_betas=True), init.select(list(seq.frames)), hand, cfg, "cpu")
+        terms = O._energies(params, obs, hand, obj, normals, HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend), cfg)
+        O._total(terms, params, cfg).backward()
+        grads[k] = {"terms": torch.stack([v for v in terms.values()]).detach(),
+                    **{n: p.grad for n, p in params.named_parameters() if p.grad is not None}}  # fmt: skip
+    for n, g in grads["cpu"].items():
+        assert torch.allclose(grads["gpu"][n], g, rtol=1e-4, atol=1e-4 * g.abs().max().item()), n
+    fits = {k: fit_sequence(seq, init, hand, obj, cfg, None, progress=False) for k, cfg in cfgs.items()}
+    start = init.select(list(seq.frames))
+    assert np.abs(fits["cpu"].poses.transl - start.transl).max() > 1e-3  # the fit moved the hand
+    c = cfgs["cpu"]
+    for name, lr in (("global_orient", c.lr_rot), ("hand_pose", c.lr_pose), ("transl", c.lr_transl),
+                     ("obj_rot", c.lr_rot), ("obj_transl", c.lr_transl)):  # fmt: skip
+        np.testing.assert_allclose(getattr(fits["gpu"].poses, name), getattr(fits["cpu"].poses, name), atol=0.1 * lr,
+                                   err_msg=name)  # fmt: skip
+

@@ -90,6 +90,8 @@ def closest_triangles(points: torch.Tensor, verts: torch.Tensor, faces: torch.Te
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(V[b])), tri)
         out[b] = scene.compute_closest_points(o3d.core.Tensor(np.ascontiguousarray(P[b])))["primitive_ids"].numpy()
+    # no hit (non-finite vertices or points): any triangle; the distance is then non-finite too
+    out[(out < 0) | (out >= len(faces))] = 0
     return torch.from_numpy(out).to(points.device)
 
 

@@ -37,6 +37,9 @@ from hoannot.renderers.renderer import HandObjectRenderer
 
 TERMS = ("mask", "depth", "j2d", "points3d", "joint", "penetration", "temporal")
 PENETRATION_STRIDE = 4  # E_phy uses every 4th hand vertex
+#: iterations between the loop's host reads (divergence check, progress); none in between, so
+#: on a GPU the iterations queue without synchronising
+CHECK_EVERY = 5
 #: a frame is flagged when a silhouette IoU falls below these or the depth residual exceeds this
 FLAG_IOU_HAND, FLAG_IOU_OBJECT, FLAG_DEPTH_MM = 0.5, 0.6, 10.0
 
@@ -218,16 +221,19 @@ def fit_sequence(
                 opt.zero_grad(set_to_none=True)
                 terms = _energies(params, obs, hand_model, objd, obj_normals, renderer, ecfg)
                 loss = _total(terms, params, ecfg)
-                if (it % 5 == 0 or it == step.iterations - 1) and not torch.isfinite(loss):
-                    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["the pose parameters"]
-                    raise InputError(f"{seq.root}: fit diverged ({step.kind} step {si + 1}, frames {step_frames[0]}-"
-                                     f"{step_frames[-1]}, iteration {it}): non-finite {', '.join(bad)}; check this "
-                                     "sequence's keypoints2d/, segmentation/ and depth")  # fmt: skip
+                check = it % CHECK_EVERY == 0 or it == step.iterations - 1
+                if check:  # the only host read of the loop: one every CHECK_EVERY iterations
+                    vals = torch.stack([loss.detach()] + [v.detach().mean() for v in terms.values()]).tolist()
+                    if not np.isfinite(vals[0]):
+                        bad = [k for k, v in zip(terms, vals[1:]) if not np.isfinite(v)] or ["the pose parameters"]
+                        raise InputError(f"{seq.root}: fit diverged ({step.kind} step {si + 1}, frames {step_frames[0]}-"
+                                         f"{step_frames[-1]}, iteration {it}): non-finite {', '.join(bad)}; check this "
+                                         "sequence's keypoints2d/, segmentation/ and depth")  # fmt: skip
                 loss.backward()
                 params.zero_frozen_grads()
                 opt.step()
-                if it % 5 == 0 or it == step.iterations - 1:
-                    bar.update(task, energies=" ".join(f"{k}={float(v.detach().mean()):.3g}" for k, v in terms.items()))
+                if check:
+                    bar.update(task, energies=" ".join(f"{k}={v:.3g}" for k, v in zip(terms, vals[1:])))
                 bar.advance(task)
             if step.kind == "grasp":  # the grasp holds for every frame: re-pose all of them
                 current = _merge(current, params.to_poses(hand_model), step_frames)  # its frames' object poses

@@ -56,12 +56,10 @@ class PoseParameters(torch.nn.Module):
         return torch.einsum("bij,vj->bvi", self.obj_R(), verts) + self.obj_transl[:, None]
 
     def zero_frozen_grads(self) -> None:
-        """Clear gradients of frozen frames (call between backward and step)."""
-        if not bool(self.frozen.any()):
-            return
+        """Clear gradients of frozen frames (call between backward and step; no host sync)."""
         for p in (self.global_orient, self.hand_pose, self.transl, self.obj_delta, self.obj_transl):
             if p.grad is not None:
-                p.grad[self.frozen] = 0.0
+                p.grad.masked_fill_(self.frozen[:, None], 0.0)
 
     def to_poses(self, model: HandModel | None = None, source: str = "fit") -> HandObjectPoses:
         """Current values as :class:`HandObjectPoses` (world frame)."""
