@@ -201,3 +201,47 @@ def test_the_gpu_path_gives_the_cpu_paths_result(tmp_path):
         np.testing.assert_allclose(getattr(fits["gpu"].poses, name), getattr(fits["cpu"].poses, name), atol=0.1 * lr,
                                    err_msg=name)  # fmt: skip
 
+
+
+def test_the_gpu_paths_iteration_reads_nothing_back_to_the_host(tmp_path, monkeypatch):
+    """An iteration with the CUDA settings (energies, backward, frozen frames) calls none of the
+    tensor methods that would wait for a GPU (item, bool, float, int, tolist, cpu, numpy). Run
+    on the CPU, where such calls are cheap but still visible. (Adam's step, outside the trap,
+    reads only its step counters, which torch keeps on the host.)"""
+    import torch
+
+    from hoannot.fitting import optimize as O
+    from hoannot.fitting.schedule import Step
+    from hoannot.renderers.renderer import HandObjectRenderer
+    from hoannot.fitting.observations import load_observations
+    from pytorch3d.structures import Meshes
+
+    seq, init, hand, obj = _box_sequence(tmp_path)
+    cfg = load_fit_config(None, backend="pytorch3d", points3d_search="brute", crop_size=32, num_points=100)
+    obs = load_observations(seq, list(seq.frames), cfg.crop_size, cfg.num_points, "segmentation", 0, "none")
+    normals = Meshes([obj.verts], [obj.faces]).verts_normals_padded()[0]
+    renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
+    step = Step("batch", (0, 1, 2, 3), 1, frozen=1, fit_betas=True)
+    params, groups = O._step_parameters(step, init.select(list(seq.frames)), hand, cfg, "cpu")
+    opt = torch.optim.Adam(groups)
+    calls = []
+
+    def trap(name):
+        orig = getattr(torch.Tensor, name)
+
+        def wrapped(self, *a, **k):
+            import traceback
+            calls.append((name, traceback.format_stack(limit=4)[-2].strip()))
+            return orig(self, *a, **k)
+
+        return wrapped
+
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, trap(name))
+    loss = O._total(O._energies(params, obs, hand, obj, normals, renderer, cfg), params, cfg)
+    loss.backward()
+    params.zero_frozen_grads()
+    monkeypatch.undo()
+    opt.step()
+    assert calls == [], sorted({c[1] for c in calls})
+    assert torch.isfinite(loss)

@@ -10,7 +10,7 @@ import trimesh
 from hoannot.datasets.camera import Camera, look_at
 from hoannot.models._open3d import load as load_open3d
 from hoannot.renderers.cameras import ViewCameras, project_to_ndc, world_to_camera
-from hoannot.renderers.rasterizer import rasterize
+from hoannot.renderers.rasterizer import Fragments, rasterize
 from hoannot.renderers.renderer import P_MIN, HandObjectRenderer
 
 
@@ -104,15 +104,21 @@ def test_fast_backends_match_native_outputs_and_gradients(backend, faces_per_pix
 
 
 def test_binned_rasterizer_keeps_pytorch3ds_fragments():
-    """pix_to_face of the binned rasterizer equals PyTorch3D's as sets per pixel (hard and soft
-    pass), with depths to float precision."""
+    """pix_to_face of the binned rasterizer equals PyTorch3D's (its public ``rasterize_meshes``)
+    as sets per pixel (hard and soft pass), with depths to float precision."""
+    from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
+    from pytorch3d.structures import Meshes
+
     sphere, box, cams = _scene()
     vc = ViewCameras.from_cameras(cams, np.array([[200.0, 120.0, 240.0, 240.0], [160.0, 100.0, 320.0, 320.0]]), (64, 64))
     verts = torch.tensor(np.concatenate([sphere.vertices, box.vertices]), dtype=torch.float32)[None]
     faces = torch.cat([torch.tensor(sphere.faces), torch.tensor(box.faces) + len(sphere.vertices)])
     ndc = project_to_ndc(world_to_camera(verts, vc), vc).reshape(2, -1, 3)
     for blur, K in ((0.0, 1), (1e-3, 64)):
-        a, b = rasterize(ndc, faces, (64, 64), blur, K, "binned"), rasterize(ndc, faces, (64, 64), blur, K, "native")
+        a = rasterize(ndc, faces, (64, 64), blur, K, "binned")
+        p2f, zbuf, _, _ = rasterize_meshes(Meshes(ndc, faces[None].expand(2, -1, -1)), (64, 64), blur, K, bin_size=0,
+                                           perspective_correct=True)  # fmt: skip
+        b = Fragments(p2f, zbuf, zbuf)
         assert not (b.pix_to_face[..., -1] >= 0).any() or K == 1  # nothing truncated at K = 64
         sa, sb = a.pix_to_face.sort(-1).values, b.pix_to_face.sort(-1).values
         assert torch.equal(sa, sb)

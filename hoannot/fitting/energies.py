@@ -200,9 +200,10 @@ def penetration_energy(
     Returns:
         (B,) mean ``exp(w Gamma) - 1`` (dimensionless).
     """
-    nn = knn_points(hand_verts, obj_verts, K=1, return_nn=True)
-    o = nn.knn[:, :, 0]
-    n = torch.gather(obj_normals, 1, nn.idx[:, :, :1].expand(-1, -1, 3))
+    nn = knn_points(hand_verts, obj_verts, K=1)  # (pytorch3d's return_nn reads a length back to the host)
+    index = nn.idx[:, :, :1].expand(-1, -1, 3)
+    o = torch.gather(obj_verts, 1, index)
+    n = torch.gather(obj_normals, 1, index)
     near = nn.dists[:, :, 0] < (radius / CM) ** 2
     depth = torch.where(near, torch.relu(-((hand_verts - o) * n).sum(-1)) * CM, torch.zeros_like(near, dtype=o.dtype))
     return torch.expm1(w * depth.clamp(max=radius)).mean(1)

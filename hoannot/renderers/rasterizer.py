@@ -28,12 +28,11 @@ through its own kernels; it is the reference that the tests compare the other pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
-from pytorch3d.structures import Meshes
 
 Backend = Literal["auto", "binned", "pytorch3d", "native"]
 BACKENDS = ("auto", "binned", "pytorch3d", "native")
@@ -288,21 +287,43 @@ def _hard_soft_binned(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: 
     return hard, (frag(is_soft, rank[is_soft], K) if K > 0 else None)
 
 
+def _pytorch3d_kernel(face_verts: torch.Tensor, N: int, image_size: tuple[int, int], blur_radius: float,
+                      faces_per_pixel: int):
+    """PyTorch3D's rasterization kernel on N meshes of F packed faces each.
+
+    ``pytorch3d.renderer.mesh.rasterize_meshes`` would first build a ``Meshes``, whose
+    validity checks read tensors back to the host (several synchronisations per call on a
+    GPU); with equal-size meshes its kernel inputs are known, so this calls the kernel's
+    autograd function directly (pinned PyTorch3D release, see pyproject.toml), with
+    PyTorch3D's own choice of bin size.
+    """
+    from pytorch3d.renderer.mesh.rasterize_meshes import _RasterizeFaceVerts
+
+    F = face_verts.shape[0] // N
+    dev = face_verts.device
+    H, W = image_size
+    if dev.type != "cuda":
+        bin_size = 0  # naive per-pixel kernel (coarse-to-fine is CUDA-only)
+    else:
+        bin_size = 8 if max(H, W) <= 64 else int(2 ** max(math.ceil(math.log2(max(H, W))) - 4, 4))
+    return _RasterizeFaceVerts.apply(
+        face_verts, torch.arange(N, device=dev) * F, torch.full((N,), F, device=dev, dtype=torch.int64),
+        torch.full((N * F,), -1, device=dev, dtype=torch.int64), (H, W), blur_radius, faces_per_pixel, bin_size,
+        int(max(10000, F / 5)), True, False, False,
+    )  # fmt: skip
+
+
 def _rasterize_pytorch3d(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int],
                          blur_radius: float, faces_per_pixel: int, native: bool) -> Fragments:
     """PyTorch3D's forward; its backward (``native``) or our autograd recomputation."""
     N = verts_ndc.shape[0]
-    src = verts_ndc if native else verts_ndc.detach()
-    meshes = Meshes(verts=src, faces=faces[None].expand(N, -1, -1))
-    kw = dict(image_size=tuple(image_size), blur_radius=blur_radius, faces_per_pixel=faces_per_pixel,
-              bin_size=0 if verts_ndc.device.type == "cpu" else None, perspective_correct=True,
-              clip_barycentric_coords=False, cull_backfaces=False)  # fmt: skip
+    face_verts = verts_ndc[:, faces].reshape(-1, 3, 3)
     if native:
-        p2f, zbuf, _, dists = rasterize_meshes(meshes, **kw)
+        p2f, zbuf, _, dists = _pytorch3d_kernel(face_verts, N, image_size, blur_radius, faces_per_pixel)
         return Fragments(p2f, zbuf, dists)
     with torch.no_grad():
-        p2f, _, _, _ = rasterize_meshes(meshes, **kw)
-    zbuf, dists = _recompute(verts_ndc[:, faces].reshape(-1, 3, 3), p2f, *image_size)
+        p2f, _, _, _ = _pytorch3d_kernel(face_verts.detach(), N, image_size, blur_radius, faces_per_pixel)
+    zbuf, dists = _recompute(face_verts, p2f, *image_size)
     return Fragments(p2f, zbuf, dists)
 
 
