@@ -118,6 +118,15 @@ def test_bad_inputs(tmp_path):
         run_eval(tmp_path / "bad.npz", tmp_path / "bad.npz")
 
 
+def test_ground_truth_is_never_its_own_prediction(tmp_path):
+    """``hoannot eval SEQ/`` before ``export``: no labels is an error, not a perfect score."""
+    write_npz(tmp_path / "seq" / "gt" / "poses.npz", **labels(np.random.default_rng(4)))
+    with pytest.raises(InputError, match=r"seq: no labels/labels\.npz"):
+        run_eval(tmp_path / "seq", tmp_path / "seq")
+    with pytest.raises(InputError, match="the prediction is the ground-truth file itself"):
+        run_eval(tmp_path / "seq" / "gt" / "poses.npz", tmp_path / "seq")
+
+
 def test_one_sequence_folder_is_prediction_and_ground_truth(tmp_path):
     """``hoannot eval SEQ/``: labels/labels.npz is the prediction, gt/poses.npz the truth."""
     rng = np.random.default_rng(3)

@@ -38,7 +38,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "frames", "per_joint_mpjpe_mm",
 )  # fmt: skip
 
-_CANDIDATES = ("labels/labels.npz", "gt/poses.npz", "labels.npz")
+_CANDIDATES = ("labels/labels.npz", "labels.npz")  # a prediction is never read from gt/
 _GT_CANDIDATES = ("gt/poses.npz", "labels/labels.npz", "labels.npz")
 
 
@@ -152,9 +152,13 @@ def run_eval(pred: str | os.PathLike, gt: str | os.PathLike, out_dir: str | os.P
         maximum), ``frames`` (int, number of evaluated frames), ``per_joint_mpjpe_mm`` (list of 21).
 
     Raises:
-        InputError: unreadable inputs or no frame in common.
+        InputError: unreadable inputs, no frame in common, or a prediction that is the
+            ground-truth file itself (a folder without ``labels/`` has no prediction).
     """
     p_all, g_all = load_labels(pred), load_labels(gt, ground_truth=True)
+    if Path(p_all["path"]).resolve() == Path(g_all["path"]).resolve():
+        raise InputError(f"{p_all['path']}: the prediction is the ground-truth file itself; give fitted labels "
+                         "(labels/labels.npz, from `hoannot export`)")  # fmt: skip
     common = np.intersect1d(p_all["frames"], g_all["frames"])
     if not len(common):
         raise InputError(f"{p_all['path']}: no frame id in common with {g_all['path']}")
