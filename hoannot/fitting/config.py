@@ -86,11 +86,12 @@ class FitConfig(BaseModel):
     betas_prior: float = 0.1
     tukey_c_cm: float = 2.0
     points3d_truncate_cm: float = 2.0  # E_3D: a point farther than this from the mesh counts as an outlier
-    # E_3D closest-triangle search: 0 = every triangle (exact); K = only the K triangles with the
-    # nearest centroids (faster, approximate; see energies.point_to_surface_energy). The
-    # benchmarks in benchmarks/results/ ran with 0. Measured on annotation_accuracy's capture
-    # (5 cameras x 6 frames, full fit, one thread): 585 s at 0, 480 s at 32 (partly beside
-    # another job), hand MPJPE 4.99 mm and ADD 0.21 mm at both.
+    # E_3D closest-triangle search: 0 = the exact closest triangle (points3d_search); K = only
+    # the K triangles with the nearest centroids (approximate; see
+    # energies.point_to_surface_energy). The benchmarks in benchmarks/results/ ran with 0. With
+    # the BVH search (the CPU default) the exact search is the fast one: E_3D costs 0.04 s per
+    # iteration on annotation_accuracy's capture (5 cameras x 6 frames), against 1.85 s for the
+    # brute-force search that K = 32 made about 5x faster (benchmarks/results/speed.md).
     points3d_candidates: int = Field(0, ge=0)
     # E_3D's exact closest-triangle search: bvh (open3d's Embree BVH, CPU), brute (every
     # triangle, pytorch3d; no host synchronisation); auto = bvh on CPU, brute on CUDA
