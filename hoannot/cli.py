@@ -130,6 +130,11 @@ def fit(
         result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir)
     except InputError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        ckpt = seq / "fit" / "ckpt" / "state.npz"
+        what = f"`hoannot fit {seq} --resume` continues from {ckpt}" if ckpt.is_file() else "no step had finished yet"
+        err_console.print(f"interrupted: {what}", soft_wrap=True)
+        raise typer.Exit(code=130) from None
     q = result.quality
     n_flag = int(q["flag"].sum()) if "flag" in q else 0
     console.print(f"fitted {len(result.poses)} frames; mean IoU hand {q['iou_hand'].mean():.2f}, "

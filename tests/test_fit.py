@@ -3,11 +3,11 @@ checkpoints and resuming."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -139,28 +139,41 @@ def test_tracking_runs_and_keeps_improving(tmp_path):
     assert err(res.poses) < 0.7 * err(start)
 
 
-def test_killed_fit_resumes_to_the_uninterrupted_result(tmp_path):
-    """A real process kill (SIGKILL) in the middle of ``hoannot fit``, then ``--resume``."""
-    seq, _, _, _ = _box_sequence(tmp_path)
-    cfg = tmp_path / "fit.yaml"
+@pytest.fixture(scope="module")
+def uninterrupted_fit(tmp_path_factory):
+    """The box capture (without fit/), a fit config, and the labels of an uninterrupted fit."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    seq, _, _, _ = _box_sequence(tmp)
+    cfg = tmp / "fit.yaml"
     cfg.write_text("iterations: 6\nbatch_size: 2\noverlap: 1\ncrop_size: 32\nnum_points: 100\n")
-    ref = tmp_path / "ref"
+    ref = tmp / "ref"
     shutil.copytree(seq.root, ref)
+    subprocess.run([sys.executable, "-m", "hoannot.cli", "fit", "--config", str(cfg), str(ref)], check=True, capture_output=True)
+    return seq.root, cfg, HandObjectPoses.load(ref / "fit" / "poses.npz")
+
+
+@pytest.mark.parametrize("signal_name, after_step", [("KILL", 1), ("KILL", 2), ("INT", 1)])
+def test_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted_fit, signal_name, after_step):
+    """``hoannot fit`` killed (SIGKILL) or interrupted (SIGINT, Ctrl-C) right after step K's
+    checkpoint (the HOANNOT_SIGNAL_AFTER_STEP hook, so no timing race), then ``--resume``: the
+    labels of an uninterrupted run. Ctrl-C leaves one line saying how to resume, exit code 130."""
+    base, cfg, ref = uninterrupted_fit
+    seq = tmp_path / "seq"
+    shutil.copytree(base, seq)
     cmd = [sys.executable, "-m", "hoannot.cli", "fit", "--config", str(cfg)]
-    subprocess.run(cmd + [str(ref)], check=True, capture_output=True)
-    state = seq.root / "fit" / "ckpt" / "state.npz"
-    proc = subprocess.Popen(cmd + [str(seq.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert state.exists() and int(np.load(state)["next_step"]) < 3  # killed before the end
-    assert not (seq.root / "fit" / "poses.npz").exists()
-    subprocess.run(cmd + [str(seq.root), "--resume"], check=True, capture_output=True)
-    a, b = HandObjectPoses.load(seq.root / "fit" / "poses.npz"), HandObjectPoses.load(ref / "fit" / "poses.npz")
+    state = seq / "fit" / "ckpt" / "state.npz"
+    env = {**os.environ, "HOANNOT_SIGNAL_AFTER_STEP": f"{after_step}:{signal_name}"}
+    p = subprocess.run(cmd + [str(seq)], env=env, capture_output=True, text=True)
+    assert p.returncode == (-signal.SIGKILL if signal_name == "KILL" else 130), p.stderr
+    assert int(np.load(state)["next_step"]) == after_step
+    assert not (seq / "fit" / "poses.npz").exists()
+    if signal_name == "INT":
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert lines == [f"interrupted: `hoannot fit {seq} --resume` continues from {state}"], p.stderr
+    subprocess.run(cmd + [str(seq), "--resume"], check=True, capture_output=True)
+    a = HandObjectPoses.load(seq / "fit" / "poses.npz")
     for name in ("global_orient", "hand_pose", "transl", "betas", "obj_rot", "obj_transl"):
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(getattr(a, name), getattr(ref, name), atol=1e-5, err_msg=name)
 
 
 def test_the_gpu_path_gives_the_cpu_paths_result(tmp_path):

@@ -14,6 +14,8 @@ same result as an uninterrupted run (every step is seeded from the config).
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -249,8 +251,20 @@ def fit_sequence(
                 quality = _merge_quality(quality, q, step_frames, frames)
             if ckpt is not None:
                 _save_state(ckpt, current, si + 1, quality, cfg.digest())
+            _signal_hook(si + 1)
     current.source = "fit"
     return FitResult(current, quality)
+
+
+def _signal_hook(steps_done: int) -> None:
+    """Test hook: ``HOANNOT_SIGNAL_AFTER_STEP="K:NAME"`` sends this process signal SIGNAME
+    (e.g. ``2:KILL``, ``1:INT``) once step K's checkpoint is written, so tests can interrupt a
+    fit at an exact point instead of racing it with a timer."""
+    spec = os.environ.get("HOANNOT_SIGNAL_AFTER_STEP")
+    if spec:
+        k, _, name = spec.partition(":")
+        if int(k) == steps_done:
+            os.kill(os.getpid(), getattr(signal, "SIG" + name))
 
 
 def _start_energy(step, poses, obs, hand_model, obj, obj_normals, renderer, cfg, device) -> float:
