@@ -180,8 +180,12 @@ def run_child(code: Path, job: dict, cache: Path) -> dict:
     """One child job with ``code`` first on the path; cached in ``cache`` by job content."""
     key = hashlib.sha1(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
     hit = cache / f"{key}.json"
+    def stamped(res: dict) -> dict:  # when the job ran: the cache file's time (a resumed run reuses it)
+        t = dt.datetime.fromtimestamp(hit.stat().st_mtime, dt.timezone.utc)
+        return {**res, "measured_at": t.isoformat(timespec="seconds")}
+
     if hit.is_file() and (job.get("out") is None or Path(job["out"]).is_file()):
-        return json.loads(hit.read_text())
+        return stamped(json.loads(hit.read_text()))
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": str(job["threads"]),
            "MKL_NUM_THREADS": str(job["threads"])}  # fmt: skip
     p = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], env=env, capture_output=True, text=True)
@@ -190,7 +194,7 @@ def run_child(code: Path, job: dict, cache: Path) -> dict:
     res = json.loads(p.stdout.strip().splitlines()[-1])
     cache.mkdir(parents=True, exist_ok=True)
     hit.write_text(json.dumps(res))
-    return res
+    return stamped(res)
 
 
 def sha(path: Path) -> str:
@@ -257,9 +261,11 @@ def main() -> None:
     overrides = {"iterations": 3, "grasp_iterations": 3, "object_iterations": 2, "crop_size": 32} if a.quick else {}
     caps = make_captures(work / ("quick" if a.quick else "full"), objects, frames)
     new_commit = git("rev-parse", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    # after: the code under test is the package, so its fits are cached by the hoannot/ tree and
+    # commits that change only benchmarks or docs reuse them; before: the base commit
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "hoannot", "pyproject.toml"))
     codes = {"after": REPO} if a.device != "cpu" else {"before": code_tree(work, a.base), "after": REPO}
-    tag = {"before": git("rev-parse", a.base), "after": new_commit + ("-dirty" if dirty else "")}
+    tag = {"before": git("rev-parse", a.base), "after": git("rev-parse", "HEAD:hoannot") + ("-dirty" if dirty else "")}
     t_start = time.perf_counter()
     rows, digests = [], set()
     for cap in caps:
@@ -277,7 +283,7 @@ def main() -> None:
                 m = score(seq_dir, out)
                 row[which] = {"seconds_per_frame": round(r["seconds"] / frames, 3),
                               "cpu_seconds_per_frame": round(r["cpu_seconds"] / frames, 3),
-                              "peak_rss_mb": round(r["peak_rss_mb"], 1), **m}  # fmt: skip
+                              "peak_rss_mb": round(r["peak_rss_mb"], 1), "measured_at": r["measured_at"], **m}  # fmt: skip
             if "before" in row:
                 b, n = row["before"], row["after"]
                 row["speedup"] = round(b["seconds_per_frame"] / n["seconds_per_frame"], 2)
@@ -294,8 +300,8 @@ def main() -> None:
     from hoannot.fitting.config import FitConfig
 
     cfg = FitConfig(**{k: v for k, v in overrides.items()})
-    meta = {"command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "git_commit": tag["after"],
-            "base_commit": tag.get("before"), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    meta = {"command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "git_commit": new_commit,
+            "base_commit": git("rev-parse", a.base), "code_tree": {k: v for k, v in tag.items()}, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "config_digests": sorted(digests), "settings": {"defaults": "FitConfig()", "overrides": overrides},
             "captures_data_sha256": {c["object"]: c["data_sha256"] for c in caps},
             "hand": "webxr_generic_hand/right.glb", "frames": frames, **CAPTURE, "threads": THREADS,
@@ -328,11 +334,14 @@ def main() -> None:
 
 def markdown(res: dict) -> str:
     """The report of speed.json."""
+    when = {w: sorted(r[w]["measured_at"] for r in res["rows"]) for w in ("before", "after")}
     L = ["# Fit speed, before and after (`benchmarks/speed.py`)", "",
          f"Made by `{res['command']}` on {res['date']}, {res['machine']} with {res['cpus']} CPUs, {res['threads']} torch "
          f"threads per fit, torch {res['torch']}; before = `{str(res['base_commit'])[:12]}`, after = "
          f"`{res['git_commit'][:12]}`; config digests {', '.join(res['config_digests'])}; {res['wall_minutes']} min. "
-         "Raw numbers: `speed.json`.", "",
+         "Raw numbers: `speed.json`. The run is resumable and reuses a fit measured earlier with the same code and "
+         f"settings: the before fits ran {when['before'][0]} to {when['before'][-1]}, the after fits "
+         f"{when['after'][0]} to {when['after'][-1]}, one at a time on the same machine.", "",
          f"Captures: the WebXR hand holding a scanned YCB object, {res['cameras']} cameras, {res['frames']} frames, "
          f"{res['width']}x{res['height']} px (focal {res['focal']:g}), depth noise on, ground-truth segmentation, "
          "ground truth + noise initialisation. Every fit at the **default** FitConfig "
@@ -365,7 +374,8 @@ def markdown(res: dict) -> str:
             ratio = f"{bb[k] / ba[k]:.1f}x" if ba[k] > 0 else "-"
             L.append(f"| {k.replace('_', ' ')} | {bb[k]:.4f} | {ba[k]:.4f} | {ratio} |")
     def top(b: dict) -> str:
-        parts = {k: v for k, v in b.items() if k not in ("frames", "cameras", "crop_size", "iteration_total")}
+        parts = {k: v for k, v in b.items()
+                 if isinstance(v, (int, float)) and k not in ("frames", "cameras", "crop_size", "iteration_total")}
         tot = sum(parts.values())
         best = sorted(parts.items(), key=lambda kv: -kv[1])[:3]
         return ", ".join(f"{k.replace('_', ' ')} {100 * v / tot:.0f} %" for k, v in best)
