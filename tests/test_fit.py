@@ -67,6 +67,26 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
     np.testing.assert_allclose(resumed.quality["iou_hand"], full.quality["iou_hand"], atol=1e-6)
 
 
+def test_resume_refuses_a_checkpoint_of_other_inputs(tmp_path):
+    """New initial poses (``init`` rerun) or a frame dropped from sequence.yaml after a
+    checkpoint: --resume refuses instead of finishing with the old fit."""
+    seq, init, hand, obj = _box_sequence(tmp_path)
+    cfg = load_fit_config(None, iterations=2, batch_size=3, overlap=1, crop_size=32, num_points=100)
+    fit_sequence(seq, init, hand, obj, cfg, tmp_path / "f", progress=False, stop_after=1)
+    moved = init.select(list(seq.frames))
+    moved.transl = moved.transl + np.float32(0.01)
+    with pytest.raises(InputError, match="checkpoint was made from other inputs"):
+        fit_sequence(seq, moved, hand, obj, cfg, tmp_path / "f", resume=True, progress=False)
+    header = (seq.root / "sequence.yaml").read_bytes()
+    from hoannot.datasets.sequence import write_sequence_header
+
+    write_sequence_header(seq.root, seq.config.model_copy(update={"frames": seq.frames[:-1]}), seq.cameras)
+    with pytest.raises(InputError, match="checkpoint was made from other inputs"):
+        fit_sequence(open_sequence(seq.root), init, hand, obj, cfg, tmp_path / "f", resume=True, progress=False)
+    (seq.root / "sequence.yaml").write_bytes(header)  # the inputs of the checkpoint again: it resumes
+    assert len(fit_sequence(seq, init, hand, obj, cfg, tmp_path / "f", resume=True, progress=False).poses) == 4
+
+
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     seq, init, hand, obj = _box_sequence(tmp_path)
     cfg = load_fit_config(None, iterations=2, batch_size=3, overlap=1, crop_size=32, num_points=100)
@@ -125,6 +145,18 @@ def test_fit_config_rejects_a_negative_candidate_count_naming_the_file(tmp_path)
         load_fit_config(bad)
     assert "\n" not in str(e.value)
     assert load_fit_config(None, points3d_candidates=32).points3d_candidates == 32
+
+
+@pytest.mark.parametrize("device, message", [("gpu0", "is not a device"), ("mps", "fits run on cpu or cuda"),
+                                             ("cuda", "no CUDA GPU is visible")])  # fmt: skip
+def test_fit_config_refuses_a_device_it_cannot_use(device, message):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(InputError, match=rf"field 'device': .*{message}") as e:
+        load_fit_config(None, device=device)
+    assert "\n" not in str(e.value)
 
 
 def test_tracking_runs_and_keeps_improving(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hoannot.datasets.io import InputError
 
@@ -104,6 +104,22 @@ class FitConfig(BaseModel):
     backend: Literal["auto", "binned", "pytorch3d", "native"] = "auto"
     device: str = "cpu"
     seed: int = 0
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        """``cpu``, ``cuda`` or ``cuda:N``; CUDA only where torch sees a GPU."""
+        import torch
+
+        try:
+            dev = torch.device(v)
+        except RuntimeError:
+            raise ValueError(f"{v!r} is not a device (use cpu, cuda or cuda:N)") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"{v!r}: fits run on cpu or cuda")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{v!r}: no CUDA GPU is visible to torch {torch.__version__} (run on the CPU: --device cpu)")
+        return v
 
     def grasp_weight(self, schedule: str) -> float:
         """``tc_grasp`` for a resolved schedule (``"multi"`` or ``"single"``)."""

@@ -14,6 +14,7 @@ same result as an uninterrupted run (every step is seeded from the config).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from dataclasses import dataclass, fields
@@ -126,16 +127,40 @@ def _quality(params, obs, hand_model, obj, obj_normals, renderer, cfg) -> dict[s
     return q
 
 
-def _save_state(path: Path, poses: HandObjectPoses, next_step: int, quality: dict, digest: str) -> None:
+def inputs_digest(seq: Sequence, init: HandObjectPoses) -> str:
+    """Short hash of what a fit starts from: the initial poses of the sequence's frames, the
+    sequence header and calibration, the 2D joints, and the name and size of every depth and
+    segmentation image of those frames (their content is not read: a resume stays cheap)."""
+    h = hashlib.sha1()
+    for f in fields(HandObjectPoses):
+        if f.name != "source":
+            h.update(np.ascontiguousarray(getattr(init, f.name)).tobytes())
+    for name in ("sequence.yaml", "calibration.json"):
+        if (seq.root / name).is_file():
+            h.update((seq.root / name).read_bytes())
+    for p in sorted((seq.root / "keypoints2d").glob("*/*.npz")) + sorted((seq.root / "keypoints2d").glob("*.npz")):
+        h.update(p.read_bytes())
+    for cam in seq.cameras:
+        for fr in seq.frames:
+            for p in (seq.depth_path(cam.name, fr), seq.segmentation_path(cam.name, fr)):
+                h.update(f"{p.relative_to(seq.root)}:{p.stat().st_size if p.is_file() else -1};".encode())
+    return h.hexdigest()[:12]
+
+
+def _save_state(path: Path, poses: HandObjectPoses, next_step: int, quality: dict, digest: str, inputs: str) -> None:
     arrays = {f.name: np.asarray(getattr(poses, f.name)) for f in fields(HandObjectPoses)}
     arrays.update({"q_" + k: v for k, v in quality.items()})
-    write_npz(path, next_step=np.int64(next_step), config_digest=np.asarray(digest), **arrays)
+    write_npz(path, next_step=np.int64(next_step), config_digest=np.asarray(digest), inputs_digest=np.asarray(inputs),
+              **arrays)  # fmt: skip
 
 
-def _load_state(path: Path, digest: str):
+def _load_state(path: Path, digest: str, inputs: str):
     with np.load(path, allow_pickle=False) as z:
         if str(z["config_digest"]) != digest:
             raise InputError(f"{path}: checkpoint was written with other fit settings; rerun without --resume")
+        if "inputs_digest" not in z.files or str(z["inputs_digest"]) != inputs:
+            raise InputError(f"{path}: checkpoint was made from other inputs (initial poses, frames, calibration, "
+                             "2D joints or images changed since); rerun without --resume")  # fmt: skip
         poses = HandObjectPoses(**{f.name: z[f.name] for f in fields(HandObjectPoses)})
         quality = {k[2:]: z[k] for k in z.files if k.startswith("q_")}
         return poses, int(z["next_step"]), quality
@@ -168,7 +193,8 @@ def fit_sequence(
         :class:`FitResult`.
     Raises:
         InputError: missing observations, an init without the sequence's frames, a
-            checkpoint written with other settings, or a non-finite energy (checked
+            checkpoint written with other settings or from other inputs (:func:`inputs_digest`),
+            or a non-finite energy (checked
             every 5 iterations; names the step, frames and terms).
     """
     device = torch.device(cfg.device)
@@ -186,10 +212,11 @@ def fit_sequence(
     if keypoints == "auto":
         keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
     ckpt = Path(out_dir) / "ckpt" / "state.npz" if out_dir is not None else None
+    inputs = inputs_digest(seq, current) if ckpt is not None else ""
     quality: dict[str, np.ndarray] = {}
     first = 0
     if resume and ckpt is not None and ckpt.is_file():
-        current, first, quality = _load_state(ckpt, cfg.digest())
+        current, first, quality = _load_state(ckpt, cfg.digest(), inputs)
     hand_model = hand_model.to(device)
     obj_verts, obj_faces = obj.verts.to(device), obj.faces.to(device)
     objd = ObjectModel(obj.name, obj.mesh, obj_verts, obj_faces, obj.points, obj.diameter, obj.symmetric)
@@ -250,7 +277,7 @@ def fit_sequence(
             if step.kind != "grasp":
                 quality = _merge_quality(quality, q, step_frames, frames)
             if ckpt is not None:
-                _save_state(ckpt, current, si + 1, quality, cfg.digest())
+                _save_state(ckpt, current, si + 1, quality, cfg.digest(), inputs)
             _signal_hook(si + 1)
     current.source = "fit"
     return FitResult(current, quality)
