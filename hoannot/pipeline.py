@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hoannot.datasets.io import InputError, write_json
+from hoannot.datasets.io import InputError, exclusive_lock, write_json
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import Sequence, open_sequence
 from hoannot.fitting.config import FitConfig
@@ -189,8 +189,12 @@ def run_fit(
 ):
     """Fit ``init/poses.npz`` to the observations; writes ``fit/poses.npz`` and ``fit/quality.json``.
 
+    Holds ``fit/.lock`` meanwhile, so a second fit of the same sequence is refused.
+
     Returns:
         :class:`hoannot.fitting.optimize.FitResult`.
+    Raises:
+        InputError: bad inputs, or another fit of this sequence is running.
     """
     from hoannot.fitting.optimize import fit_sequence, save_fit
 
@@ -199,10 +203,11 @@ def run_fit(
     hand_model = load_hand_model(seq, mano_model_path)
     obj = load_sequence_object(seq, ycb_dir, cfg.object_max_faces)
     t0 = time.perf_counter()
-    result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
-    save_fit(seq.root / "fit", result)
-    write_json(seq.root / "fit" / "info.json", {"config": cfg.model_dump(), "seconds": time.perf_counter() - t0,
-                                                 "hand_model": hand_model.name, "init_source": init.source})  # fmt: skip
+    with exclusive_lock(seq.root / "fit" / ".lock", "`hoannot fit` on this sequence"):  # two fits would mix fit/
+        result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
+        save_fit(seq.root / "fit", result)
+        write_json(seq.root / "fit" / "info.json", {"config": cfg.model_dump(), "seconds": time.perf_counter() - t0,
+                                                     "hand_model": hand_model.name, "init_source": init.source})  # fmt: skip
     return result
 
 

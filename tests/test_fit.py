@@ -87,6 +87,24 @@ def test_resume_refuses_a_checkpoint_of_other_inputs(tmp_path):
     assert len(fit_sequence(seq, init, hand, obj, cfg, tmp_path / "f", resume=True, progress=False).poses) == 4
 
 
+def test_a_second_fit_of_a_sequence_is_refused_while_one_runs(tmp_path):
+    """Two fits on one sequence would mix their fit/ files: the second is refused, in one line,
+    while the first holds fit/.lock; once it is released (the OS releases it even for a killed
+    run), a fit runs."""
+    from hoannot.datasets.io import exclusive_lock
+
+    seq, _, _, _ = _box_sequence(tmp_path)
+    cfg = load_fit_config(None, iterations=1, batch_size=4, overlap=1, crop_size=32, num_points=100)
+    with exclusive_lock(seq.root / "fit" / ".lock", "a fit"):  # what a running fit holds
+        with pytest.raises(InputError, match=r"fit/\.lock: `hoannot fit` on this sequence is already running here "
+                                             rf"\(pid {os.getpid()}\)") as e:  # fmt: skip
+            run_fit(seq.root, cfg, progress=False)
+        assert "\n" not in str(e.value)
+        assert not (seq.root / "fit" / "poses.npz").exists()
+    run_fit(seq.root, cfg, progress=False)
+    assert (seq.root / "fit" / "poses.npz").exists()
+
+
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     seq, init, hand, obj = _box_sequence(tmp_path)
     cfg = load_fit_config(None, iterations=2, batch_size=3, overlap=1, crop_size=32, num_points=100)
