@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from hoannot.datasets.io import InputError
 from hoannot.evaluation.report import run_eval
@@ -163,6 +164,30 @@ def test_fit_config_rejects_a_negative_candidate_count_naming_the_file(tmp_path)
         load_fit_config(bad)
     assert "\n" not in str(e.value)
     assert load_fit_config(None, points3d_candidates=32).points3d_candidates == 32
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"iterations": -5}, "iterations"), ({"num_points": 0}, "num_points"), ({"crop_size": 0}, "crop_size"),
+    ({"overlap": -1}, "overlap"), ({"weights": {"mask": float("nan")}}, "weights.mask"),
+    ({"weights": {"depth": -20.0}}, "weights.depth"), ({"lr_pose": 0.0}, "lr_pose"),
+])  # fmt: skip
+def test_fit_config_refuses_values_that_would_corrupt_a_fit(tmp_path, override, field):
+    """Values that used to run and overwrite fit/ with garbage are one-line errors naming the
+    field, from the CLI's overrides and from a YAML file alike."""
+    with pytest.raises(InputError, match=rf"fit config: field '{field}'") as e:
+        load_fit_config(None, **override)
+    assert "\n" not in str(e.value)
+    f = tmp_path / "fit.yaml"
+    f.write_text(yaml.safe_dump(override))
+    with pytest.raises(InputError, match=rf"fit\.yaml: field '{field}'"):
+        load_fit_config(f)
+
+
+def test_fit_config_that_is_not_a_mapping_is_one_line(tmp_path):
+    f = tmp_path / "fit.yaml"
+    f.write_text("- iterations: 5\n")
+    with pytest.raises(InputError, match=r"fit\.yaml: expected a mapping of FitConfig fields, got a YAML list"):
+        load_fit_config(f)
 
 
 @pytest.mark.parametrize("device, message", [("gpu0", "is not a device"), ("mps", "fits run on cpu or cuda"),

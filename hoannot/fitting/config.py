@@ -16,16 +16,17 @@ from hoannot.datasets.io import InputError
 class EnergyWeights(BaseModel):
     """Weights of the energy terms (HOnnotate Eq. 3; multi-camera defaults of Sec. 4.2:
     alpha..eta = 20, 20, 5e-5, 50, 100, 50, 100). Units of each term: see
-    :mod:`hoannot.fitting.energies`. A weight of 0 switches the term off."""
+    :mod:`hoannot.fitting.energies`. A weight of 0 switches the term off; weights are finite
+    and not negative."""
 
-    model_config = ConfigDict(extra="forbid")
-    mask: float = 20.0  # alpha, E_mask (Eq. 4)
-    depth: float = 20.0  # beta, E_dpt (Eq. 5)
-    j2d: float = 5e-5  # gamma, E_j2d (Eq. 6), used when 2D joints exist
-    points3d: float = 50.0  # delta, E_3D (Eq. 7)
-    joint: float = 100.0  # epsilon, E_joint (Eq. 8)
-    penetration: float = 50.0  # zeta, E_phy (Eq. 9-10)
-    temporal: float = 100.0  # eta, E_tc
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    mask: float = Field(20.0, ge=0)  # alpha, E_mask (Eq. 4)
+    depth: float = Field(20.0, ge=0)  # beta, E_dpt (Eq. 5)
+    j2d: float = Field(5e-5, ge=0)  # gamma, E_j2d (Eq. 6), used when 2D joints exist
+    points3d: float = Field(50.0, ge=0)  # delta, E_3D (Eq. 7)
+    joint: float = Field(100.0, ge=0)  # epsilon, E_joint (Eq. 8)
+    penetration: float = Field(50.0, ge=0)  # zeta, E_phy (Eq. 9-10)
+    temporal: float = Field(100.0, ge=0)  # eta, E_tc
 
 
 class FitConfig(BaseModel):
@@ -38,18 +39,18 @@ class FitConfig(BaseModel):
     ``keypoints="auto"`` uses ``keypoints2d/`` when the sequence has it.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # counts and sizes are bounded below
     weights: EnergyWeights = EnergyWeights()
     schedule: Literal["auto", "multi", "single"] = "auto"  # auto: multi with > 1 camera
     # multi-camera per-frame tracking before the batches (0: off). Off by default: measured on
     # WebXR hand + YCB can (2 cams x 4 frames, 30 batch its) tracking 30 its first gave MPJPE
     # 10.8 mm vs 8.2 mm without (single frames with the shape not yet fitted settle in worse poses).
-    track_iterations: int = 0
-    grasp_frames: int = 10  # single-camera: frames of the random subset for the grasp (Eq. 12)
-    grasp_iterations: int = 100  # single-camera: grasp pose iterations
-    object_iterations: int = 30  # single-camera: per-frame object pose iterations
+    track_iterations: int = Field(0, ge=0)
+    grasp_frames: int = Field(10, ge=1)  # single-camera: frames of the random subset for the grasp (Eq. 12)
+    grasp_iterations: int = Field(100, ge=0)  # single-camera: grasp pose iterations
+    object_iterations: int = Field(30, ge=0)  # single-camera: per-frame object pose iterations
     keypoints: Literal["auto", "keypoints2d", "gt", "none"] = "auto"  # 2D joints for E_j2d
-    penetration_w: float = 0.5  # E_phy steepness per cm (paper: w = 5, see energies.penetration_energy)
+    penetration_w: float = Field(0.5, ge=0)  # E_phy steepness per cm (paper: w = 5, see energies.penetration_energy)
     # E_tc parts: velocity ||x_t - x_{t-1}||^2 and acceleration ||x_{t+1} - 2x_t + x_{t-1}||^2,
     # each scaled by its factor here and then by eta. The velocity part pulls every moving frame
     # towards its neighbours (measured: object ADD 0.6 mm without E_tc, 3.7 mm with it,
@@ -59,33 +60,33 @@ class FitConfig(BaseModel):
     # hand MPJPE / ADD: 5.75 / 0.87 mm at 1, 5.54 / 0.53 at 0.3, 5.24 / 0.29 at 0.1, 4.99 / 0.21
     # at 0.03; the same capture with our own hand model as the data hand: 0.84 mm at 0.1, and 1.85 mm
     # at 1 when the hand E_3D was still the closest-vertex term).
-    tc_velocity: float = 0.0
-    tc_acceleration: float = 0.03
+    tc_velocity: float = Field(0.0, ge=0)
+    tc_acceleration: float = Field(0.03, ge=0)
     # grasp stability, a third E_tc part: velocity of the wrist pose in the object's frame and of
     # the finger angles (energies.hand_in_object_frame); None = 10 for the single-camera
     # schedule, 0 for multi-camera. Measured (WebXR hand + YCB can, 6 frames, 100 iterations):
     # 1 camera hand 12.0 / 10.1 / 9.6 / 9.6 mm, ADD 1.1 / 1.1 / 1.2 / 2.0 mm at 0 / 1 / 10 / 100
     # (one view lets the hand drift along the line of sight); 5 cameras 5.8 -> 6.3 mm at 10.
-    tc_grasp: Optional[float] = None
+    tc_grasp: Optional[float] = Field(None, ge=0)
     # HOnnotate Sec. 4.2: 100 Adam iterations per batch. Measured (WebXR hand + YCB can, 5 cameras
     # x 6 frames): hand MPJPE 6.29 mm at 60 iterations, 5.82 mm at 100.
-    iterations: int = 100
-    batch_size: int = 20
-    overlap: int = 2
-    crop_size: int = 80
-    num_points: int = 1500
-    lr_rot: float = 0.01
+    iterations: int = Field(100, ge=0)
+    batch_size: int = Field(20, ge=1)
+    overlap: int = Field(2, ge=0)
+    crop_size: int = Field(80, ge=8)
+    num_points: int = Field(1500, ge=1)
+    lr_rot: float = Field(0.01, gt=0)
     # measured on WebXR hand + YCB can, 6 frames, 60 iterations: 5 cameras 6.3 / 6.5 / 6.3 mm
     # hand MPJPE at 0.005 / 0.01 / 0.02; one camera 9.9 / 12.7 / 15.3 mm (a single view leaves
     # fingers under-constrained, and a faster articulation wanders further from a good start);
     # not free: benchmarks/fit.py (2 cameras x 8 frames) hand 6.13 -> 6.69 mm, ADD 1.31 -> 0.91 mm
-    lr_pose: float = 0.005
-    lr_transl: float = 0.002
-    lr_betas: float = 0.05
+    lr_pose: float = Field(0.005, gt=0)
+    lr_transl: float = Field(0.002, gt=0)
+    lr_betas: float = Field(0.05, gt=0)
     fit_betas: bool = True
-    betas_prior: float = 0.1
-    tukey_c_cm: float = 2.0
-    points3d_truncate_cm: float = 2.0  # E_3D: a point farther than this from the mesh counts as an outlier
+    betas_prior: float = Field(0.1, ge=0)
+    tukey_c_cm: float = Field(2.0, gt=0)
+    points3d_truncate_cm: float = Field(2.0, gt=0)  # E_3D: a point farther than this from the mesh counts as an outlier
     # E_3D closest-triangle search: 0 = the exact closest triangle (points3d_search); K = only
     # the K triangles with the nearest centroids (approximate; see
     # energies.point_to_surface_energy). The benchmarks in benchmarks/results/ ran with 0. With
@@ -96,9 +97,9 @@ class FitConfig(BaseModel):
     # E_3D's exact closest-triangle search: bvh (open3d's Embree BVH, CPU), brute (every
     # triangle, pytorch3d; no host synchronisation); auto = bvh on CPU, brute on CUDA
     points3d_search: Literal["auto", "bvh", "brute"] = "auto"
-    sigma_px2: float = 0.15
-    faces_per_pixel: int = 8
-    object_max_faces: int = 1000
+    sigma_px2: float = Field(0.15, gt=0)
+    faces_per_pixel: int = Field(8, ge=1)
+    object_max_faces: int = Field(1000, ge=4)
     segmentation: Literal["segmentation", "gt"] = "segmentation"
     # rasterizer (hoannot.renderers.rasterizer): auto = binned on CPU, PyTorch3D's forward on CUDA
     backend: Literal["auto", "binned", "pytorch3d", "native"] = "auto"
@@ -156,6 +157,8 @@ def load_fit_config(path: str | Path | None = None, **overrides) -> FitConfig:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise InputError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{p}: expected a mapping of FitConfig fields, got a YAML {type(data).__name__}")
     for k, v in overrides.items():
         if v is None:
             continue
