@@ -143,11 +143,15 @@ def _recompute(face_verts: torch.Tensor, pix_to_face: torch.Tensor, H: int, W: i
     return torch.where(valid, z, minus1).reshape(pix_to_face.shape), torch.where(valid, d, minus1).reshape(pix_to_face.shape)
 
 
-def _scatter(shape, index: torch.Tensor, z: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense (N, H, W, K) zbuf and dists, -1 except at the flat slot ``index``."""
-    zbuf = torch.full(shape, -1.0, dtype=z.dtype, device=z.device).reshape(-1).index_put((index,), z)
-    dists = torch.full(shape, -1.0, dtype=d.dtype, device=d.device).reshape(-1).index_put((index,), d)
-    return zbuf.reshape(shape), dists.reshape(shape)
+def _dense(shape: tuple[int, int, int, int], pix: torch.Tensor, slot: torch.Tensor, face: torch.Tensor,
+           z: torch.Tensor, d: torch.Tensor) -> Fragments:
+    """Dense (N, H, W, K) fragments, -1 except at flat pixel ``pix``, slot ``slot``."""
+    index = pix * shape[3] + slot
+
+    def full(v: torch.Tensor) -> torch.Tensor:
+        return torch.full(shape, -1, dtype=v.dtype, device=v.device).reshape(-1).index_put((index,), v).reshape(shape)
+
+    return Fragments(full(face), full(z), full(d))
 
 
 #: square pixel windows the binned rasterizer sorts faces into (a face goes to the smallest
@@ -231,17 +235,6 @@ def _rank_in_group(sorted_keys: torch.Tensor) -> torch.Tensor:
     return pos - torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), 0).values
 
 
-def _build(face_verts: torch.Tensor, pix: torch.Tensor, face: torch.Tensor, slot: torch.Tensor,
-           shape: tuple[int, int, int, int]) -> Fragments:
-    """Fragments with autograd values for the chosen (pixel, slot, face) triples."""
-    N, H, W, K = shape
-    xs, ys = _pixel_centres(H, W, face_verts.device)
-    z, d, _ = _fragment_values(face_verts[face], xs[pix % W], ys[(pix // W) % H])
-    index = pix * K + slot
-    p2f = torch.full(shape, -1, dtype=torch.int64, device=pix.device).reshape(-1).index_put((index,), face)
-    return Fragments(p2f.reshape(shape), *_scatter(shape, index, z, d))
-
-
 def _rasterize_binned(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], blur_radius: float,
                       faces_per_pixel: int) -> Fragments:
     """PyTorch3D's K nearest fragments within the blur radius, from the binned enumeration."""
@@ -252,7 +245,10 @@ def _rasterize_binned(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: 
         pix, face, _, _ = _binned_candidates(face_verts.detach(), N, H, W, blur_radius)
         rank = _rank_in_group(pix)
         sel = rank < faces_per_pixel
-    return _build(face_verts, pix[sel], face[sel], rank[sel], (N, H, W, faces_per_pixel))
+        pix, face, rank = pix[sel], face[sel], rank[sel]
+    xs, ys = _pixel_centres(H, W, verts_ndc.device)
+    z, d, _ = _fragment_values(face_verts[face], xs[pix % W], ys[(pix // W) % H])
+    return _dense((N, H, W, faces_per_pixel), pix, rank, face, z, d)
 
 
 def _hard_soft_binned(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], blur_radius: float,
@@ -277,14 +273,10 @@ def _hard_soft_binned(verts_ndc: torch.Tensor, faces: torch.Tensor, image_size: 
     xs, ys = _pixel_centres(H, W, verts_ndc.device)
     z, d, _ = _fragment_values(face_verts[face], xs[pix % W], ys[(pix // W) % H])
 
-    def frag(sel: torch.Tensor, slot: torch.Tensor, k: int) -> Fragments:
-        shape = (N, H, W, k)
-        index = pix[sel] * k + slot
-        p2f = torch.full(shape, -1, dtype=torch.int64, device=pix.device).reshape(-1).index_put((index,), face[sel])
-        return Fragments(p2f.reshape(shape), *_scatter(shape, index, z[sel], d[sel]))
-
-    hard = frag(is_hard, torch.zeros_like(rank[is_hard]), 1)
-    return hard, (frag(is_soft, rank[is_soft], K) if K > 0 else None)
+    hard = _dense((N, H, W, 1), pix[is_hard], torch.zeros_like(rank[is_hard]), face[is_hard], z[is_hard], d[is_hard])
+    if K == 0:
+        return hard, None
+    return hard, _dense((N, H, W, K), pix[is_soft], rank[is_soft], face[is_soft], z[is_soft], d[is_soft])
 
 
 def _pytorch3d_kernel(face_verts: torch.Tensor, N: int, image_size: tuple[int, int], blur_radius: float,
