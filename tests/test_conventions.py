@@ -97,3 +97,23 @@ def test_pose_conversion_keeps_points_consistent():
     np.testing.assert_allclose(Rt.numpy(), Rg)
     with pytest.raises(InputError):
         C.opencv_to_opengl_pose(np.eye(3), np.zeros(2))
+
+
+def test_look_at_puts_world_up_at_the_top_of_the_image():
+    """An OpenCV camera looks along +z with image y down: a point above the target (world
+    +z, the ``up`` given) must project above the image centre, one to the camera's right to
+    the right of it, and the target itself at the centre."""
+    from hoannot.datasets.camera import look_at
+
+    T = look_at(np.array([0.5, 0.0, 0.2]), np.zeros(3), np.array([0.0, 0.0, 1.0]))
+    T_cw = np.linalg.inv(T)
+
+    def pixel(p):
+        q = T_cw[:3, :3] @ p + T_cw[:3, 3]
+        return 100 * q[:2] / q[2]  # focal 100, centre 0
+
+    assert np.allclose(pixel(np.zeros(3)), 0, atol=1e-9)
+    assert pixel(np.array([0.0, 0.0, 0.05]))[1] < -1  # above -> smaller v
+    # looking along -x from +x with z up, the camera's right is world +y (right = forward x up)
+    assert pixel(np.array([0.0, 0.05, 0.0]))[0] > 1
+    assert np.isclose(np.linalg.det(T[:3, :3]), 1.0)

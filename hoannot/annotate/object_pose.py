@@ -110,20 +110,8 @@ class ObjectPoseResult:
 
 
 def backproject(depth: np.ndarray, mask: np.ndarray, camera: Camera) -> np.ndarray:
-    """World points of the masked pixels with valid depth.
-
-    Args:
-        depth: (H, W) metres. mask: (H, W) bool.
-        camera: the camera (``K``, ``T_world_cam``).
-    Returns:
-        (N, 3) float64 world points, metres.
-    """
-    v, u = np.nonzero(mask & (depth > 0))
-    z = depth[v, u].astype(np.float64)
-    K = np.asarray(camera.K)
-    pc = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
-    T = np.asarray(camera.T_world_cam)
-    return pc @ T[:3, :3].T + T[:3, 3]
+    """World points (N, 3) float64 of the masked pixels with valid depth (:meth:`Camera.backproject`)."""
+    return camera.backproject(depth, mask)[0]
 
 
 def object_points(views: list[DepthView], erode: int = 1, max_points: int = 4000, seed: int = 0) -> np.ndarray:

@@ -76,6 +76,35 @@ class Camera:
         return uvw[..., :2] / uvw[..., 2:3]
 
 
+    def pixel_rays(self) -> np.ndarray:
+        """Ray of every pixel centre, world frame, scaled so that its camera z is 1.
+
+        Returns:
+            (H, W, 3) float64: ``T_world_cam[:3, 3] + d * ray`` is the point at camera
+            depth ``d`` metres of that pixel.
+        """
+        u, v = np.meshgrid(np.arange(self.width), np.arange(self.height))
+        K = np.asarray(self.K)
+        d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones(u.shape)], -1)
+        return d @ np.asarray(self.T_world_cam)[:3, :3].T
+
+    def backproject(self, depth: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """World points of the pixels with a depth value (inverse of :meth:`project`).
+
+        Args:
+            depth: (H, W) metres, 0 = no value. mask: (H, W) bool, optional (only these pixels).
+        Returns:
+            points (N, 3) float64 world metres, and their pixels (N, 2) int64 ``(v, u)``.
+        """
+        m = depth > 0 if mask is None else (depth > 0) & mask
+        v, u = np.nonzero(m)
+        z = depth[v, u].astype(np.float64)
+        K = np.asarray(self.K)
+        pc = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
+        T = np.asarray(self.T_world_cam)
+        return pc @ T[:3, :3].T + T[:3, 3], np.stack([v, u], -1)
+
+
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
     """``T_world_cam`` (4, 4) of an OpenCV camera at ``eye`` looking at ``target``.
 
@@ -83,7 +112,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0,
     """
     z = np.asarray(target, float) - np.asarray(eye, float)
     z /= np.linalg.norm(z)
-    x = np.cross(z, -np.asarray(up, float))
+    x = np.cross(-np.asarray(up, float), z)  # x = y × z with y = -up
     if np.linalg.norm(x) < 1e-6:
         x = np.cross(z, np.array([1.0, 0.0, 0.0]))
     x /= np.linalg.norm(x)

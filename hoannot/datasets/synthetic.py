@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -39,8 +40,8 @@ from hoannot.datasets.sequence import (
     open_sequence,
     write_sequence_header,
 )
-from hoannot.models._open3d import load as load_open3d
 from hoannot.models.objects import ObjectModel
+from hoannot.renderers.raycast import raycast
 
 SKIN_TONES = np.array([[224, 172, 138], [198, 134, 96], [141, 85, 54], [241, 194, 170], [170, 110, 80]], np.float32)
 
@@ -82,8 +83,18 @@ class SynthConfig:
         depth_scale: metres per uint16 unit on disk.
         noise: apply the sensor model (noise, holes); quantisation always applies.
         edge_jump, edge_dropout, dropout: hole model parameters (see module docstring).
-        background_m: depth of a background wall behind the object, metres from each camera
-            (0 for none).
+        background_m: ``scene="wall"``: depth of a background wall behind the object, metres
+            from each camera (0 for none).
+        scene: the backdrop. ``"wall"``: a fronto-parallel wall per camera at
+            ``background_m`` (smooth colour field). ``"slanted"``: one textured plane behind
+            the object per camera (seen by that camera only: a ring of cameras has no one
+            "behind"), tilted 25-50 degrees from the camera's axis.
+            ``"table"``: a textured table 12-20 cm under the object with 3-5 boxes of clutter
+            on it, and a textured wall behind it. The ``"slanted"`` and ``"table"``
+            geometry is real: it is ray-cast like the hand and the object, so it occludes
+            them and has the sensor's noise and holes.
+        lighting: a directional light of random direction and strength plus ambient on top
+            of the head-light shading (``False``: head light only).
         seed: random seed (poses, colours, noise).
     """
 
@@ -104,6 +115,8 @@ class SynthConfig:
     background_m: float = 0.35
     seed: int = 0
     object_symmetric: bool = False
+    scene: Literal["wall", "slanted", "table"] = "wall"
+    lighting: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -147,28 +160,6 @@ def object_trajectory(cfg: SynthConfig, rng: np.random.Generator, centre: np.nda
     return rots.as_rotvec().astype(np.float32), transl.astype(np.float32)
 
 
-def _raycast(o3d, meshes: list[tuple[np.ndarray, np.ndarray]], cam: Camera):
-    scene = o3d.t.geometry.RaycastingScene()
-    for v, f in meshes:
-        scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(f.astype(np.uint32)))
-    u, v = np.meshgrid(np.arange(cam.width), np.arange(cam.height))
-    K = cam.K
-    d_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones(u.shape)], -1)
-    R, t = cam.T_world_cam[:3, :3], cam.T_world_cam[:3, 3]
-    rays = np.concatenate([np.broadcast_to(t, d_cam.shape), d_cam @ R.T], -1).astype(np.float32)
-    ans = scene.cast_rays(o3d.core.Tensor(rays))
-    hit_t = ans["t_hit"].numpy()
-    hit = np.isfinite(hit_t)
-    return (
-        np.where(hit, hit_t, 0.0),  # d_cam has z = 1, so t is the camera depth
-        np.where(hit, ans["geometry_ids"].numpy().astype(np.int64), -1),
-        ans["primitive_ids"].numpy().astype(np.int64),
-        ans["primitive_uvs"].numpy(),
-        ans["primitive_normals"].numpy(),
-        d_cam @ R.T,
-    )
-
-
 def sensor_depth(depth: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
     """Apply the sensor model to a clean depth map.
 
@@ -206,6 +197,92 @@ def _background(rng: np.random.Generator, H: int, W: int) -> np.ndarray:
     return (1 - fy) * ((1 - fx) * g(0, 0) + fx * g(0, 1)) + fy * ((1 - fx) * g(1, 0) + fx * g(1, 1))
 
 
+def _box(centre: np.ndarray, size: np.ndarray, yaw: float) -> tuple[np.ndarray, np.ndarray]:
+    """A box mesh (8 vertices, 12 triangles) of ``size`` (3,) at ``centre`` (3,), rotated by ``yaw`` about z."""
+    import trimesh
+
+    m = trimesh.creation.box(extents=size)
+    R = Rotation.from_euler("z", yaw).as_matrix()
+    return np.asarray(m.vertices) @ R.T + centre, np.asarray(m.faces, np.int64)
+
+
+def _quad(centre: np.ndarray, normal: np.ndarray, half: float) -> tuple[np.ndarray, np.ndarray]:
+    """A square of side ``2 half`` metres at ``centre`` facing ``normal`` (two triangles)."""
+    n = normal / np.linalg.norm(normal)
+    a = np.cross(n, [0.0, 0.0, 1.0] if abs(n[2]) < 0.9 else [1.0, 0.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(n, a)
+    v = centre + half * np.array([-a - b, a - b, a + b, -a + b])
+    return v, np.array([[0, 1, 2], [0, 2, 3]], np.int64)
+
+
+class _Texture:
+    """A procedural colour texture of world position: checks or stripes of two colours, plus grain."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.c0, self.c1 = rng.uniform(30, 230, 3), rng.uniform(30, 230, 3)
+        self.scale = rng.uniform(0.015, 0.06)
+        self.kind = rng.integers(3)  # 0 checks, 1 stripes, 2 smooth waves
+        self.axis = rng.normal(size=(2, 3))
+        self.axis /= np.linalg.norm(self.axis, axis=1, keepdims=True)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        a, b = x @ self.axis[0] / self.scale, x @ self.axis[1] / self.scale
+        if self.kind == 0:
+            w = (np.floor(a) + np.floor(b)) % 2
+        elif self.kind == 1:
+            w = np.floor(a) % 2
+        else:
+            w = 0.5 + 0.5 * np.sin(a) * np.cos(0.7 * b)
+        col = (1 - w)[:, None] * self.c0 + w[:, None] * self.c1
+        return col + rng.normal(0, 6.0, col.shape)
+
+
+def scene_geometry(cfg: SynthConfig, cams: list[Camera], rng: np.random.Generator, low_z: float):
+    """The backdrop meshes of ``cfg.scene`` (world frame) and one texture each.
+
+    Args:
+        low_z: lowest world z the hand and object reach over the sequence (the table goes
+            below it).
+    Returns:
+        a list of ``(vertices (V, 3), faces (Nf, 3), texture)``; empty for ``"wall"``.
+    """
+    out = []
+    if cfg.scene == "slanted":
+        for cam in cams:
+            eye = cam.T_world_cam[:3, 3]
+            axis = -eye / np.linalg.norm(eye)  # camera -> origin
+            tilt = np.deg2rad(rng.uniform(25, 50))
+            side = np.cross(axis, rng.normal(size=3))
+            side /= np.linalg.norm(side)
+            normal = np.cos(tilt) * -axis + np.sin(tilt) * side
+            centre = axis * rng.uniform(0.22, 0.4)
+            out.append((*_quad(centre, normal, 1.5), _Texture(rng)))
+    elif cfg.scene == "table":
+        top = low_z - rng.uniform(0.12, 0.2)
+        out.append((*_quad(np.array([0.0, 0.0, top]), np.array([0.0, 0.0, 1.0]), 1.5), _Texture(rng)))
+        az = rng.uniform(0, 2 * np.pi)
+        out.append((*_quad(np.array([np.cos(az), np.sin(az), 0.0]) * 0.6, -np.array([np.cos(az), np.sin(az), 0.0]), 1.5),
+                    _Texture(rng)))  # fmt: skip
+        for _ in range(rng.integers(3, 6)):  # clutter, away from the hand and object
+            r, phi = rng.uniform(0.16, 0.3), rng.uniform(0, 2 * np.pi)
+            size = rng.uniform([0.03, 0.03, 0.02], [0.1, 0.1, 0.12])
+            c = np.array([r * np.cos(phi), r * np.sin(phi), top + size[2] / 2])
+            out.append((*_box(c, size, rng.uniform(0, np.pi)), _Texture(rng)))
+    return out
+
+
+def _shading(normal: np.ndarray, d: np.ndarray, light: tuple[np.ndarray, float, float] | None) -> np.ndarray:
+    """Head-light shading ``0.35 + 0.65 |n . d|``, times a directional light ``ambient +
+    strength max(n . l, 0)`` (either side of the surface) when ``light`` is given."""
+    shade = 0.35 + 0.65 * np.abs((normal * d).sum(-1))
+    if light is not None:
+        l, ambient, strength = light
+        ndl = np.abs(normal @ l)
+        shade = shade * (ambient + strength * ndl)
+    return shade
+
+
 def make_capture(out: str | Path, obj: ObjectModel, subject: HandSubject, cfg: SynthConfig, object_spec: str) -> Sequence:
     """Render a synthetic capture into the sequence folder ``out``.
 
@@ -224,7 +301,6 @@ def make_capture(out: str | Path, obj: ObjectModel, subject: HandSubject, cfg: S
     out = Path(out)
     if (out / "sequence.yaml").exists():
         raise InputError(f"{out}: already holds a sequence; choose an empty folder")
-    o3d = load_open3d()
     rng = np.random.default_rng(cfg.seed)
     cams = ring_cameras(cfg, rng)
     centre = 0.5 * (subject.keypoints.mean(0) + np.asarray(obj.mesh.vertices).mean(0))
@@ -236,6 +312,17 @@ def make_capture(out: str | Path, obj: ObjectModel, subject: HandSubject, cfg: S
     hv, hf = subject.vertices.astype(np.float64), subject.faces.astype(np.int64)
     hcol = np.clip(skin * rng.uniform(0.92, 1.08, (len(hv), 1)), 0, 255).astype(np.float32)
     bgs = [_background(rng, cfg.height, cfg.width) for _ in cams]
+    # the backdrop (real geometry for "slanted" / "table"), from its own generator so that
+    # the default scene renders exactly as before
+    srng = np.random.default_rng([cfg.seed, 1])
+    low_z = min(float((ov @ Rotation.from_rotvec(r).as_matrix().T + t)[:, 2].min()) for r, t in zip(obj_rot, obj_transl))
+    low_z = min(low_z, min(float((hv @ Rotation.from_rotvec(r).as_matrix().T + t)[:, 2].min())
+                           for r, t in zip(obj_rot, obj_transl)))  # fmt: skip
+    scene = scene_geometry(cfg, cams, srng, low_z)
+    light = None
+    if cfg.lighting:
+        ldir = srng.normal(size=3)
+        light = (ldir / np.linalg.norm(ldir), srng.uniform(0.45, 0.8), srng.uniform(0.3, 0.8))
 
     gt_joints, gt_verts = [], []
     uv_all = {c.name: [] for c in cams}
@@ -248,20 +335,27 @@ def make_capture(out: str | Path, obj: ObjectModel, subject: HandSubject, cfg: S
         gt_joints.append(kp_w)
         gt_verts.append(hv_w)
         for ci, cam in enumerate(cams):
-            depth, geom, prim, bary, normal, dirs = _raycast(o3d, [(hv_w, hf), (ov_w, of)], cam)
+            backdrop = [scene[ci]] if cfg.scene == "slanted" else scene
+            meshes = [(hv_w, hf), (ov_w, of)] + [(v, f) for v, f, _ in backdrop]
+            depth, geom, prim, bary, normal, dirs = raycast(meshes, cam)
             label = np.where(geom == 0, 1, np.where(geom == 1, 2, 0)).astype(np.uint8)
             rgb = bgs[ci].copy()
+            origin = cam.T_world_cam[:3, 3]
+            for gid, (_, _, tex) in enumerate(backdrop, start=2):
+                m = geom == gid
+                x = origin + dirs[m] * depth[m][:, None]
+                d = dirs[m] / np.linalg.norm(dirs[m], axis=-1, keepdims=True)
+                rgb[m] = tex(x, rng) * _shading(normal[m], d, light)[:, None]
             for gid, (faces, col) in enumerate(((hf, hcol), (of, ocol))):
                 m = geom == gid
                 tri = faces[prim[m]]
                 w = np.stack([1 - bary[m].sum(-1), bary[m][:, 0], bary[m][:, 1]], -1)
                 albedo = (col[tri] * w[..., None]).sum(1)
                 d = dirs[m] / np.linalg.norm(dirs[m], axis=-1, keepdims=True)
-                shade = 0.35 + 0.65 * np.abs((normal[m] * d).sum(-1))
-                rgb[m] = albedo * shade[:, None]
+                rgb[m] = albedo * _shading(normal[m], d, light)[:, None]
             if cfg.noise:
                 rgb = rgb + rng.normal(0, 3.0, rgb.shape)
-            if cfg.background_m > 0:
+            if cfg.background_m > 0 and cfg.scene == "wall":
                 T_cw = cam.T_cam_world
                 z_obj = (T_cw[:3, :3] @ np.zeros(3) + T_cw[:3, 3])[2]
                 depth = np.where(label > 0, depth, z_obj + cfg.background_m)
