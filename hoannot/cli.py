@@ -66,7 +66,11 @@ def init(
     noise_mm: float = typer.Option(15.0, help="With --from-gt: translation error, mm."),
     out: Optional[Path] = typer.Option(None, "--out", help="Ingest an HO-3D sequence into this new folder first."),
     object_mesh: Optional[str] = typer.Option(None, "--object-mesh", help="With HO-3D ingest: the object's mesh."),
-    auto: bool = typer.Option(False, "--auto", help="Initialise from segmentation + 2D joints (no ground truth)."),
+    auto: bool = typer.Option(False, "--auto", help="Initialise from the images and depth alone (no ground truth)."),
+    geometry: bool = typer.Option(True, "--geometry/--no-geometry",
+                                  help="With --auto: hand/object labels decided by the depth (network labels otherwise)."),
+    hand_init: str = typer.Option("search", help="With --auto: search (grasp that explains the hand's depth and masks) "
+                                                 "or joints (from the 2D joints, HOnnotate Eq. 11/12)."),
     perception: str = typer.Option("auto", help="With --auto: auto (existing folders, else the models), model, or gt."),
     seg_weights: Optional[Path] = typer.Option(None, help="Segmentation weights (default: user cache, then bundled)."),
     kp_weights: Optional[Path] = typer.Option(None, help="2D joint (CPM) weights (default: user cache, then bundled)."),
@@ -90,7 +94,8 @@ def init(
         _, summary = run_init(seq, poses, from_gt, noise_deg, noise_mm, mano_model_path=mano_model_path,
                               ycb_dir=ycb_dir, seed=seed, auto=auto, perception=perception,
                               seg_weights=seg_weights, kp_weights=kp_weights, device=device,
-                              kp_detector=kp_detector, progress=True)  # fmt: skip
+                              kp_detector=kp_detector, progress=True, geometry=geometry,
+                              hand_init=hand_init)  # fmt: skip
     except InputError as e:
         _fail(e)
     console.print(summary)

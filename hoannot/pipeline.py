@@ -65,6 +65,9 @@ def run_perception_stage(
     device: str = "cpu",
     progress: bool = False,
     kp_detector: str = "cpm",
+    obj: ObjectModel | None = None,
+    geometry: bool = True,
+    seed: int = 0,
 ) -> str:
     """Make ``segmentation/`` and ``keypoints2d/`` for the automatic initialisation.
 
@@ -75,6 +78,8 @@ def run_perception_stage(
             bound that isolates the initialisation from perception errors).
         kp_detector: ``"cpm"`` or ``"mediapipe"`` (:func:`hoannot.annotate.perception.
             load_detector`).
+        obj, geometry, seed: the geometric segmentation (``"model"``; see
+            :func:`hoannot.annotate.perception.run_perception`).
     Returns:
         one line saying what was used.
     Raises:
@@ -96,7 +101,7 @@ def run_perception_stage(
     from hoannot.annotate.perception import run_perception
 
     return "perception: " + run_perception(root, seg_weights, kp_weights, device, progress=progress,
-                                           kp_detector=kp_detector)
+                                           kp_detector=kp_detector, obj=obj, geometry=geometry, seed=seed)
 
 
 def run_init(
@@ -117,6 +122,8 @@ def run_init(
     device: str = "cpu",
     progress: bool = False,
     kp_detector: str = "cpm",
+    geometry: bool = True,
+    hand_init: str = "search",
 ) -> tuple[HandObjectPoses, str]:
     """Validate a sequence and write ``init/poses.npz`` (+ ``segmentation/`` when asked).
 
@@ -133,8 +140,11 @@ def run_init(
             (degrees, millimetres, radians per joint).
         segmentation_from_gt: copy ``gt/segmentation`` to ``segmentation/`` (default:
             with ``from_gt``, when no ``segmentation/`` exists and a ground truth one does).
-        auto, perception, seg_weights, kp_weights, device, kp_detector: the automatic
-            initialisation (:func:`run_perception_stage`).
+        auto, perception, seg_weights, kp_weights, device, kp_detector, geometry: the
+            automatic initialisation (:func:`run_perception_stage`; ``geometry``: labels
+            decided by the depth, :mod:`hoannot.annotate.foreground`).
+        hand_init: with ``auto``: ``"search"`` or ``"joints"`` (:func:`hoannot.annotate.init2d.
+            initialize_sequence`).
     Returns:
         (poses, a one-paragraph summary of what was done).
     Raises:
@@ -162,8 +172,10 @@ def run_init(
     elif auto:
         from hoannot.annotate.init2d import initialize_sequence
 
-        lines.append(run_perception_stage(seq, perception, seg_weights, kp_weights, device, progress, kp_detector))
-        poses = initialize_sequence(seq, hand_model, load_sequence_object(seq, ycb_dir), seed=seed)
+        obj = load_sequence_object(seq, ycb_dir)
+        lines.append(run_perception_stage(seq, perception, seg_weights, kp_weights, device, progress, kp_detector,
+                                          obj, geometry, seed))  # fmt: skip
+        poses = initialize_sequence(seq, hand_model, obj, seed=seed, hand_init=hand_init)
     elif from_gt:
         gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
         obj = load_sequence_object(seq, ycb_dir)

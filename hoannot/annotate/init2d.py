@@ -58,6 +58,8 @@ SOURCE = "2d-joints+registration"
 #: all cameras have a confidence above MIN_INIT_CONF (a missed hand has confidence 0).
 MIN_INIT_CONF = 0.1
 MIN_INIT_JOINTS = 6
+#: the grasp search finds a frame's hand when its views hold this many hand pixels with depth
+MIN_HAND_PIXELS = 100
 
 
 class HandInit(NamedTuple):
@@ -522,6 +524,7 @@ def initialize_sequence(
     depth_hint: bool = True,
     n_grasp_frames: int = 10,
     seed: int = 0,
+    hand_init: str = "search",
 ) -> HandObjectPoses:
     """Initial hand and object poses of a sequence from 2D joints, segmentation and depth.
 
@@ -541,6 +544,9 @@ def initialize_sequence(
         depth_hint: multi-camera only: add the skin-depth term to Eq. 11.
         n_grasp_frames: single camera: frames in the random subset of Eq. 12.
         seed: random seed (subset, point sampling).
+        hand_init: ``"search"``: the grasp that explains the hand's depth points and masks
+            (:func:`hoannot.annotate.hand_search.search_grasp`, analysis by synthesis; the
+            2D joints are not used); ``"joints"``: from the 2D joints (Eq. 11 / Eq. 12).
     Returns:
         :class:`HandObjectPoses` (world frame), ``source`` = ``"2d-joints+registration"``
         plus the path taken.
@@ -556,7 +562,7 @@ def initialize_sequence(
     seg_dir = Path(segmentation_dir) if segmentation_dir is not None else seq.root / "segmentation"
     uv, conf = load_keypoints2d(kp_dir, seq.camera_names, frames)
     seen = (conf > MIN_INIT_CONF).sum((1, 2))  # (F,) confident joints over all cameras
-    if not seen.any():
+    if hand_init == "joints" and not seen.any():
         raise InputError(f"{kp_dir}: no confident 2D joint in any view (confidence <= {MIN_INIT_CONF}): the "
                          "detector found no hand; look at perception/overlay_*.png, try the other --kp-detector")  # fmt: skip
     views, kdepth = [], np.full(conf.shape, np.nan, np.float32)
@@ -580,7 +586,19 @@ def initialize_sequence(
             head, _, rest = msg.partition(": ")
             msg = f"frame {frames[int(head.split()[-1])]}: {rest}"
         raise InputError(f"{seg_dir}: {msg} (check the object masks; retrain with hoannot train-seg)") from None
-    if len(seq.cameras) >= 2:
+    if hand_init not in ("search", "joints"):
+        raise InputError(f"hand_init {hand_init!r}: expected search or joints")
+    if hand_init == "search":
+        from hoannot.annotate.hand_search import search_grasp
+
+        D = np.stack([[v.depth for v in row] for row in views])
+        L = np.stack([[v.labels for v in row] for row in views])
+        if not (L == SEGMENTATION_LABELS["hand"]).any():
+            raise InputError(f"{seg_dir}: no hand pixel in any view: the hand cannot be initialised")
+        s = search_grasp(hand_model, seq.cameras, D, L, obj_rot, obj_transl, obj.verts, obj.faces, seed=seed)
+        h = HandInit(s.global_orient, s.hand_pose, s.transl, s.betas, np.zeros(len(frames), np.float32))
+        how = f"grasp search on the hand's depth points and masks ({s.points} points, {len(seq.cameras)} cameras, energy {s.energy[0]:.3f})"
+    elif len(seq.cameras) >= 2:
         h = hand_from_2d_multiview(hand_model, seq.cameras, uv, conf, depth_hint=kdepth if depth_hint else None)
         how = f"multi-camera Eq. 11 ({len(seq.cameras)} cameras, reprojection {float(np.median(h.reproj_px)):.1f} px)"
     else:
@@ -589,9 +607,16 @@ def initialize_sequence(
             n_frames=n_grasp_frames, seed=seed,
         )  # fmt: skip
         how = f"single-camera grasp Eq. 12 ({len(grasp['frames'])} frames, reprojection {float(np.median(h.reproj_px)):.1f} px)"
-    blind = int((seen < MIN_INIT_JOINTS).sum())
-    if blind:
-        how += f"; {blind}/{len(frames)} frames with fewer than {MIN_INIT_JOINTS} confident 2D joints (hand pose unconstrained there)"
+    if hand_init == "search":
+        hand_px = np.array([sum(int(((v.labels == SEGMENTATION_LABELS["hand"]) & (v.depth > 0)).sum()) for v in row) for row in views])
+        blind_frames = [f for f, n in zip(frames, hand_px) if n < MIN_HAND_PIXELS]
+        if blind_frames:
+            how += (f"; {len(blind_frames)}/{len(frames)} frames without a hand found (fewer than {MIN_HAND_PIXELS} hand "
+                    f"pixels with depth over all cameras: {blind_frames[:5]}): they carry the sequence's grasp")  # fmt: skip
+    else:
+        blind_frames = [f for f, n in zip(frames, seen) if n < MIN_INIT_JOINTS]
+        if blind_frames:
+            how += f"; {len(blind_frames)}/{len(frames)} frames with fewer than {MIN_INIT_JOINTS} confident 2D joints (hand pose unconstrained there)"
     return HandObjectPoses(
         frames=np.asarray(frames), global_orient=h.global_orient, hand_pose=h.hand_pose, betas=h.betas,
         transl=h.transl, obj_rot=obj_rot, obj_transl=obj_transl, source=f"{SOURCE}: {how}",

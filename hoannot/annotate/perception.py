@@ -95,8 +95,18 @@ def run_perception(
     min_conf: float = 0.2,
     progress: bool = False,
     kp_detector: str = "cpm",
+    obj=None,
+    geometry: bool = True,
+    seed: int = 0,
 ) -> str:
     """Segment every view of a sequence and detect its 2D hand joints.
+
+    Two passes: the segmentation network labels every view; with ``geometry`` (and the
+    object ``obj``) the labels are then decided by the depth
+    (:func:`hoannot.annotate.foreground.segment_sequence`: background planes out, the
+    hand-object cluster, the registered object ray-cast; the network's labels are kept in
+    ``perception/network_segmentation/``). The 2D joints are detected on the crop around the
+    final hand mask.
 
     Args:
         seq_dir: sequence folder (:mod:`hoannot.datasets.sequence`).
@@ -108,13 +118,17 @@ def run_perception(
         kp_detector: ``"cpm"`` (hoannot's CPM, ``kp_weights``) or ``"mediapipe"``
             (:class:`~hoannot.annotate.mediapipe_hands.MediaPipeHands`, the optional
             extra; ``kp_weights`` is not used).
+        obj: :class:`~hoannot.models.objects.ObjectModel`, needed by ``geometry``.
+        geometry: decide the labels from depth (see above); False keeps the network's.
+        seed: random seed of the geometric stage.
     Returns:
         a one-paragraph summary (views processed, mean hand/object pixels, mean joint
         confidence, weights used).
     Raises:
         InputError: bad sequence, missing/unreadable images, missing or corrupt weights
             (the message names ``hoannot train-seg`` / ``hoannot train-kp``), an unknown
-            ``kp_detector`` or mediapipe not installed.
+            ``kp_detector``, mediapipe not installed, or (``geometry``) a frame where the
+            object cannot be registered.
     """
     from hoannot.annotate.segmentation import load_segmentation, segment
     from hoannot.datasets.sequence import open_sequence
@@ -125,27 +139,42 @@ def run_perception(
     rgbd = bool(seg_model.config["rgbd"])
     frames = seq.frames
     jobs = [(c, f) for c in seq.camera_names for f in frames]
-    it = jobs
-    if progress:
+
+    def bar(items, what):
+        if not progress:
+            return items
         from rich.progress import track
 
-        it = track(jobs, description="perception")
+        return track(items, description=what)
+
+    labels = {}
+    for cam, frame in bar(jobs, "segmentation"):
+        rgb = seq.read_rgb(cam, frame)
+        labels[cam, frame] = segment(seg_model, rgb, seq.read_depth(cam, frame) if rgbd else None)
+    how = "network labels"
+    if geometry:
+        if obj is None:
+            raise InputError("run_perception: geometry=True needs the object model (obj)")
+        from hoannot.annotate.foreground import segment_sequence
+
+        for (cam, frame), lab in labels.items():
+            write_image(seq.root / "perception" / "network_segmentation" / cam / f"{frame:06d}.png", lab)
+        labels, _, _, how = segment_sequence(seq, obj, labels, seed=seed, progress=progress)
     uv_all = {c: [] for c in seq.camera_names}
     conf_all = {c: [] for c in seq.camera_names}
     hand_px, obj_px, empty = [], [], 0
-    for cam, frame in it:
+    for cam, frame in bar(jobs, "2D joints"):
         rgb = seq.read_rgb(cam, frame)
-        depth = seq.read_depth(cam, frame) if rgbd else None
-        labels = segment(seg_model, rgb, depth)
-        write_image(seq.segmentation_path(cam, frame), labels)
-        uv, conf = detect(rgb, labels == 1)
-        empty += int(not (labels == 1).any())
+        lab = labels[cam, frame]
+        write_image(seq.segmentation_path(cam, frame), lab)
+        uv, conf = detect(rgb, lab == 1)
+        empty += int(not (lab == 1).any())
         uv_all[cam].append(uv)
         conf_all[cam].append(conf)
-        hand_px.append(int((labels == 1).sum()))
-        obj_px.append(int((labels == 2).sum()))
+        hand_px.append(int((lab == 1).sum()))
+        obj_px.append(int((lab == 2).sum()))
         if frame == frames[0]:
-            write_image(seq.root / "perception" / f"overlay_{cam}.png", draw_overlay(rgb, labels, uv, conf, min_conf))
+            write_image(seq.root / "perception" / f"overlay_{cam}.png", draw_overlay(rgb, lab, uv, conf, min_conf))
     for cam in seq.camera_names:
         conf = np.stack(conf_all[cam]).astype(np.float32)
         write_npz(
@@ -156,7 +185,7 @@ def run_perception(
         )  # fmt: skip
     all_conf = np.concatenate([np.stack(v) for v in conf_all.values()])
     return (
-        f"perception: {len(jobs)} views ({len(seq.camera_names)} cameras x {len(frames)} frames); "
+        f"perception: {len(jobs)} views ({len(seq.camera_names)} cameras x {len(frames)} frames); {how}; "
         f"mean hand {np.mean(hand_px):.0f} px, object {np.mean(obj_px):.0f} px, {empty} views without hand; "
         f"mean joint confidence {all_conf.mean():.2f}, {(all_conf >= min_conf).mean():.0%} joints >= {min_conf}; "
         f"weights {Path(seg_model.weights_path).name} ({seg_model.sha256[:8]}), "
