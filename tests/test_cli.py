@@ -80,7 +80,7 @@ def test_init_auto_from_segmentation_and_2d_joints(seq, tmp_path):
 
     root = tmp_path / "auto"
     shutil.copytree(seq, root, ignore=_top_level(seq, "init", "fit", "labels", "eval", "segmentation"))
-    r = invoke("init", root, "--auto", "--perception", "gt")
+    r = invoke("init", root, "--auto", "--perception", "gt", "--hand-init", "joints")
     assert r.exit_code == 0, r.output
     assert "copied from ground truth" in r.output
     init = HandObjectPoses.load(root / "init" / "poses.npz")

@@ -10,6 +10,8 @@ is searched that minimises, summed over the frames ``t`` and cameras ``c``::
     E = mean_{p in P} rho(d(p, hand surface) / 1 cm)                 (points on the skin)
       + lambda_sil * mean_{t,c,v} min(DT_tc(pi_c(R_t v + t_t)), 40) / 10 px   (skin inside the masks)
       + lambda_2d * sum conf * GM(||pi_c(J) - k|| / 15 px)          (2D joints, robust, optional)
+      + lambda_contact * mean_tips min(d(tip, object) / 1 cm, 3)     (fingertips touch the object)
+      + E_phy (HOnnotate Eq. 9-10) + free space in front of the object pixels
       + nu * E_joint(hand_pose) + prior * ||hand_pose||^2
 
 ``rho`` is the capped L1 ``min(x, 2)``; ``DT_tc`` the distance transform (pixels) of
@@ -42,6 +44,8 @@ from hoannot.models.joint_limits import open_hand_flexion_axes
 #: the joint-limit weight of HOnnotate Eq. 11/12
 NU = 50.0
 #: flexion (radians) per joint of a curl of 1: MCP, PIP, DIP of each finger (MANO joint order), thumb less
+#: HO-3D fingertip joints (thumb, index, middle, ring, pinky)
+TIPS = [16, 17, 18, 19, 20]
 CURL_SCALE = torch.tensor([0.7, 0.9, 0.6] * 4 + [0.3, 0.4, 0.5])
 
 
@@ -88,6 +92,8 @@ def search_grasp(
     curls: tuple[float, ...] = (0.0, 0.5, 1.0),
     lambda_sil: float = 1.0,
     lambda_2d: float = 0.0,
+    lambda_contact: float = 0.3,
+    lambda_phy: float = 10.0,
     prior: float = 0.01,
     seed: int = 0,
 ) -> GraspSearch:
@@ -107,6 +113,9 @@ def search_grasp(
         iterations: Adam steps (a third with every start, the rest with the ``keep_best`` best).
         curls: finger curls tried on each of the best (0 flat, 1 = ``CURL_SCALE`` radians of
             flexion per joint about the open hand's flexion axes).
+        lambda_phy: weight of E_phy (HOnnotate Eq. 9-10, w = 0.5 per cm).
+        lambda_contact: weight of the fingertip contact prior (a hidden fingertip is
+            most often on the object's far side; 0: off).
         lambda_sil, lambda_2d, prior: weights of the terms (``lambda_2d`` 0: the shipped CPM's
             joints made the search worse, 12.5 vs 11.9 mm on the first benchmark capture).
         seed: subset seed.
@@ -194,7 +203,10 @@ def search_grasp(
         e = e_pts + lambda_sil * e_sil + NU * hand_model.limits.violation(pose).square().sum(-1) \
             + prior * pose.square().sum(-1) + 0.01 * betas.square().sum(-1)
         if onormals is not None:
-            e = e + penetration_energy(V[:, ::3], ov[None].expand(Bh, -1, -1), onormals[None].expand(Bh, -1, -1), 0.5)
+            e = e + lambda_phy * penetration_energy(V[:, ::3], ov[None].expand(Bh, -1, -1), onormals[None].expand(Bh, -1, -1), 0.5)
+            if lambda_contact > 0:  # a grasping hand's fingertips touch the object
+                dtip = knn_points(Jn[:, TIPS], ov[None].expand(Bh, -1, -1), K=1).dists[..., 0].clamp(min=1e-12).sqrt()
+                e = e + lambda_contact * (dtip / 0.01).clamp(max=3.0).mean(-1)
         if kp is not None:
             r2 = (project(Jn) - kp[0][:, :, None]).square().sum(-1) / 15.0**2  # (F, C, B, 21)
             e = e + lambda_2d * (kp[1][:, :, None] * r2 / (1 + r2)).sum((0, 1, 3)) / max(F * C, 1)
