@@ -191,12 +191,14 @@ def demo(
     frames: int = typer.Option(6, min=1),
     iterations: int = typer.Option(60, help="Adam iterations."),
     seed: int = 0,
+    auto: bool = typer.Option(False, "--auto", help="Initialise without ground truth (init --auto) instead of ground truth + noise."),
 ) -> None:
-    """Synthesise a small capture, initialise with noise, fit, export and evaluate; print before/after."""
+    """Synthesise a small capture, initialise, fit, export and evaluate; print before/after."""
     from hoannot.demo import run_demo
 
     try:
-        table = run_demo(out, cameras=cameras, frames=frames, iterations=iterations, seed=seed, console=console)
+        table = run_demo(out, cameras=cameras, frames=frames, iterations=iterations, seed=seed, console=console,
+                         auto=auto)  # fmt: skip
     except InputError as e:
         _fail(e)
     console.print(table)

@@ -59,6 +59,27 @@ def draw_overlay(rgb: np.ndarray, labels: np.ndarray | None, uv: np.ndarray | No
     return out
 
 
+def hand_near_object(labels: np.ndarray, reach: float = 0.75) -> np.ndarray:
+    """The hand pixels within reach of the object: where the 2D joint detector should look.
+
+    A hand mask of a real photo often runs up the forearm; a crop around all of it makes the
+    hand small and the joints collapse onto the arm. A grasping hand is next to its object,
+    so only hand pixels within ``reach * sqrt(object pixels)`` of an object pixel are kept
+    (the whole hand mask when there is no object or nothing would be kept).
+
+    Args:
+        labels: (H, W) uint8 (1 hand, 2 object).
+    Returns:
+        (H, W) bool.
+    """
+    hand, obj = labels == 1, labels == 2
+    if not obj.any() or not hand.any():
+        return hand
+    dist = cv2.distanceTransform((~obj).astype(np.uint8), cv2.DIST_L2, 3)
+    near = hand & (dist <= reach * np.sqrt(obj.sum()))
+    return near if near.any() else hand
+
+
 def load_detector(kind: str = "cpm", weights: str | Path | None = None, device: str = "cpu"):
     """A 2D hand-joint detector by name.
 
@@ -167,7 +188,7 @@ def run_perception(
         rgb = seq.read_rgb(cam, frame)
         lab = labels[cam, frame]
         write_image(seq.segmentation_path(cam, frame), lab)
-        uv, conf = detect(rgb, lab == 1)
+        uv, conf = detect(rgb, hand_near_object(lab))
         empty += int(not (lab == 1).any())
         uv_all[cam].append(uv)
         conf_all[cam].append(conf)
