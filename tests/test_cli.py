@@ -137,7 +137,7 @@ def test_train_perception_then_init_with_the_models(seq, tmp_path):
     root = tmp_path / "model"
     shutil.copytree(seq, root, ignore=_top_level(seq, "init", "fit", "labels", "eval", "segmentation", "keypoints2d"))
     r = invoke("init", root, "--auto", "--perception", "model", "--seg-weights", tmp_path / "seg.pt",
-               "--kp-weights", tmp_path / "kp.pt")  # fmt: skip
+               "--kp-weights", tmp_path / "kp.pt", "--no-geometry", "--hand-init", "joints")  # the seed's path  # fmt: skip
     assert len(list((root / "segmentation").glob("*/*.png"))) == 2 * 3
     assert sorted(p.name for p in (root / "keypoints2d").glob("*.npz")) == ["cam0.npz", "cam1.npz"]
     last = r.output.strip().splitlines()[-1]  # after the progress bar

@@ -93,7 +93,7 @@ def test_multiview_init_and_object_registration(webxr_mustard, model, mustard, t
     seq, obj = webxr_mustard, mustard
     gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
     kp = _noisy_keypoints(seq, tmp_path / "kp")
-    poses = init2d.initialize_sequence(seq, model, obj, kp, seq.root / "gt" / "segmentation")
+    poses = init2d.initialize_sequence(seq, model, obj, kp, seq.root / "gt" / "segmentation", hand_init="joints")
     assert poses.source.startswith(init2d.SOURCE) and "multi-camera" in poses.source
     J = _joints(model, poses.global_orient, poses.hand_pose, poses.betas, poses.transl)
     err = mpjpe_mm(J, gt.hand_joints)
@@ -175,7 +175,7 @@ def test_single_camera_sequence(webxr_mustard, model, mustard, tmp_path):
     seq = open_sequence(root)
     gt = GroundTruth.load(src.root / "gt" / "poses.npz")
     kp = _noisy_keypoints(src, tmp_path / "kp")
-    poses = init2d.initialize_sequence(seq, model, mustard, kp, src.root / "gt/segmentation")
+    poses = init2d.initialize_sequence(seq, model, mustard, kp, src.root / "gt/segmentation", hand_init="joints")
     assert "single-camera" in poses.source
     J = _joints(model, poses.global_orient, poses.hand_pose, poses.betas, poses.transl)
     err = mpjpe_mm(J, gt.hand_joints)
@@ -190,7 +190,7 @@ def test_bad_input_names_the_file(webxr_mustard, model, mustard, tmp_path):
     empty = tmp_path / "nokp"
     empty.mkdir()
     with pytest.raises(InputError, match=r"nokp/cam0\.npz: file not found"):
-        init2d.initialize_sequence(seq, model, obj, empty, seq.root / "gt/segmentation")
+        init2d.initialize_sequence(seq, model, obj, empty, seq.root / "gt/segmentation", hand_init="joints")
     kp = _noisy_keypoints(seq, tmp_path / "kp")
     with pytest.raises(InputError, match=r"noseg/cam0/000000\.png: file not found"):
         init2d.initialize_sequence(seq, model, obj, kp, tmp_path / "noseg")
@@ -228,4 +228,14 @@ def test_no_detected_hand_anywhere_is_one_clear_line(webxr_mustard, model, musta
         write_npz(kp / f"{cam}.npz", frames=np.asarray(seq.frames), uv=np.full((len(seq.frames), 21, 2), np.nan),
                   conf=np.zeros((len(seq.frames), 21)))  # fmt: skip
     with pytest.raises(InputError, match=r"kp: no confident 2D joint in any view"):
-        init2d.initialize_sequence(seq, model, mustard, kp, seq.root / "gt/segmentation")
+        init2d.initialize_sequence(seq, model, mustard, kp, seq.root / "gt/segmentation", hand_init="joints")
+    # the grasp search needs no joints, but hand pixels: masks without any are one line too
+    from hoannot.datasets.io import read_image, write_image
+
+    nohand = tmp_path / "nohand"
+    for cam in seq.camera_names:
+        for f in seq.frames:
+            lab = read_image(seq.root / "gt/segmentation" / cam / f"{f:06d}.png")
+            write_image(nohand / cam / f"{f:06d}.png", np.where(lab == 1, 0, lab).astype(np.uint8))
+    with pytest.raises(InputError, match=r"nohand: no hand pixel in any view"):
+        init2d.initialize_sequence(seq, model, mustard, kp, nohand)

@@ -216,7 +216,7 @@ def test_run_perception_writes_masks_joints_overlays(samples, tmp_path):
     W.save_weights(tmp_path / "seg.pt", "segmentation", seg.config, seg.net.state_dict())
     kp = CPM({"stages": 2, "width": 8})
     W.save_weights(tmp_path / "kp.pt", "keypoints", kp.config, kp.state_dict())
-    summary = run_perception(seq, tmp_path / "seg.pt", tmp_path / "kp.pt")
+    summary = run_perception(seq, tmp_path / "seg.pt", tmp_path / "kp.pt", geometry=False)  # the network's own labels
     assert "4 views" in summary
     for cam in ("cam0", "cam1"):
         for f in (0, 1):
@@ -229,7 +229,7 @@ def test_run_perception_writes_masks_joints_overlays(samples, tmp_path):
         assert read_image(seq / "perception" / f"overlay_{cam}.png").shape == (72, 96, 3)
     # missing weights: one clear line naming the training command
     with pytest.raises(InputError, match="hoannot train-seg"):
-        run_perception(seq, tmp_path / "none.pt", tmp_path / "kp.pt")
+        run_perception(seq, tmp_path / "none.pt", tmp_path / "kp.pt", geometry=False)
 
 
 def test_refine_pass_recrops_on_the_detected_joints():
