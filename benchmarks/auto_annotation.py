@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from init_fit import _copy_inputs  # the capture as a user has it (no init, masks or joints), plus gt/
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 RESULTS = Path(__file__).parent / "results"
-INPUTS = ("calibration", "calibration.json", "depth", "rgb", "sequence.yaml", "gt")
 
 #: name -> (object, grasp seed, cameras, frames, scene)
 CAPTURES = {
@@ -69,6 +69,20 @@ def package_digest() -> str:
             h.update(str(p.relative_to(REPO)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()[:12]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def data_hashes() -> dict:
+    """sha256 (16 hex digits) of the ../shared files the captures are made from."""
+    out = {"webxr_hand": _sha256(SHARED / "hands" / "webxr_generic_hand" / "right.glb")}
+    for obj in sorted({c[0] for c in CAPTURES.values()}):
+        for f in sorted((SHARED / "ycb" / obj).glob("*")):
+            if f.is_file():
+                out[f"{obj}/{f.name}"] = _sha256(f)
+    return out
 
 
 def make_capture(work: Path, name: str) -> Path:
@@ -109,13 +123,7 @@ def run_one(capture: Path, dst: Path, kw: dict) -> dict:
     from hoannot.pipeline import run_export, run_fit, run_init
 
     shutil.rmtree(dst, ignore_errors=True)
-    dst.mkdir(parents=True)
-    for n in INPUTS:
-        p = capture / n
-        if p.is_dir():
-            shutil.copytree(p, dst / n)
-        elif p.is_file():
-            shutil.copy2(p, dst / n)
+    _copy_inputs(capture, dst)
     t0 = time.perf_counter()
     try:
         _, summary = run_init(dst, seed=0, **kw)
@@ -144,7 +152,8 @@ def markdown(res: dict) -> str:
     lines = [
         "# Annotation without ground truth",
         "",
-        f"`{res['command']}` at `{res['git_commit']}` ({res['date']}, package digest `{res['package_digest']}`).",
+        f"`{res['command']}` at `{res['git_commit']}` ({res['date']}, package digest `{res['package_digest']}`"
+        f"{', fit config digest `' + res['fit_config_digest'] + '`' if 'fit_config_digest' in res else ''}).",
         "WebXR hand holding YCB meshes; `gt_start` = `init --from-gt` (ground truth + noise, ground-truth masks),",
         f"`{v0}` = `init --auto` with the shipped models, nothing from `gt/`. Both then `fit` at default settings.",
         "Targets: auto / gt_start <= 1.2 (single camera 1.3) for hand and object, on every capture.",
@@ -194,6 +203,8 @@ def main() -> None:
         sys.exit(f"{SHARED}: ../shared not found (this benchmark needs its meshes and hand)")
     torch.set_num_threads(a.threads)
     work = Path(a.work)
+    from hoannot.fitting.config import load_fit_config
+
     digest = package_digest()
     names = a.only or list(CAPTURES)
     variants = {k: v for k, v in VARIANTS.items() if not a.variants or k in a.variants}
@@ -235,7 +246,9 @@ def main() -> None:
         "command": "python benchmarks/auto_annotation.py " + " ".join(sys.argv[1:]),
         "git_commit": commit + ("+dirty" if dirty else ""), "date": datetime.date.today().isoformat(),
         "package_digest": digest, "device": "cpu", "threads": a.threads, "default_variant": next(iter(variants)),
-        "variants": {k: {kk: str(vv) for kk, vv in v.items()} for k, v in variants.items()},
+        "fit_config_digest": hashlib.sha256(json.dumps(load_fit_config(None).model_dump(), sort_keys=True).encode()).hexdigest()[:12],
+        "data_sha256": data_hashes(),
+        "variants": variants,
         "captures": captures,
         "all_meet_target": all(c["meets_target"] for c in captures),
     }  # fmt: skip

@@ -154,6 +154,10 @@ def run_init(
     from hoannot.annotate.initialize import from_file, from_ground_truth
     from hoannot.datasets.validate import validate_sequence
 
+    from hoannot.annotate.init2d import HAND_INITS
+
+    if auto and hand_init not in HAND_INITS:  # before the (long) perception stage
+        raise InputError(f"--hand-init {hand_init!r}: expected one of {', '.join(HAND_INITS)}")
     seq_dir = Path(seq_dir)
     report = validate_sequence(seq_dir)
     seq = open_sequence(seq_dir)

@@ -28,6 +28,7 @@ The network's own labels are kept under ``perception/network_segmentation/``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.ndimage import binary_closing, binary_dilation
@@ -37,6 +38,10 @@ from scipy.spatial.transform import Rotation
 from hoannot.datasets.camera import Camera
 from hoannot.datasets.sequence import SEGMENTATION_LABELS
 from hoannot.models._open3d import load as load_open3d
+
+if TYPE_CHECKING:
+    from hoannot.datasets.sequence import Sequence
+    from hoannot.models.objects import ObjectModel
 
 HAND, OBJECT = SEGMENTATION_LABELS["hand"], SEGMENTATION_LABELS["object"]
 
@@ -174,7 +179,8 @@ def object_depth(camera: Camera, vertices: np.ndarray, faces: np.ndarray, rotvec
     return raycast([(np.asarray(vertices) @ R.T + transl, faces)], camera).depth
 
 
-def segment_sequence(seq, obj, network: dict, cfg: ForegroundConfig = ForegroundConfig(), seed: int = 0, progress: bool = False):
+def segment_sequence(seq: "Sequence", obj: "ObjectModel", network: dict, cfg: ForegroundConfig = ForegroundConfig(),
+                     seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray, str]:  # fmt: skip
     """Geometric labels of every view of a sequence (the steps of the module docstring).
 
     Args:
@@ -191,13 +197,13 @@ def segment_sequence(seq, obj, network: dict, cfg: ForegroundConfig = Foreground
     from hoannot.datasets.io import InputError
 
     cams, frames = seq.cameras, list(seq.frames)
-    planes = {c.name: background_planes(c.backproject(seq.read_depth(c.name, frames[0]))[0], cfg, seed) for c in cams}
-    clusters, views, depths = {}, [], {}
+    depths = {(c.name, f): seq.read_depth(c.name, f) for f in frames for c in cams}
+    planes = {c.name: background_planes(c.backproject(depths[c.name, frames[0]])[0], cfg, seed) for c in cams}
+    clusters, views = {}, []
     for f in frames:
         pts, vus, votes = [], [], []
         for c in cams:
-            d = seq.read_depth(c.name, f)
-            depths[c.name, f] = d
+            d = depths[c.name, f]
             p, vu = c.backproject(d, foreground(d, c, planes[c.name], cfg))
             pts.append(p)
             vus.append(vu)

@@ -19,7 +19,7 @@ the hand-or-object mask of view (t, c), so vertices projecting onto the backgrou
 penalised in proportion to how far off they are (the object may hide the hand, hence
 hand *or* object); ``GM`` Geman-McClure ``x^2 / (1 + x^2)``. This is the depth and
 silhouette part of the fit's energy (HOnnotate Eq. 4, 7) made cheap enough for many starts:
-``n_starts`` rigid starts (the 60 rotations of the icosahedral group, wrist placed so that
+60 rigid starts (the rotations of the icosahedral group, wrist placed so that
 the model's centre lies on the cloud's centre), all optimised in one batch with Adam; the
 lowest energy wins. The best few are then restarted with the fingers curled by
 several amounts (a flat start cannot reach a closed grasp) and optimised further. The frames then carry the winner through their object poses.
@@ -38,14 +38,15 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.camera import Camera
+from hoannot.datasets.io import InputError
 from hoannot.models.hand import HandModel, change_frame
 from hoannot.models.joint_limits import open_hand_flexion_axes
 
 #: the joint-limit weight of HOnnotate Eq. 11/12
 NU = 50.0
-#: flexion (radians) per joint of a curl of 1: MCP, PIP, DIP of each finger (MANO joint order), thumb less
 #: HO-3D fingertip joints (thumb, index, middle, ring, pinky)
 TIPS = [16, 17, 18, 19, 20]
+#: flexion (radians) per joint of a curl of 1: MCP, PIP, DIP of each finger (MANO joint order), thumb less
 CURL_SCALE = torch.tensor([0.7, 0.9, 0.6] * 4 + [0.3, 0.4, 0.5])
 
 
@@ -55,7 +56,8 @@ class GraspSearch(NamedTuple):
     Attributes:
         global_orient, hand_pose, transl: (F, 3), (F, 45), (F, 3) float32 world frame.
         betas: (nb,) float32.
-        energy: (n_starts,) float32 final energy of every start (best first after sorting).
+        energy: (keep_best * len(curls),) float32 final energies of the hypotheses of the
+            second stage, ascending (``energy[0]`` is the winner's).
         points: number of pooled hand points.
     """
 
@@ -122,7 +124,7 @@ def search_grasp(
     Returns:
         :class:`GraspSearch`.
     Raises:
-        ValueError: no hand pixel with depth in any view.
+        InputError: no hand pixel with depth in any view.
     """
     from pytorch3d.ops import knn_points
 
@@ -136,7 +138,7 @@ def search_grasp(
             pts.append((p - t[f]) @ R[f])  # world -> object frame
     P = np.concatenate(pts)
     if len(P) == 0:
-        raise ValueError("search_grasp: no hand pixel with depth in any view")
+        raise InputError("search_grasp: no hand pixel with depth in any view: the hand cannot be initialised")
     rng = np.random.default_rng(seed)
     P = P[rng.choice(len(P), min(n_points, len(P)), replace=False)]
     Pt = torch.as_tensor(P, dtype=torch.float32)

@@ -60,6 +60,8 @@ MIN_INIT_CONF = 0.1
 MIN_INIT_JOINTS = 6
 #: the grasp search finds a frame's hand when its views hold this many hand pixels with depth
 MIN_HAND_PIXELS = 100
+#: the ways to initialise the hand (see :func:`initialize_sequence`)
+HAND_INITS = ("search", "joints")
 
 
 class HandInit(NamedTuple):
@@ -551,12 +553,15 @@ def initialize_sequence(
         :class:`HandObjectPoses` (world frame), ``source`` = ``"2d-joints+registration"``
         plus the path taken.
     Raises:
-        InputError: a missing or malformed 2D-joint file, segmentation image or depth
-            image (names the file), no confident 2D joint in any view, or a frame where
+        InputError: an unknown ``hand_init``, a missing or malformed 2D-joint file,
+            segmentation image or depth image (names the file), no confident 2D joint in any
+            view (``"joints"``), no hand pixel in any view (``"search"``), or a frame where
             the object cannot be registered.
     """
     from hoannot.annotate.object_pose import DepthView, track_object
 
+    if hand_init not in HAND_INITS:
+        raise InputError(f"--hand-init {hand_init!r}: expected one of {', '.join(HAND_INITS)}")
     frames = list(seq.frames if frames is None else frames)
     kp_dir = Path(keypoints2d_dir) if keypoints2d_dir is not None else seq.root / "keypoints2d"
     seg_dir = Path(segmentation_dir) if segmentation_dir is not None else seq.root / "segmentation"
@@ -586,8 +591,6 @@ def initialize_sequence(
             head, _, rest = msg.partition(": ")
             msg = f"frame {frames[int(head.split()[-1])]}: {rest}"
         raise InputError(f"{seg_dir}: {msg} (check the object masks; retrain with hoannot train-seg)") from None
-    if hand_init not in ("search", "joints"):
-        raise InputError(f"hand_init {hand_init!r}: expected search or joints")
     if hand_init == "search":
         from hoannot.annotate.hand_search import search_grasp
 

@@ -180,7 +180,7 @@ def run_perception(
 
         for (cam, frame), lab in labels.items():
             write_image(seq.root / "perception" / "network_segmentation" / cam / f"{frame:06d}.png", lab)
-        labels, _, _, how = segment_sequence(seq, obj, labels, seed=seed, progress=progress)
+        labels, _, _, how = segment_sequence(seq, obj, labels, seed=seed)
     uv_all = {c: [] for c in seq.camera_names}
     conf_all = {c: [] for c in seq.camera_names}
     hand_px, obj_px, empty = [], [], 0
