@@ -5,6 +5,7 @@
     hoannot fit SEQ/              optimise hand and object poses (resumable)
     hoannot export SEQ/           write HO-3D style labels and labels.npz
     hoannot eval PRED GT          compare labels with ground truth
+    hoannot report SEQ/           HTML page of a fit (or init): meshes over the images, timelines, flags
     hoannot demo OUT/             synth -> init -> fit -> export -> eval on a small built-in sequence
     hoannot train-seg / train-kp  train the perception models (DeepLabV3+, CPM) on synthetic renders
     hoannot train METHOD SEQ...   train a bundled pose-estimation baseline on exported labels
@@ -161,6 +162,26 @@ def export(
     except InputError as e:
         _fail(e)
     console.print(f"wrote {path} and HO-3D meta files")
+
+
+@app.command()
+def report(
+    seq: Path = typer.Argument(..., help="Sequence folder with fit/poses.npz (or init/poses.npz)."),
+    stage: str = typer.Option("fit", help="Which poses to show: fit or init."),
+    device: str = typer.Option("cpu", help="cpu or cuda (rendering)."),
+    width: int = typer.Option(320, help="Panel render width, pixels (thumbnails are 160)."),
+    mano_model_path: Optional[Path] = ManoOpt,
+    ycb_dir: Optional[Path] = YcbOpt,
+) -> None:
+    """Write SEQ/report/index.html: meshes over every image, mask and depth agreement, timelines, flagged frames."""
+    from hoannot.report import build_report
+
+    try:
+        command = f"hoannot report {seq} --stage {stage} --device {device} --width {width}"
+        path = build_report(seq, stage, device, mano_model_path, ycb_dir, width, command=command)
+    except InputError as e:
+        _fail(e)
+    console.print(f"wrote {path}")
 
 
 @app.command("eval")

@@ -1,0 +1,643 @@
+"""Gather a stage's poses and quality, render every frame and camera, write ``SEQ/report/``.
+
+The meshes are posed and rendered exactly as the fit's quality pass does it
+(:class:`hoannot.fitting.parameters.PoseParameters`, :class:`hoannot.renderers.renderer.
+HandObjectRenderer`, hard pass), but over the whole image at the render size instead of the
+fit's crops: one call per batch of frames renders all of their cameras. The per-frame
+numbers of the timelines come from ``fit/quality.json``; for ``init`` poses (which have no
+quality file) they are computed with the fit's own quality function on the fit's crops, so
+an initialisation and a fit are judged by the same numbers and the same flag thresholds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+import hoannot
+from hoannot.datasets.io import InputError, atomic_write, read_image
+from hoannot.datasets.poses import HandObjectPoses
+from hoannot.datasets.sequence import Sequence, open_sequence
+from hoannot.fitting.config import FitConfig
+from hoannot.fitting.optimize import FLAG_DEPTH_MM, FLAG_IOU_HAND, FLAG_IOU_OBJECT
+from hoannot.fitting.parameters import PoseParameters
+from hoannot.models.hand import HandModel
+from hoannot.models.objects import ObjectModel
+from hoannot.renderers.cameras import ViewCameras
+from hoannot.renderers.renderer import HandObjectRenderer
+
+STAGES = ("fit", "init")
+PANELS = ("overlay", "masks", "depth")
+RENDER_WIDTH = 320  # px: panels are rendered (and opened on click) at most this wide
+THUMB_WIDTH = 160  # px: the panels shown in the page
+FRAMES_PER_RENDER = 4  # frames rendered per renderer call (all their cameras at once)
+DEPTH_MAX_MM = 2 * FLAG_DEPTH_MM  # top of the depth-residual colour bar
+JPEG_QUALITY = 88
+HAND_RGB, OBJECT_RGB = (255, 140, 40), (40, 150, 255)
+#: mask panel: observed but not rendered, rendered but not observed, hand and object swapped
+MISSED_RGB, EXTRA_RGB, SWAPPED_RGB = (230, 40, 230), (250, 240, 60), (240, 30, 30)
+OVERLAY_ALPHA = 0.6
+SVG_W, SVG_H, SVG_L, SVG_R, SVG_T, SVG_B = 900, 110, 56, 10, 8, 18
+SERIES_COLOURS = ("#e8590c", "#1c7ed6", "#2b8a3e", "#862e9c")
+
+
+def _rgb_hex(rgb) -> str:
+    return "#%02x%02x%02x" % tuple(int(c) for c in rgb)
+
+
+def _colormap() -> np.ndarray:
+    """(256, 3) uint8 RGB lookup table of the depth-residual colour map (OpenCV inferno)."""
+    return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_INFERNO)[:, 0, ::-1].copy()
+
+
+# ---- inputs ------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: unreadable JSON ({type(e).__name__}: {e})".splitlines()[0]) from None
+
+
+def load_quality(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a ``quality.json`` written by :func:`hoannot.fitting.optimize.save_fit`.
+
+    Returns:
+        per-frame arrays of equal length F: ``frames`` (F,) int64, ``flag`` (F,) bool, and
+        every other key as (F,) float64 (``E_<term>``, ``iou_hand``, ``iou_object``,
+        ``depth_residual_mm``, an optional ``*_error_est_mm``...), None turned into NaN.
+    Raises:
+        InputError: unreadable file, no ``frames``, or arrays of other lengths (names the file).
+    """
+    path = Path(path)
+    raw = _read_json(path)
+    if not isinstance(raw, dict) or "frames" not in raw:
+        raise InputError(f"{path}: expected per-frame arrays with a 'frames' entry")
+    q: dict[str, np.ndarray] = {"frames": np.asarray(raw["frames"], np.int64)}
+    for k, v in raw.items():
+        if k == "frames" or not isinstance(v, list):
+            continue
+        if len(v) != len(q["frames"]):
+            raise InputError(f"{path}: {k!r} has {len(v)} values for {len(q['frames'])} frames")
+        q[k] = np.asarray(v, bool) if k == "flag" else np.array([np.nan if x is None else x for x in v], np.float64)
+    return q
+
+
+def _fit_config(seq: Sequence) -> tuple[FitConfig, str, str]:
+    """The settings of the sequence's fit (``fit/info.json``, else the defaults), where they
+    come from, and their digest (:meth:`FitConfig.digest`; a config this version cannot read
+    is hashed as stored)."""
+    p = seq.root / "fit" / "info.json"
+    raw = _read_json(p).get("config") if p.is_file() else None
+    if isinstance(raw, dict):
+        try:  # the device does not change results (nor the digest); this machine may lack it
+            cfg = FitConfig.model_validate({**raw, "device": "cpu"})
+            return cfg, "fit/info.json", cfg.digest()
+        except ValueError:
+            digest = hashlib.sha1(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+            return FitConfig(), "defaults (fit/info.json's config is not this version's)", f"{digest} (as stored)"
+    cfg = FitConfig()
+    return cfg, "defaults (no fit/info.json)", cfg.digest()
+
+
+def compute_quality(
+    seq: Sequence,
+    poses: HandObjectPoses,
+    hand_model: HandModel,
+    obj: ObjectModel,
+    cfg: FitConfig,
+    device: str = "cpu",
+) -> dict[str, np.ndarray]:
+    """Per-frame quality of any poses, as the fit computes it after a step (its energies,
+    silhouette IoU and depth residual on the fit's crops, and its flag).
+
+    Args:
+        poses: world-frame poses of the frames to score (e.g. ``init/poses.npz``).
+        cfg: the fit's settings (crop size, weights, segmentation source, ...).
+    Returns:
+        the arrays of ``fit/quality.json`` (:class:`hoannot.fitting.optimize.FitResult`).
+    Raises:
+        InputError: a missing observation (segmentation, depth), naming the file.
+    """
+    from pytorch3d.structures import Meshes
+
+    from hoannot.fitting.observations import load_observations
+    from hoannot.fitting.optimize import _quality
+    from hoannot.fitting.schedule import resolve_schedule
+
+    ecfg = cfg.model_copy(update={"tc_grasp": cfg.grasp_weight(resolve_schedule(cfg, len(seq.cameras)))})
+    keypoints = cfg.keypoints
+    if keypoints == "auto":
+        keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
+    verts, faces = obj.verts.to(device), obj.faces.to(device)
+    objd = ObjectModel(obj.name, obj.mesh, verts, faces, obj.points, obj.diameter, obj.symmetric)
+    normals = Meshes([verts], [faces]).verts_normals_padded()[0]
+    renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
+    frames = [int(f) for f in poses.frames]
+    parts = []
+    for i in range(0, len(frames), cfg.batch_size):
+        chunk = frames[i : i + cfg.batch_size]
+        obs = load_observations(seq, chunk, cfg.crop_size, cfg.num_points, cfg.segmentation, cfg.seed,
+                                keypoints).to(device)  # fmt: skip
+        params = PoseParameters(poses.select(chunk), hand_model.num_betas, device)
+        parts.append(_quality(params, obs, hand_model, objd, normals, renderer, ecfg))
+    q = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    q["frames"] = np.asarray(frames, np.int64)
+    return q
+
+
+# ---- panels ------------------------------------------------------------------------------
+
+
+def _dimmed(rgb: np.ndarray, factor: float = 0.4) -> np.ndarray:
+    grey = rgb.astype(np.float32).mean(-1, keepdims=True) * factor
+    return np.repeat(grey, 3, -1)
+
+
+def _lambert(zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(H, W) |cos| between each rendered surface's normal (from the depth of its own class's
+    neighbours) and the pixel's viewing ray: head-light shading of a depth map."""
+    H, W = zbuf.shape
+    u, v = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    ray = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    P = ray * zbuf[..., None]
+
+    def tangent(axis: int) -> np.ndarray:  # one-sided differences, never across a class edge
+        fwd, bwd = np.zeros_like(P), np.zeros_like(P)
+        sl_a, sl_b = [slice(None)] * 2, [slice(None)] * 2
+        sl_a[axis], sl_b[axis] = slice(1, None), slice(None, -1)
+        a, b = tuple(sl_a), tuple(sl_b)
+        same = (labels[a] == labels[b]) & (labels[a] > 0)
+        d = np.where(same[..., None], P[a] - P[b], 0)
+        fwd[b], bwd[a] = d, d
+        return np.where(np.abs(fwd).sum(-1, keepdims=True) > 0, fwd, bwd)
+
+    n = np.cross(tangent(1), tangent(0))
+    cos = np.abs((n * ray).sum(-1)) / (np.linalg.norm(n, axis=-1) * np.linalg.norm(ray, axis=-1) + 1e-12)
+    return np.where(np.linalg.norm(n, axis=-1) > 0, cos, 1.0).astype(np.float32)
+
+
+def overlay_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """The rendered hand and object, shaded and semi-transparent, over the image.
+
+    Args:
+        rgb: (H, W, 3) uint8 image at the render size.
+        zbuf: (H, W) float32 rendered depth, metres (0: nothing rendered).
+        labels: (H, W) int rendered labels (0 background, 1 hand, 2 object).
+        K: (3, 3) intrinsics of the render size.
+    Returns:
+        (H, W, 3) uint8.
+    """
+    shade = 0.35 + 0.65 * _lambert(zbuf, labels, K)
+    colour = np.zeros(rgb.shape, np.float32)
+    colour[labels == 1], colour[labels == 2] = HAND_RGB, OBJECT_RGB
+    alpha = np.where(labels > 0, OVERLAY_ALPHA, 0.0)[..., None]
+    out = rgb.astype(np.float32) * (1 - alpha) + alpha * colour * shade[..., None]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def mask_panel(rgb: np.ndarray, observed: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
+    """Observed vs rendered segmentation: agreement in the class colour, observed only in
+    magenta, rendered only in yellow, hand and object swapped in red, over the dimmed image.
+
+    Args:
+        observed: (H, W) observed labels at the render size, or None (all counts as rendered only).
+    Returns:
+        (H, W, 3) uint8.
+    """
+    o = np.zeros_like(labels) if observed is None else observed
+    out = _dimmed(rgb)
+    for m, c in (((labels == 1) & (o == 1), HAND_RGB), ((labels == 2) & (o == 2), OBJECT_RGB),
+                 ((o > 0) & (labels == 0), MISSED_RGB), ((labels > 0) & (o == 0), EXTRA_RGB),
+                 ((labels > 0) & (o > 0) & (labels != o), SWAPPED_RGB)):  # fmt: skip
+        out[m] = c
+    return out.astype(np.uint8)
+
+
+def depth_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, depth: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """|rendered - observed| depth where both exist, colour-mapped over 0..``DEPTH_MAX_MM`` mm
+    (clipped) over the dimmed image; rendered pixels without a sensor depth in dark grey.
+
+    Args:
+        depth: (H, W) float32 observed depth at the render size, metres (0: no value).
+        lut: (256, 3) uint8 colour map (:func:`_colormap`).
+    Returns:
+        (H, W, 3) uint8.
+    """
+    out = _dimmed(rgb).astype(np.uint8)
+    valid = (labels > 0) & (depth > 0)
+    res = np.abs(zbuf - depth) * 1000.0
+    idx = np.clip(res / DEPTH_MAX_MM * 255.0, 0, 255).astype(np.uint8)
+    out[valid] = lut[idx[valid]]
+    out[(labels > 0) & ~(depth > 0)] = (70, 70, 70)
+    return out
+
+
+def view_stats(labels: np.ndarray, observed: np.ndarray | None, zbuf: np.ndarray, depth: np.ndarray) -> dict:
+    """One view's numbers as the fit defines them (:func:`hoannot.fitting.optimize._quality`),
+    at the render size: ``iou_hand``, ``iou_object`` (NaN without a segmentation) and
+    ``depth_residual_mm`` (median over pixels labelled in both and with a sensor depth; NaN
+    when there are none)."""
+    out = {}
+    o = observed if observed is not None else None
+    for name, cls in (("iou_hand", 1), ("iou_object", 2)):
+        if o is None:
+            out[name] = math.nan
+            continue
+        a, b = labels == cls, o == cls
+        out[name] = float((a & b).sum() / max(int((a | b).sum()), 1))
+    valid = (labels > 0) & (depth > 0) & ((o > 0) if o is not None else True)
+    out["depth_residual_mm"] = float(np.median(np.abs(zbuf - depth)[valid]) * 1000) if valid.any() else math.nan
+    return out
+
+
+# ---- rendering ---------------------------------------------------------------------------
+
+
+def render_size(cam, width: int) -> tuple[int, int]:
+    """(H, W) of a camera's panels: its image scaled down to at most ``width`` pixels wide."""
+    w = min(int(width), cam.width)
+    return max(1, round(cam.height * w / cam.width)), w
+
+
+def _observed_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray | None:
+    p = seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png" if source == "gt" else seq.segmentation_path(cam, frame)
+    return read_image(p) if p.is_file() else None
+
+
+def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise RuntimeError(f"{path}: JPEG encoding failed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.tobytes())  # inside the report's temporary folder: the folder is swapped in whole
+
+
+def render_panels(
+    seq: Sequence,
+    poses: HandObjectPoses,
+    hand_model: HandModel,
+    obj: ObjectModel,
+    out_dir: Path,
+    frames: list[int],
+    segmentation: str = "segmentation",
+    width: int = RENDER_WIDTH,
+    device: str = "cpu",
+    backend: str = "auto",
+    progress: bool = True,
+) -> dict[tuple[int, str], dict]:
+    """Render and write the three panels of every frame and camera (full and thumbnail).
+
+    Args:
+        poses: world-frame poses holding ``frames``.
+        out_dir: the report folder (``img/`` and ``thumb/`` are written below it).
+        segmentation: observed labels: ``"segmentation"`` or ``"gt"`` (as the fit's config).
+        width: render width in pixels (at most each camera's own).
+    Returns:
+        ``{(frame, camera): view_stats(...)}`` plus ``"size"`` and ``"thumb_size"`` (H, W) of the
+        panel and of its thumbnail.
+    Raises:
+        InputError: an unreadable image (names the file).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    lut = _colormap()
+    hand_model = hand_model.to(device)
+    obj_verts, obj_faces = obj.verts.to(device), obj.faces.to(device)
+    groups: dict[tuple[int, int], list[int]] = {}  # cameras of one native size render together
+    for ci, cam in enumerate(seq.cameras):
+        groups.setdefault((cam.height, cam.width), []).append(ci)
+    view_cams = {key: ViewCameras.from_cameras([seq.cameras[ci] for ci in idx], None,
+                                               render_size(seq.cameras[idx[0]], width)).to(device)
+                 for key, idx in groups.items()}  # fmt: skip
+    renderer = HandObjectRenderer(backend=backend)
+    stats: dict = {}
+    cols = [TextColumn("report"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*cols, disable=not progress, transient=False) as bar:
+        task = bar.add_task("report", total=len(frames))
+        for i in range(0, len(frames), FRAMES_PER_RENDER):
+            chunk = frames[i : i + FRAMES_PER_RENDER]
+            with torch.no_grad():
+                params = PoseParameters(poses.select(chunk), hand_model.num_betas, device)
+                hand = params.hand(hand_model)
+                ov = params.object_vertices(obj_verts)
+                rendered = {}
+                for key, idx in groups.items():
+                    r = renderer(hand.vertices, hand.faces, ov, obj_faces, view_cams[key], soft=False)
+                    zb, lb = r.zbuf.cpu().numpy(), r.labels.cpu().numpy()
+                    for j, ci in enumerate(idx):
+                        rendered[ci] = (zb[:, j], lb[:, j], view_cams[key].K[j].cpu().numpy())
+            for b, frame in enumerate(chunk):
+                for ci, cam in enumerate(seq.cameras):
+                    zbuf, labels, K = rendered[ci][0][b], rendered[ci][1][b], rendered[ci][2]
+                    H, W = zbuf.shape
+                    rgb = cv2.resize(seq.read_rgb(cam.name, frame), (W, H), interpolation=cv2.INTER_AREA)
+                    depth = cv2.resize(seq.read_depth(cam.name, frame), (W, H), interpolation=cv2.INTER_NEAREST)
+                    observed = _observed_labels(seq, cam.name, frame, segmentation)
+                    if observed is not None:
+                        observed = cv2.resize(observed, (W, H), interpolation=cv2.INTER_NEAREST)
+                    images = {"overlay": overlay_panel(rgb, zbuf, labels, K), "masks": mask_panel(rgb, observed, labels),
+                              "depth": depth_panel(rgb, zbuf, labels, depth, lut)}  # fmt: skip
+                    tw = min(THUMB_WIDTH, W)
+                    th = max(1, round(H * tw / W))
+                    for name, img in images.items():
+                        rel = f"{cam.name}/{frame:06d}_{name}.jpg"
+                        _write_jpeg(out_dir / "img" / rel, img)
+                        thumb = img if tw == W else cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
+                        _write_jpeg(out_dir / "thumb" / rel, thumb)
+                    stats[(frame, cam.name)] = {**view_stats(labels, observed, zbuf, depth), "size": (H, W),
+                                                "thumb_size": (th, tw)}  # fmt: skip
+                bar.advance(task)
+    return stats
+
+
+# ---- page data ---------------------------------------------------------------------------
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}g}"
+
+
+def _chart(title: str, unit: str, frames: list[int], series: list[tuple[str, np.ndarray, str]],
+           flags: np.ndarray | None, thresholds=(), yrange=None) -> dict:
+    """Polyline coordinates of one timeline (the SVG itself is drawn by the template)."""
+    F = len(frames)
+    pw, ph = SVG_W - SVG_L - SVG_R, SVG_H - SVG_T - SVG_B
+    xs = [SVG_L + (pw * i / (F - 1) if F > 1 else pw / 2) for i in range(F)]
+    finite = np.concatenate([v[np.isfinite(v)] for _, v, _ in series] + [np.asarray([t for t, _ in thresholds], float)])
+    lo, hi = yrange or ((min(0.0, float(finite.min())), float(finite.max())) if finite.size else (0.0, 1.0))
+    if not hi > lo:
+        hi = lo + 1.0
+    y = lambda v: SVG_T + ph * (1 - (v - lo) / (hi - lo))  # noqa: E731
+    out_series = []
+    for name, values, colour in series:
+        segments, cur = [], []
+        for x, v in zip(xs, values):
+            if np.isfinite(v):
+                cur.append(f"{x:.1f},{y(v):.1f}")
+            elif cur:
+                segments.append(cur)
+                cur = []
+        if cur:
+            segments.append(cur)
+        out_series.append({"name": name, "colour": colour, "lines": [" ".join(s) for s in segments if len(s) > 1],
+                           "dots": [p.split(",") for s in segments if len(s) == 1 for p in s],
+                           "mean": _fmt(float(np.nanmean(values)) if np.isfinite(values).any() else math.nan)})  # fmt: skip
+    band_w = max(pw / max(F, 1), 2.0)
+    bands = [{"x": f"{xs[i] - band_w / 2:.1f}", "w": f"{band_w:.1f}", "frame": frames[i]}
+             for i in range(F) if flags is not None and flags[i]]  # fmt: skip
+    step = max(1, math.ceil(F / 10))
+    return {
+        "title": title, "unit": unit, "series": out_series, "bands": bands,
+        "thresholds": [{"y": f"{y(t):.1f}", "label": label} for t, label in thresholds if lo <= t <= hi],
+        "ylo": _fmt(lo), "yhi": _fmt(hi), "ylo_y": f"{y(lo):.1f}", "yhi_y": f"{y(hi) + 8:.1f}",
+        "xticks": [{"x": f"{xs[i]:.1f}", "label": frames[i]} for i in range(0, F, step)],
+        "x0": SVG_L, "x1": SVG_W - SVG_R, "ybase": f"{SVG_T + ph:.1f}",
+    }  # fmt: skip
+
+
+def _error_keys(q: dict) -> list[str]:
+    return sorted(k for k in q if k.endswith("_error_est_mm"))
+
+
+def timeline_charts(q: dict[str, np.ndarray], frames: list[int]) -> list[dict]:
+    """Timelines over ``frames``: every ``E_<term>``, both IoUs, the depth residual, any
+    ``*_error_est_mm`` and the flags (flagged frames are shaded in every chart)."""
+    index = {int(f): i for i, f in enumerate(q["frames"])}
+    pick = lambda k: np.array([q[k][index[f]] if f in index else np.nan for f in frames], np.float64)  # noqa: E731
+    flags = np.array([bool(q["flag"][index[f]]) if f in index else False for f in frames]) if "flag" in q else None
+    c = SERIES_COLOURS
+    charts = [_chart(k, "", frames, [(k, pick(k), c[0])], flags) for k in sorted(k for k in q if k.startswith("E_"))]
+    ious = [(name, pick(k), colour) for k, name, colour in (("iou_hand", "hand", _rgb_hex(HAND_RGB)),
+                                                            ("iou_object", "object", _rgb_hex(OBJECT_RGB))) if k in q]
+    if ious:
+        charts.append(_chart("silhouette IoU", "", frames, ious, flags, yrange=(0.0, 1.0),
+                             thresholds=[(FLAG_IOU_HAND, f"hand flag < {FLAG_IOU_HAND}"),
+                                         (FLAG_IOU_OBJECT, f"object flag < {FLAG_IOU_OBJECT}")]))  # fmt: skip
+    if "depth_residual_mm" in q:
+        charts.append(_chart("depth residual", "mm", frames, [("median", pick("depth_residual_mm"), c[2])], flags,
+                             thresholds=[(FLAG_DEPTH_MM, f"flag > {FLAG_DEPTH_MM:g} mm")]))  # fmt: skip
+    errs = _error_keys(q)
+    if errs:
+        charts.append(_chart("error estimate", "mm", frames,
+                             [(k.removesuffix("_error_est_mm"), pick(k), c[i % len(c)]) for i, k in enumerate(errs)],
+                             flags))  # fmt: skip
+    if flags is not None:
+        charts.append(_chart("flags", "", frames, [("flag", flags.astype(np.float64), "#c92a2a")], flags, yrange=(0.0, 1.0)))
+    return charts
+
+
+def _reasons(q: dict, i: int) -> list[str]:
+    out = []
+    ih, io, d = (float(q[k][i]) if k in q else math.nan for k in ("iou_hand", "iou_object", "depth_residual_mm"))
+    if ih < FLAG_IOU_HAND:
+        out.append(f"hand IoU {ih:.2f} < {FLAG_IOU_HAND}")
+    if io < FLAG_IOU_OBJECT:
+        out.append(f"object IoU {io:.2f} < {FLAG_IOU_OBJECT}")
+    if d > FLAG_DEPTH_MM:
+        out.append(f"depth residual {d:.1f} mm > {FLAG_DEPTH_MM:g}")
+    elif not np.isfinite(d):
+        out.append("no depth residual (rendering and observation do not overlap)")
+    if not (np.isfinite(ih) and np.isfinite(io)):
+        out.append("no IoU (frame not scored)")
+    return out
+
+
+def severity(q: dict[str, np.ndarray], i: int) -> float:
+    """How bad frame ``i`` of quality ``q`` looks, for sorting: the largest ``*_error_est_mm``
+    when the quality has one, else the largest relative violation of a flag threshold
+    (``1 - IoU / threshold`` for each IoU, ``residual / threshold - 1`` for the depth);
+    missing values count as the worst (``inf``)."""
+    errs = _error_keys(q)
+    vals = [float(q[k][i]) for k in errs] if errs else [
+        1 - float(q["iou_hand"][i]) / FLAG_IOU_HAND if "iou_hand" in q else -math.inf,
+        1 - float(q["iou_object"][i]) / FLAG_IOU_OBJECT if "iou_object" in q else -math.inf,
+        float(q["depth_residual_mm"][i]) / FLAG_DEPTH_MM - 1 if "depth_residual_mm" in q else -math.inf,
+    ]  # fmt: skip
+    return max(math.inf if math.isnan(v) else v for v in vals)
+
+
+def flagged_rows(q: dict[str, np.ndarray], frames: list[int]) -> list[dict]:
+    """Flagged frames of ``frames``, worst first (:func:`severity`, then frame id)."""
+    if "flag" not in q:
+        return []
+    shown = set(frames)
+    idx = [i for i, f in enumerate(q["frames"]) if bool(q["flag"][i]) and int(f) in shown]
+    idx.sort(key=lambda i: (-severity(q, i), int(q["frames"][i])))
+    at = lambda k, i: _fmt(float(q[k][i])) if k in q else "–"  # noqa: E731
+    return [{
+        "frame": int(q["frames"][i]), "anchor": f"f{int(q['frames'][i]):06d}", "severity": _fmt(severity(q, i)),
+        "reasons": _reasons(q, i), "iou_hand": at("iou_hand", i), "iou_object": at("iou_object", i),
+        "depth": at("depth_residual_mm", i), "errors": [at(k, i) for k in _error_keys(q)],
+    } for i in idx]  # fmt: skip
+
+
+def _git_commit() -> str:
+    """``<commit>`` (``+ local changes`` when modified) of the hoannot checkout, or why none."""
+    root = Path(hoannot.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "none (not a git checkout)"
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+    return head.stdout.strip() + (" + local changes" if dirty else "")
+
+
+def provenance(seq: Sequence, stage: str, info: dict, cfg_source: str, cfg_digest: str, poses: HandObjectPoses,
+               quality_source: str, command: str | None) -> list[tuple[str, str]]:
+    """(label, value) rows describing where the report's poses and numbers come from."""
+    rows = [("sequence", str(seq.root.resolve())), ("stage", f"{stage} ({stage}/poses.npz, source {poses.source!r})"),
+            ("hoannot version", hoannot.__version__), ("git commit", _git_commit()),
+            ("fit config digest", f"{cfg_digest} ({cfg_source})")]  # fmt: skip
+    for key, label in (("init_source", "initial poses"), ("source", "initial poses"), ("hand_model", "hand model")):
+        if key in info:
+            rows.append((label, str(info[key])))
+    if "seconds" in info:
+        rows.append(("fit time", f"{float(info['seconds']):.1f} s"))
+    rows.append((f"{stage} command", str(info.get("command", "not recorded"))))
+    rows.append(("quality", quality_source))
+    if command:
+        rows.append(("report command", command))
+    return rows
+
+
+# ---- the report --------------------------------------------------------------------------
+
+
+def build_report(
+    seq_dir: str | Path,
+    stage: str = "fit",
+    device: str = "cpu",
+    mano_model_path: str | Path | None = None,
+    ycb_dir: str | Path | None = None,
+    width: int = RENDER_WIDTH,
+    progress: bool = True,
+    command: str | None = None,
+) -> Path:
+    """Write ``SEQ/report/index.html`` and its images for the ``fit`` or ``init`` poses.
+
+    The folder is built beside ``report/`` and swapped in when complete, so an interrupted
+    build leaves the previous report as it was.
+
+    Args:
+        seq_dir: the sequence folder.
+        stage: ``"fit"`` (``fit/poses.npz`` and ``fit/quality.json``) or ``"init"``
+            (``init/poses.npz``; quality computed with the fit's settings, or the defaults).
+        device: torch device for rendering (``cpu``, ``cuda``).
+        mano_model_path, ycb_dir: as for ``hoannot fit`` (the models must be the fit's).
+        width: panel render width, pixels (at most the cameras' own).
+        progress: show a rich progress bar.
+        command: the command line to record in the provenance.
+    Returns:
+        path of ``index.html``.
+    Raises:
+        InputError: unknown stage, no sequence, missing or malformed poses or quality file
+            (names the file).
+    """
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    from hoannot.pipeline import load_hand_model, load_sequence_object
+
+    if stage not in STAGES:
+        raise InputError(f"--stage {stage!r}: expected fit or init")
+    if width < 8:
+        raise InputError(f"--width {width}: expected at least 8 pixels")
+    seq = open_sequence(seq_dir)
+    pose_path = seq.root / stage / "poses.npz"
+    if not pose_path.is_file():
+        raise InputError(f"{pose_path}: file not found (run `hoannot {stage} {seq_dir}` first)")
+    poses = HandObjectPoses.load(pose_path)
+    have = {int(f) for f in poses.frames}
+    frames = [f for f in seq.frames if f in have]
+    if not frames:
+        raise InputError(f"{pose_path}: no pose for any frame of {seq.root / 'sequence.yaml'}")
+    poses = poses.select(frames)
+    info_path = seq.root / stage / "info.json"
+    info = _read_json(info_path) if info_path.is_file() else {}
+    cfg, cfg_source, cfg_digest = _fit_config(seq)
+    if device != cfg.device:
+        try:
+            cfg = cfg.model_copy(update={"device": FitConfig.model_validate({"device": device}).device})
+        except ValueError as e:
+            raise InputError(f"--device {device!r}: {str(e).splitlines()[-1]}") from None
+    hand_model = load_hand_model(seq, mano_model_path)
+    obj = load_sequence_object(seq, ycb_dir, cfg.object_max_faces)
+
+    qpath = seq.root / stage / "quality.json"
+    note = ""
+    if qpath.is_file():
+        quality, quality_source = load_quality(qpath), f"{stage}/quality.json"
+    else:
+        try:
+            quality = compute_quality(seq, poses, hand_model, obj, cfg, device)
+            quality_source = f"computed for this report with the fit's quality pass (config: {cfg_source})"
+        except InputError as e:  # e.g. no segmentation yet: the images are still worth a look
+            quality, quality_source, note = None, "none", f"no per-frame quality: {e}"
+
+    root = seq.root / "report"
+    tmp = seq.root / ".report.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        stats = render_panels(seq, poses, hand_model, obj, tmp, frames, cfg.segmentation, width, device,
+                              cfg.backend, progress)  # fmt: skip
+        q = quality or {"frames": np.asarray(frames, np.int64)}
+        qi = {int(f): i for i, f in enumerate(q["frames"])}
+        cams = seq.camera_names
+        frame_rows = []
+        for f in frames:
+            i = qi.get(f)
+            val = lambda k: _fmt(q[k][i]) if i is not None and k in q else "–"  # noqa: E731
+            frame_rows.append({
+                "frame": f, "anchor": f"f{f:06d}", "flag": bool(i is not None and "flag" in q and q["flag"][i]),
+                "iou_hand": val("iou_hand"), "iou_object": val("iou_object"), "depth": val("depth_residual_mm"),
+                "errors": [(k.removesuffix("_error_est_mm"), val(k)) for k in _error_keys(q)],
+                "energies": [(k, val(k)) for k in sorted(k for k in q if k.startswith("E_"))],
+                "views": [{
+                    "camera": c, "anchor": f"f{f:06d}-{c}",
+                    "panels": [{"name": p, "full": f"img/{c}/{f:06d}_{p}.jpg", "thumb": f"thumb/{c}/{f:06d}_{p}.jpg"}
+                               for p in PANELS],
+                    "h": stats[(f, c)]["thumb_size"][0], "w": stats[(f, c)]["thumb_size"][1],
+                    "iou_hand": _fmt(stats[(f, c)]["iou_hand"]), "iou_object": _fmt(stats[(f, c)]["iou_object"]),
+                    "depth": _fmt(stats[(f, c)]["depth_residual_mm"]),
+                } for c in cams],
+            })  # fmt: skip
+        lut = _colormap()
+        env = Environment(loader=PackageLoader("hoannot.report", "templates"), autoescape=True,
+                          undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)  # fmt: skip
+        html = env.get_template("index.html.j2").render(
+            title=f"{seq.config.name}: {stage}", stage=stage, cameras=cams, n_frames=len(frames),
+            provenance=provenance(seq, stage, info, cfg_source, cfg_digest, poses, quality_source, command),
+            note=note, charts=timeline_charts(q, frames) if quality is not None else [],
+            flagged=flagged_rows(q, frames) if quality is not None else None,
+            error_names=[k.removesuffix("_error_est_mm") for k in _error_keys(q)],
+            frames=frame_rows, panels=PANELS, svg_w=SVG_W, svg_h=SVG_H,
+            colours={"hand": _rgb_hex(HAND_RGB), "object": _rgb_hex(OBJECT_RGB), "missed": _rgb_hex(MISSED_RGB),
+                     "extra": _rgb_hex(EXTRA_RGB), "swapped": _rgb_hex(SWAPPED_RGB)},
+            colour_bar=[{"offset": f"{t:.3f}", "colour": _rgb_hex(lut[round(t * 255)])} for t in np.linspace(0, 1, 11)],
+            depth_max=f"{DEPTH_MAX_MM:g}", depth_ticks=[f"{DEPTH_MAX_MM * t:g}" for t in (0, 0.25, 0.5, 0.75, 1)],
+        )  # fmt: skip
+        with atomic_write(tmp / "index.html", "w") as fh:
+            fh.write(html)
+        old = seq.root / ".report.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if root.exists():
+            root.rename(old)
+        tmp.rename(root)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root / "index.html"

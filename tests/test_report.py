@@ -1,0 +1,114 @@
+"""``hoannot report``: the page of a tiny fitted capture opens in headless Chromium, every
+image loads, and its flagged-frame table lists exactly the frames the fit flagged."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hoannot.cli import app
+from hoannot.datasets.poses import HandObjectPoses
+from hoannot.pipeline import synth_sequence
+
+runner = CliRunner()
+BAD_FRAME = 1  # its initial hand and object are moved 6 cm: the fit flags it
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def seq(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report") / "seq"
+    synth_sequence(root, "primitive:box:0.05,0.07,0.1", "open", cameras=2, frames=3, seed=4, width=96, height=72,
+                   focal=90.0)  # fmt: skip
+    r = invoke("init", root, "--from-gt", "--noise-deg", 2, "--noise-mm", 3)
+    assert r.exit_code == 0, r.output
+    p = HandObjectPoses.load(root / "init" / "poses.npz")
+    p.transl[BAD_FRAME] += 0.06
+    p.obj_transl[BAD_FRAME] += 0.06
+    p.save(root / "init" / "poses.npz")
+    r = invoke("fit", root, "--iterations", 2, "--crop-size", 32, "--batch-size", 3)
+    assert r.exit_code == 0, r.output
+    return root
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.links.append(a["src"])
+        elif tag == "a" and not a.get("href", "#").startswith("#"):
+            self.links.append(a["href"])
+
+
+def _chromium_dom(page: Path, tmp_path: Path) -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium not on PATH (.ci/run installs Debian's chromium package)")
+    cmd = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=20000", "--dump-dom",
+           page.resolve().as_uri() + "#selftest"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "<body" in out.stdout, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_report_opens_in_chromium_with_every_image_and_the_fits_flags(seq, tmp_path):
+    r = invoke("report", seq)
+    assert r.exit_code == 0, r.output
+    page = seq / "report" / "index.html"
+    html = page.read_text()
+    parser = _Links()
+    parser.feed(html)
+    imgs = re.findall(r'<img src="([^"]+)"', html)
+    assert len(imgs) == 3 * 2 * 3  # frames x cameras x panels
+    for link in parser.links:  # relative links to files of the report (no server, no network)
+        assert "://" not in link and not link.startswith("/"), link
+        assert (page.parent / link).is_file(), link
+
+    dom = _chromium_dom(page, tmp_path)
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', body))
+    assert attrs.get("data-images-checked") == "1", body
+    assert int(attrs["data-images"]) == len(imgs) and attrs["data-images-broken"] == "0", body
+
+    quality = json.loads((seq / "fit" / "quality.json").read_text())
+    flagged = sorted(int(f) for f, bad in zip(quality["frames"], quality["flag"]) if bad)
+    assert BAD_FRAME in flagged
+    listed = [int(f) for f in re.findall(r'<tr class="flagged-frame" data-frame="(\d+)"', dom)]
+    assert sorted(listed) == flagged and len(listed) == len(set(listed))
+    assert f'id="f{BAD_FRAME:06d}"' in dom  # the table's links point at the frame's images
+
+
+def test_report_of_init_poses_builds(seq):
+    r = invoke("report", seq, "--stage", "init")
+    assert r.exit_code == 0, r.output
+    html = (seq / "report" / "index.html").read_text()
+    assert "init/poses.npz" in html and "silhouette IoU" in html  # quality computed by the fit's own pass
+    assert f'data-frame="{BAD_FRAME}"' in html  # the bad start is visible before a fit
+
+
+@pytest.mark.parametrize("args, needle", [(("{tmp}/nowhere",), "nowhere"), (("{seq}", "--stage", "bogus"), "bogus"),
+                                          (("{bare}",), "fit/poses.npz")])  # fmt: skip
+def test_bad_input_is_one_line_error(seq, tmp_path, args, needle):
+    bare = tmp_path / "bare"
+    shutil.copytree(seq, bare, ignore=lambda d, e: [x for x in e if Path(d) == seq and x in ("fit", "report")])
+    r = invoke("report", *(a.format(tmp=tmp_path, seq=seq, bare=bare) for a in args))
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.output
+    assert not (bare / "report").exists() and not (bare / ".report.tmp").exists()
