@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -159,31 +160,39 @@ def compute_quality(
 
 
 def _dimmed(rgb: np.ndarray, factor: float = 0.4) -> np.ndarray:
-    grey = rgb.astype(np.float32).mean(-1, keepdims=True) * factor
-    return np.repeat(grey, 3, -1)
+    """(H, W, 3) uint8 grey, darkened copy of an RGB image (the background of two panels)."""
+    grey = cv2.convertScaleAbs(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), alpha=factor)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
 
 
 def _lambert(zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(H, W) |cos| between each rendered surface's normal (from the depth of its own class's
-    neighbours) and the pixel's viewing ray: head-light shading of a depth map."""
-    H, W = zbuf.shape
-    u, v = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    neighbours) and the pixel's viewing ray: head-light shading of a depth map (1 elsewhere)."""
+    out = np.ones(zbuf.shape, np.float32)
+    ys, xs = np.nonzero(labels)
+    if len(ys) == 0:
+        return out
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # only the rendered box
+    z, lab = zbuf[y0:y1, x0:x1], labels[y0:y1, x0:x1]
+    u, v = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
     ray = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
-    P = ray * zbuf[..., None]
+    P = ray * z[..., None]
 
     def tangent(axis: int) -> np.ndarray:  # one-sided differences, never across a class edge
         fwd, bwd = np.zeros_like(P), np.zeros_like(P)
         sl_a, sl_b = [slice(None)] * 2, [slice(None)] * 2
         sl_a[axis], sl_b[axis] = slice(1, None), slice(None, -1)
         a, b = tuple(sl_a), tuple(sl_b)
-        same = (labels[a] == labels[b]) & (labels[a] > 0)
+        same = (lab[a] == lab[b]) & (lab[a] > 0)
         d = np.where(same[..., None], P[a] - P[b], 0)
         fwd[b], bwd[a] = d, d
         return np.where(np.abs(fwd).sum(-1, keepdims=True) > 0, fwd, bwd)
 
     n = np.cross(tangent(1), tangent(0))
-    cos = np.abs((n * ray).sum(-1)) / (np.linalg.norm(n, axis=-1) * np.linalg.norm(ray, axis=-1) + 1e-12)
-    return np.where(np.linalg.norm(n, axis=-1) > 0, cos, 1.0).astype(np.float32)
+    nn = np.linalg.norm(n, axis=-1)
+    cos = np.abs((n * ray).sum(-1)) / (nn * np.linalg.norm(ray, axis=-1) + 1e-12)
+    out[y0:y1, x0:x1] = np.where(nn > 0, cos, 1.0)
+    return out
 
 
 def overlay_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -197,48 +206,58 @@ def overlay_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, K: np.n
     Returns:
         (H, W, 3) uint8.
     """
-    shade = 0.35 + 0.65 * _lambert(zbuf, labels, K)
-    colour = np.zeros(rgb.shape, np.float32)
-    colour[labels == 1], colour[labels == 2] = HAND_RGB, OBJECT_RGB
-    alpha = np.where(labels > 0, OVERLAY_ALPHA, 0.0)[..., None]
-    out = rgb.astype(np.float32) * (1 - alpha) + alpha * colour * shade[..., None]
-    return np.clip(out, 0, 255).astype(np.uint8)
+    out = rgb.copy()
+    m = labels > 0
+    if m.any():
+        shade = 0.35 + 0.65 * _lambert(zbuf, labels, K)[m]
+        colour = np.asarray([(0, 0, 0), HAND_RGB, OBJECT_RGB], np.float32)[labels[m]]
+        blend = rgb[m] * (1 - OVERLAY_ALPHA) + OVERLAY_ALPHA * colour * shade[:, None]
+        out[m] = np.clip(blend, 0, 255).astype(np.uint8)
+    return out
 
 
-def mask_panel(rgb: np.ndarray, observed: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
+#: mask panel colour of (rendered label) * 3 + (observed label); 0: background (image shows)
+_MASK_CODES = np.array([(0, 0, 0), MISSED_RGB, MISSED_RGB, EXTRA_RGB, HAND_RGB, SWAPPED_RGB,
+                        EXTRA_RGB, SWAPPED_RGB, OBJECT_RGB], np.uint8)  # fmt: skip
+
+
+def mask_panel(rgb: np.ndarray, observed: np.ndarray | None, labels: np.ndarray, dimmed: np.ndarray | None = None) -> np.ndarray:
     """Observed vs rendered segmentation: agreement in the class colour, observed only in
     magenta, rendered only in yellow, hand and object swapped in red, over the dimmed image.
 
     Args:
         observed: (H, W) observed labels at the render size, or None (all counts as rendered only).
+        dimmed: ``_dimmed(rgb)`` when already computed.
     Returns:
         (H, W, 3) uint8.
     """
-    o = np.zeros_like(labels) if observed is None else observed
-    out = _dimmed(rgb)
-    for m, c in (((labels == 1) & (o == 1), HAND_RGB), ((labels == 2) & (o == 2), OBJECT_RGB),
-                 ((o > 0) & (labels == 0), MISSED_RGB), ((labels > 0) & (o == 0), EXTRA_RGB),
-                 ((labels > 0) & (o > 0) & (labels != o), SWAPPED_RGB)):  # fmt: skip
-        out[m] = c
-    return out.astype(np.uint8)
+    out = _dimmed(rgb) if dimmed is None else dimmed.copy()
+    code = labels.astype(np.uint8) * 3
+    if observed is not None:
+        code += np.minimum(observed, 2).astype(np.uint8)
+    m = code > 0
+    out[m] = _MASK_CODES[code[m]]
+    return out
 
 
-def depth_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, depth: np.ndarray, lut: np.ndarray) -> np.ndarray:
+def depth_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, depth: np.ndarray, lut: np.ndarray,
+                dimmed: np.ndarray | None = None) -> np.ndarray:
     """|rendered - observed| depth where both exist, colour-mapped over 0..``DEPTH_MAX_MM`` mm
     (clipped) over the dimmed image; rendered pixels without a sensor depth in dark grey.
 
     Args:
         depth: (H, W) float32 observed depth at the render size, metres (0: no value).
         lut: (256, 3) uint8 colour map (:func:`_colormap`).
+        dimmed: ``_dimmed(rgb)`` when already computed.
     Returns:
         (H, W, 3) uint8.
     """
-    out = _dimmed(rgb).astype(np.uint8)
-    valid = (labels > 0) & (depth > 0)
-    res = np.abs(zbuf - depth) * 1000.0
-    idx = np.clip(res / DEPTH_MAX_MM * 255.0, 0, 255).astype(np.uint8)
-    out[valid] = lut[idx[valid]]
-    out[(labels > 0) & ~(depth > 0)] = (70, 70, 70)
+    out = _dimmed(rgb) if dimmed is None else dimmed.copy()
+    rendered = labels > 0
+    valid = rendered & (depth > 0)
+    res = np.abs(zbuf[valid] - depth[valid]) * 1000.0
+    out[valid] = lut[np.clip(res / DEPTH_MAX_MM * 255.0, 0, 255).astype(np.uint8)]
+    out[rendered & ~valid] = (70, 70, 70)
     return out
 
 
@@ -282,6 +301,31 @@ def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(data.tobytes())  # inside the report's temporary folder: the folder is swapped in whole
 
 
+def _view_panels(seq: Sequence, cam: str, frame: int, zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray,
+                 out_dir: Path, segmentation: str, lut: np.ndarray) -> dict:
+    """Read one view's observations, write its panels and thumbnails, return its numbers."""
+    H, W = zbuf.shape
+
+    def fit(img: np.ndarray, interp: int) -> np.ndarray:
+        return img if img.shape[:2] == (H, W) else cv2.resize(img, (W, H), interpolation=interp)
+
+    rgb = fit(seq.read_rgb(cam, frame), cv2.INTER_AREA)
+    depth = fit(seq.read_depth(cam, frame), cv2.INTER_NEAREST)
+    observed = _observed_labels(seq, cam, frame, segmentation)
+    if observed is not None:
+        observed = fit(observed, cv2.INTER_NEAREST)
+    dimmed = _dimmed(rgb)
+    images = {"overlay": overlay_panel(rgb, zbuf, labels, K), "masks": mask_panel(rgb, observed, labels, dimmed),
+              "depth": depth_panel(rgb, zbuf, labels, depth, lut, dimmed)}  # fmt: skip
+    tw = min(THUMB_WIDTH, W)
+    th = max(1, round(H * tw / W))
+    for name, img in images.items():
+        rel = f"{cam}/{frame:06d}_{name}.jpg"
+        _write_jpeg(out_dir / "img" / rel, img)
+        _write_jpeg(out_dir / "thumb" / rel, img if tw == W else cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA))
+    return {**view_stats(labels, observed, zbuf, depth), "size": (H, W), "thumb_size": (th, tw)}
+
+
 def render_panels(
     seq: Sequence,
     poses: HandObjectPoses,
@@ -294,23 +338,33 @@ def render_panels(
     device: str = "cpu",
     backend: str = "auto",
     progress: bool = True,
+    workers: int | None = None,
 ) -> dict[tuple[int, str], dict]:
     """Render and write the three panels of every frame and camera (full and thumbnail).
+
+    The main thread renders ``FRAMES_PER_RENDER`` frames (all cameras) per renderer call;
+    ``workers`` threads read the images and encode the panels meanwhile (OpenCV, numpy and
+    the image decoders release the GIL).
 
     Args:
         poses: world-frame poses holding ``frames``.
         out_dir: the report folder (``img/`` and ``thumb/`` are written below it).
         segmentation: observed labels: ``"segmentation"`` or ``"gt"`` (as the fit's config).
         width: render width in pixels (at most each camera's own).
+        workers: threads for the images (default: one less than the CPU count, 1 to 8).
     Returns:
         ``{(frame, camera): view_stats(...)}`` plus ``"size"`` and ``"thumb_size"`` (H, W) of the
         panel and of its thumbnail.
     Raises:
         InputError: an unreadable image (names the file).
     """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     lut = _colormap()
+    workers = workers or max(1, min(8, (os.cpu_count() or 2) - 1))  # one core left for rendering
     hand_model = hand_model.to(device)
     obj_verts, obj_faces = obj.verts.to(device), obj.faces.to(device)
     groups: dict[tuple[int, int], list[int]] = {}  # cameras of one native size render together
@@ -321,42 +375,41 @@ def render_panels(
                  for key, idx in groups.items()}  # fmt: skip
     renderer = HandObjectRenderer(backend=backend)
     stats: dict = {}
-    cols = [TextColumn("report"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*cols, disable=not progress, transient=False) as bar:
-        task = bar.add_task("report", total=len(frames))
-        for i in range(0, len(frames), FRAMES_PER_RENDER):
-            chunk = frames[i : i + FRAMES_PER_RENDER]
-            with torch.no_grad():
-                params = PoseParameters(poses.select(chunk), hand_model.num_betas, device)
-                hand = params.hand(hand_model)
-                ov = params.object_vertices(obj_verts)
-                rendered = {}
-                for key, idx in groups.items():
-                    r = renderer(hand.vertices, hand.faces, ov, obj_faces, view_cams[key], soft=False)
-                    zb, lb = r.zbuf.cpu().numpy(), r.labels.cpu().numpy()
-                    for j, ci in enumerate(idx):
-                        rendered[ci] = (zb[:, j], lb[:, j], view_cams[key].K[j].cpu().numpy())
-            for b, frame in enumerate(chunk):
-                for ci, cam in enumerate(seq.cameras):
-                    zbuf, labels, K = rendered[ci][0][b], rendered[ci][1][b], rendered[ci][2]
-                    H, W = zbuf.shape
-                    rgb = cv2.resize(seq.read_rgb(cam.name, frame), (W, H), interpolation=cv2.INTER_AREA)
-                    depth = cv2.resize(seq.read_depth(cam.name, frame), (W, H), interpolation=cv2.INTER_NEAREST)
-                    observed = _observed_labels(seq, cam.name, frame, segmentation)
-                    if observed is not None:
-                        observed = cv2.resize(observed, (W, H), interpolation=cv2.INTER_NEAREST)
-                    images = {"overlay": overlay_panel(rgb, zbuf, labels, K), "masks": mask_panel(rgb, observed, labels),
-                              "depth": depth_panel(rgb, zbuf, labels, depth, lut)}  # fmt: skip
-                    tw = min(THUMB_WIDTH, W)
-                    th = max(1, round(H * tw / W))
-                    for name, img in images.items():
-                        rel = f"{cam.name}/{frame:06d}_{name}.jpg"
-                        _write_jpeg(out_dir / "img" / rel, img)
-                        thumb = img if tw == W else cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
-                        _write_jpeg(out_dir / "thumb" / rel, thumb)
-                    stats[(frame, cam.name)] = {**view_stats(labels, observed, zbuf, depth), "size": (H, W),
-                                                "thumb_size": (th, tw)}  # fmt: skip
+    pending: deque = deque()
+    cols = [TextColumn("report"), BarColumn(), MofNCompleteColumn(), TextColumn("views"), TimeRemainingColumn()]
+    with Progress(*cols, disable=not progress, transient=False) as bar, ThreadPoolExecutor(workers) as pool:
+        task = bar.add_task("report", total=len(frames) * len(seq.cameras))
+
+        def collect(limit: int) -> None:
+            while len(pending) > limit:
+                key, fut = pending.popleft()
+                stats[key] = fut.result()  # re-raises a worker's InputError
                 bar.advance(task)
+
+        try:
+            for i in range(0, len(frames), FRAMES_PER_RENDER):
+                chunk = frames[i : i + FRAMES_PER_RENDER]
+                with torch.no_grad():
+                    params = PoseParameters(poses.select(chunk), hand_model.num_betas, device)
+                    hand = params.hand(hand_model)
+                    ov = params.object_vertices(obj_verts)
+                    rendered = {}
+                    for key, idx in groups.items():
+                        r = renderer(hand.vertices, hand.faces, ov, obj_faces, view_cams[key], soft=False)
+                        zb, lb = r.zbuf.cpu().numpy(), r.labels.cpu().numpy()
+                        for j, ci in enumerate(idx):
+                            rendered[ci] = (zb[:, j], lb[:, j], view_cams[key].K[j].cpu().numpy())
+                for b, frame in enumerate(chunk):
+                    for ci, cam in enumerate(seq.cameras):
+                        zbuf, labels, K = rendered[ci][0][b], rendered[ci][1][b], rendered[ci][2]
+                        fut = pool.submit(_view_panels, seq, cam.name, frame, zbuf, labels, K, out_dir, segmentation, lut)
+                        pending.append(((frame, cam.name), fut))
+                collect(4 * workers)  # bounded: memory does not grow with the sequence
+            collect(0)
+        except BaseException:
+            for _, fut in pending:
+                fut.cancel()
+            raise
     return stats
 
 
@@ -392,9 +445,10 @@ def _chart(title: str, unit: str, frames: list[int], series: list[tuple[str, np.
         out_series.append({"name": name, "colour": colour, "lines": [" ".join(s) for s in segments if len(s) > 1],
                            "dots": [p.split(",") for s in segments if len(s) == 1 for p in s],
                            "mean": _fmt(float(np.nanmean(values)) if np.isfinite(values).any() else math.nan)})  # fmt: skip
-    band_w = max(pw / max(F, 1), 2.0)
-    bands = [{"x": f"{xs[i] - band_w / 2:.1f}", "w": f"{band_w:.1f}", "frame": frames[i]}
-             for i in range(F) if flags is not None and flags[i]]  # fmt: skip
+    half = max(pw / max(F, 1), 2.0) / 2  # a frame's band, inside the plot
+    spans = [(i, max(SVG_L, xs[i] - half), min(SVG_W - SVG_R, xs[i] + half)) for i in range(F)
+             if flags is not None and flags[i]]  # fmt: skip
+    bands = [{"x": f"{a:.1f}", "w": f"{b - a:.1f}", "frame": frames[i]} for i, a, b in spans]
     step = max(1, math.ceil(F / 10))
     return {
         "title": title, "unit": unit, "series": out_series, "bands": bands,
@@ -416,7 +470,7 @@ def timeline_charts(q: dict[str, np.ndarray], frames: list[int]) -> list[dict]:
     pick = lambda k: np.array([q[k][index[f]] if f in index else np.nan for f in frames], np.float64)  # noqa: E731
     flags = np.array([bool(q["flag"][index[f]]) if f in index else False for f in frames]) if "flag" in q else None
     c = SERIES_COLOURS
-    charts = [_chart(k, "", frames, [(k, pick(k), c[0])], flags) for k in sorted(k for k in q if k.startswith("E_"))]
+    charts = [_chart(k, "", frames, [("", pick(k), c[0])], flags) for k in sorted(k for k in q if k.startswith("E_"))]
     ious = [(name, pick(k), colour) for k, name, colour in (("iou_hand", "hand", _rgb_hex(HAND_RGB)),
                                                             ("iou_object", "object", _rgb_hex(OBJECT_RGB))) if k in q]
     if ious:
@@ -432,7 +486,7 @@ def timeline_charts(q: dict[str, np.ndarray], frames: list[int]) -> list[dict]:
                              [(k.removesuffix("_error_est_mm"), pick(k), c[i % len(c)]) for i, k in enumerate(errs)],
                              flags))  # fmt: skip
     if flags is not None:
-        charts.append(_chart("flags", "", frames, [("flag", flags.astype(np.float64), "#c92a2a")], flags, yrange=(0.0, 1.0)))
+        charts.append(_chart(f"flags: {int(flags.sum())} of {len(frames)} frames", "", frames, [], flags, yrange=(0.0, 1.0)))
     return charts
 
 
