@@ -98,6 +98,8 @@ def load_labels(path: str | os.PathLike, ground_truth: bool = False) -> dict[str
 
     per_frame("hand_joints", (21, 3))
     per_frame("hand_vertices", (None, 3))
+    if "hand_vertices" in out and out["hand_vertices"].shape[1] == 0:  # (F, 0, 3): no mesh (HO-3D, DexYCB joints only)
+        del out["hand_vertices"]
     per_frame("obj_rot", (3,))
     per_frame("obj_transl", (3,))
     for name, cols, dtype in (("hand_faces", 3, np.int64), ("obj_points", 3, np.float64), ("obj_faces", 3, np.int64)):
@@ -162,6 +164,12 @@ def run_eval(pred: str | os.PathLike, gt: str | os.PathLike, out_dir: str | os.P
     common = np.intersect1d(p_all["frames"], g_all["frames"])
     if not len(common):
         raise InputError(f"{p_all['path']}: no frame id in common with {g_all['path']}")
+    # frames without ground-truth hand joints (NaN: HO-3D evaluation frames, DexYCB frames whose
+    # labels have no hand) are not scored
+    labelled = g_all["frames"][np.isfinite(g_all["hand_joints"]).all(axis=(1, 2))]
+    common = common[np.isin(common, labelled)]
+    if not len(common):
+        raise InputError(f"{g_all['path']}: none of the common frames has ground-truth hand joints")
     p, g = _select(p_all, common), _select(g_all, common)
     res: dict[str, Any] = {k: None for k in METRIC_KEYS}
 
@@ -193,7 +201,11 @@ def run_eval(pred: str | os.PathLike, gt: str | os.PathLike, out_dir: str | os.P
             res["mesh_error_mm"] = M.mesh_error_mm(pv, gv)
 
     points = _first("obj_points", p, g)
-    if points is not None and "obj_rot" in p and "obj_rot" in g:
+    if "obj_rot" in g:  # object metrics on the frames with a ground-truth object pose
+        has_obj = np.isfinite(g["obj_rot"]).all(1) & np.isfinite(g["obj_transl"]).all(1)
+        if not has_obj.all():
+            p, g, common = _select(p, common[has_obj]), _select(g, common[has_obj]), common[has_obj]
+    if points is not None and "obj_rot" in p and "obj_rot" in g and len(common):
         Rp = Rotation.from_rotvec(p["obj_rot"]).as_matrix()
         Rg = Rotation.from_rotvec(g["obj_rot"]).as_matrix()
         tp, tg = p["obj_transl"], g["obj_transl"]
