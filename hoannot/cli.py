@@ -1,9 +1,9 @@
 """``hoannot`` command line: parse arguments, call one pipeline function, print a summary.
 
     hoannot synth OUT/            render a synthetic capture with ground truth
-    hoannot init SEQ/             validate (or ingest HO-3D) and write initial poses
+    hoannot init SEQ/             validate (or ingest HO-3D / DexYCB) and write initial poses
     hoannot fit SEQ/              optimise hand and object poses (resumable)
-    hoannot export SEQ/           write HO-3D style labels and labels.npz
+    hoannot export SEQ/           write HO-3D (or DexYCB) style labels and labels.npz
     hoannot eval PRED GT          compare labels with ground truth
     hoannot report SEQ/           HTML page of a fit (or init): meshes over the images, timelines, flags
     hoannot demo OUT/             synth -> init -> fit -> export -> eval on a small built-in sequence
@@ -60,13 +60,13 @@ def synth(
 
 @app.command()
 def init(
-    seq: Path = typer.Argument(..., help="Sequence folder (hoannot layout, or HO-3D layout with --out)."),
+    seq: Path = typer.Argument(..., help="Sequence folder (hoannot layout, or HO-3D / DexYCB layout with --out)."),
     poses: Optional[Path] = typer.Option(None, "--poses", help="Initial poses (.npz, world frame)."),
     from_gt: bool = typer.Option(False, "--from-gt", help="Initial poses = ground truth + noise (synthetic captures)."),
     noise_deg: float = typer.Option(10.0, help="With --from-gt: rotation error, degrees."),
     noise_mm: float = typer.Option(15.0, help="With --from-gt: translation error, mm."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Ingest an HO-3D sequence into this new folder first."),
-    object_mesh: Optional[str] = typer.Option(None, "--object-mesh", help="With HO-3D ingest: the object's mesh."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Ingest an HO-3D or DexYCB sequence into this new folder first."),
+    object_mesh: Optional[str] = typer.Option(None, "--object-mesh", help="With HO-3D/DexYCB ingest: the object's mesh."),
     auto: bool = typer.Option(False, "--auto", help="Initialise from the images and depth alone (no ground truth)."),
     geometry: bool = typer.Option(True, "--geometry/--no-geometry",
                                   help="With --auto: hand/object labels decided by the depth (network labels otherwise)."),
@@ -82,15 +82,21 @@ def init(
     seed: int = 0,
 ) -> None:
     """Validate a sequence and write its initial poses (init/poses.npz)."""
+    from hoannot.datasets.dexycb import ingest_dexycb
     from hoannot.datasets.ho3d import detect_layout, ingest_ho3d
     from hoannot.pipeline import run_init
 
     try:
-        if detect_layout(seq) == "ho3d":
-            if out is None:
-                raise InputError(f"{seq}: HO-3D layout: pass --out NEW_FOLDER to ingest it")
+        layout = detect_layout(seq)
+        if layout != "hoannot" and out is None:
+            raise InputError(f"{seq}: {'HO-3D' if layout == 'ho3d' else 'DexYCB'} layout: pass --out NEW_FOLDER to ingest it")
+        if layout == "ho3d":
             ingest_ho3d(seq, out, object_mesh)
             console.print(f"ingested HO-3D sequence into {out}")
+            seq = out
+        elif layout == "dexycb":
+            _, note = ingest_dexycb(seq, out, object_mesh, mano_model_path)
+            console.print(note, soft_wrap=True)
             seq = out
         _, summary = run_init(seq, poses, from_gt, noise_deg, noise_mm, mano_model_path=mano_model_path,
                               ycb_dir=ycb_dir, seed=seed, auto=auto, perception=perception,
@@ -151,17 +157,19 @@ def fit(
 def export(
     seq: Path = typer.Argument(..., help="Sequence folder with fit/poses.npz."),
     stage: str = typer.Option("fit", help="Which poses to export: fit or init."),
+    format: str = typer.Option("ho3d", "--format", help="ho3d (meta pickles) or dexycb (labels_*.npz dataset folder)."),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
 ) -> None:
-    """Write HO-3D style labels (labels/ho3d/<cam>/meta/*.pkl) and labels/labels.npz."""
+    """Write labels/labels.npz and HO-3D style labels (labels/ho3d/<cam>/meta/*.pkl) or DexYCB ones (labels/dexycb/)."""
     from hoannot.pipeline import run_export
 
     try:
-        path = run_export(seq, stage, mano_model_path, ycb_dir)
+        path = run_export(seq, stage, mano_model_path, ycb_dir, format)
     except InputError as e:
         _fail(e)
-    console.print(f"wrote {path} and HO-3D meta files")
+    what = "HO-3D meta files" if format == "ho3d" else f"a DexYCB dataset folder in {path.parent / 'dexycb'}"
+    console.print(f"wrote {path} and {what}")
 
 
 @app.command()

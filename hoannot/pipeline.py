@@ -232,12 +232,25 @@ def run_export(
     stage: str = "fit",
     mano_model_path: str | Path | None = None,
     ycb_dir: str | Path | None = None,
+    format: str = "ho3d",
 ) -> Path:
-    """Export ``<stage>/poses.npz`` (``fit`` or ``init``) to ``labels/``; returns labels.npz."""
+    """Export ``<stage>/poses.npz`` (``fit`` or ``init``) to ``labels/`` (``labels_init/``).
+
+    ``format``: ``"ho3d"`` (``ho3d/<cam>/meta/*.pkl``) or ``"dexycb"`` (a DexYCB dataset folder
+    ``dexycb/``, :func:`hoannot.datasets.dexycb.export_dexycb`); ``labels.npz`` either way.
+    Returns the path of labels.npz.
+
+    Raises:
+        InputError: unknown stage or format, missing poses or object.
+    """
     import json
 
     from hoannot.datasets.export import export_labels
 
+    if format not in ("ho3d", "dexycb"):
+        raise InputError(f"--format {format!r}: expected ho3d or dexycb")
+    if stage not in ("fit", "init"):
+        raise InputError(f"--stage {stage!r}: expected fit or init")
     seq = open_sequence(seq_dir)
     poses = HandObjectPoses.load(seq.root / stage / "poses.npz")
     qpath = seq.root / stage / "quality.json"
@@ -245,7 +258,11 @@ def run_export(
     hand_model = load_hand_model(seq, mano_model_path)
     obj = load_sequence_object(seq, ycb_dir)
     out = seq.root / "labels" if stage == "fit" else seq.root / "labels_init"
-    return export_labels(seq, poses, hand_model, obj, out, quality)
+    if format == "dexycb":
+        from hoannot.datasets.dexycb import export_dexycb
+
+        export_dexycb(seq, poses, hand_model, obj, out / "dexycb")
+    return export_labels(seq, poses, hand_model, obj, out, quality, ho3d=format == "ho3d")
 
 
 def synth_sequence(

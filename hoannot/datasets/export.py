@@ -45,8 +45,9 @@ def export_labels(
     obj: ObjectModel,
     out_dir: str | Path,
     quality: dict[str, np.ndarray] | None = None,
+    ho3d: bool = True,
 ) -> Path:
-    """Write ``labels.npz`` and HO-3D meta files for every camera and frame.
+    """Write ``labels.npz`` and (with ``ho3d``) HO-3D meta files for every camera and frame.
 
     Args:
         seq: the sequence (cameras, object name).
@@ -55,6 +56,8 @@ def export_labels(
         obj: the object model (its full mesh vertices are exported for ADD).
         out_dir: the ``labels/`` folder.
         quality: per-frame fit quality (``FitResult.quality``), exported alongside.
+        ho3d: also write ``ho3d/<cam>/meta/*.pkl`` (False: ``labels.npz`` only, e.g. for
+            ``export --format dexycb``).
     Returns:
         path of ``labels.npz``.
     """
@@ -70,7 +73,7 @@ def export_labels(
     q = {k: np.asarray(v) for k, v in (quality or {}).items()}
     q_index = {int(f): i for i, f in enumerate(q.get("frames", []))}
 
-    for cam in seq.cameras:
+    for cam in seq.cameras if ho3d else []:
         T = cam.T_cam_world
         R_gl, t_gl = OPENCV_TO_OPENGL @ T[:3, :3], OPENCV_TO_OPENGL @ T[:3, 3]
         with torch.no_grad():

@@ -162,16 +162,20 @@ def read_intrinsics_txt(path: str | Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------
-def detect_layout(path: str | Path) -> Literal["hoannot", "ho3d"]:
+def detect_layout(path: str | Path) -> Literal["hoannot", "ho3d", "dexycb"]:
     """Which layout a sequence folder uses.
 
     Returns:
         ``"hoannot"`` if ``path/sequence.yaml`` exists; ``"ho3d"`` if ``path/rgb`` holds
         image files directly (HO-3D ``rgb/NNNN.png|jpg``) and ``path/depth`` or
-        ``path/meta`` exists.
+        ``path/meta`` exists; ``"dexycb"`` for a DexYCB sequence (``meta.yml`` and serial
+        folders of ``color_*.jpg``, :func:`hoannot.datasets.dexycb.is_dexycb_sequence`).
     Raises:
-        InputError: not a folder, or neither layout (names the folder).
+        InputError: not a folder, a dataset root or subject folder, or none of these
+            layouts (names the folder).
     """
+    from hoannot.datasets.dexycb import dexycb_hint, is_dexycb_sequence
+
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: not a directory")
@@ -181,9 +185,15 @@ def detect_layout(path: str | Path) -> Literal["hoannot", "ho3d"]:
     if rgb.is_dir() and ((path / "depth").is_dir() or (path / "meta").is_dir()):
         if any(p.suffix.lower() in _RGB_EXT and p.is_file() for p in rgb.iterdir()):
             return "ho3d"
+    if is_dexycb_sequence(path):
+        return "dexycb"
     if (path / "train").is_dir() or (path / "evaluation").is_dir():
         raise InputError(f"{path}: looks like an HO-3D dataset root; give one sequence folder (e.g. train/ABF10)")
-    raise InputError(f"{path}: neither a hoannot sequence (no sequence.yaml) nor an HO-3D sequence (rgb/ + depth/ or meta/)")
+    hint = dexycb_hint(path)
+    if hint:
+        raise InputError(hint)
+    raise InputError(f"{path}: neither a hoannot sequence (no sequence.yaml) nor an HO-3D sequence (rgb/ + depth/ or meta/) "
+                     "nor a DexYCB sequence (meta.yml + <serial>/color_*.jpg)")  # fmt: skip
 
 
 def _frame_files(folder: Path, exts: tuple[str, ...]) -> dict[int, Path]:
@@ -296,8 +306,11 @@ def ingest_ho3d(
             frames; no intrinsics; no object name and no ``object_mesh``.
     """
     src, dst = Path(src), Path(dst)
-    if detect_layout(src) != "ho3d":
+    layout = detect_layout(src)
+    if layout == "hoannot":
         raise InputError(f"{src}: already a hoannot sequence, nothing to ingest")
+    if layout != "ho3d":
+        raise InputError(f"{src}: a DexYCB sequence, not HO-3D (see hoannot.datasets.dexycb.ingest_dexycb)")
     if dst.exists():
         if not dst.is_dir():
             raise InputError(f"{dst}: exists and is not a directory")
