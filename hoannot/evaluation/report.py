@@ -154,7 +154,8 @@ def run_eval(pred: str | os.PathLike, gt: str | os.PathLike, out_dir: str | os.P
         maximum), ``frames`` (int, number of evaluated frames), ``per_joint_mpjpe_mm`` (list of 21).
 
     Raises:
-        InputError: unreadable inputs, no frame in common, or a prediction that is the
+        InputError: unreadable inputs, no frame in common (with ground-truth hand joints: frames
+            whose ground-truth joints are NaN are not scored), or a prediction that is the
             ground-truth file itself (a folder without ``labels/`` has no prediction).
     """
     p_all, g_all = load_labels(pred), load_labels(gt, ground_truth=True)
