@@ -792,6 +792,7 @@ def export_dexycb(
                 joint_3d=j_c[list(HO3D_TO_OPENPOSE)][None], joint_2d=(uvw[:, :2] / uvw[:, 2:])[list(HO3D_TO_OPENPOSE)][None],
             ))  # fmt: skip
             _export_images(seq, cam, frame, i, seq_out / cam.name)
+    extrinsics["apriltag"] = np.eye(4)[:3].reshape(-1).tolist()  # the toolkit's SequenceLoader reads it; no tag here
     _write_yaml(calib / f"extrinsics_{seq.config.name}" / "extrinsics.yml",
                 {"extrinsics": extrinsics, "master": master.name})  # fmt: skip
     _write_yaml(calib / f"mano_{subject}" / "mano.yml", {"betas": [float(x) for x in poses.betas]})
