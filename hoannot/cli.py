@@ -114,6 +114,9 @@ def fit(
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
     weight: list[str] = typer.Option([], "--weight", help="Energy weight, e.g. --weight mask=20 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from fit/ckpt/state.npz."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one per core; the result depends on it)."),
+    deterministic: bool = typer.Option(False, "--deterministic",
+                                       help="One thread, deterministic kernels: the same labels on any machine (CPU)."),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
 ) -> None:
@@ -132,7 +135,7 @@ def fit(
         cfg = load_fit_config(config, iterations=iterations, batch_size=batch_size, crop_size=crop_size,
                               schedule=schedule, track_iterations=track_iterations, keypoints=keypoints,
                               device=device, weights=weights or None)  # fmt: skip
-        result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir)
+        result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir, threads=threads, deterministic=deterministic)
     except InputError as e:
         _fail(e)
     except KeyboardInterrupt:

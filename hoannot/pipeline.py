@@ -202,28 +202,58 @@ def run_fit(
     mano_model_path: str | Path | None = None,
     ycb_dir: str | Path | None = None,
     progress: bool = True,
+    threads: int | None = None,
+    deterministic: bool = False,
 ):
     """Fit ``init/poses.npz`` to the observations; writes ``fit/poses.npz`` and ``fit/quality.json``.
 
     Holds ``fit/.lock`` meanwhile, so a second fit of the same sequence is refused.
 
+    Args:
+        threads: torch CPU threads for the fit (None: torch's default, one per core). The
+            result depends on it: more threads sum in another order, and Adam amplifies the
+            float noise (README, "Reruns and thread counts").
+        deterministic: one thread and ``torch.use_deterministic_algorithms``: the same labels
+            on any machine's thread count (CPU only). Both settings are restored afterwards and
+            recorded in ``fit/info.json``.
     Returns:
         :class:`hoannot.fitting.optimize.FitResult`.
     Raises:
-        InputError: bad inputs, or another fit of this sequence is running.
+        InputError: bad inputs, another fit of this sequence is running, or ``deterministic``
+            with CUDA or with ``threads`` > 1.
     """
+    import torch
+
     from hoannot.fitting.optimize import fit_sequence, save_fit
 
+    if deterministic and cfg.device != "cpu":
+        raise InputError(f"--deterministic: runs on the CPU only (device {cfg.device!r}: the GPU rasterizer's "
+                         "backward sums with atomics, in no fixed order)")  # fmt: skip
+    if deterministic and threads not in (None, 1):
+        raise InputError(f"--deterministic runs on one thread; drop --threads {threads}")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads {threads}: expected 1 or more")
     seq = open_sequence(seq_dir)
     init = HandObjectPoses.load(seq.root / "init" / "poses.npz")
     hand_model = load_hand_model(seq, mano_model_path)
     obj = load_sequence_object(seq, ycb_dir, cfg.object_max_faces)
     t0 = time.perf_counter()
-    with exclusive_lock(seq.root / "fit" / ".lock", "`hoannot fit` on this sequence"):  # two fits would mix fit/
-        result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
-        save_fit(seq.root / "fit", result)
-        write_json(seq.root / "fit" / "info.json", {"config": cfg.model_dump(), "seconds": time.perf_counter() - t0,
-                                                     "hand_model": hand_model.name, "init_source": init.source})  # fmt: skip
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        if deterministic:
+            threads = 1
+            torch.use_deterministic_algorithms(True)
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        with exclusive_lock(seq.root / "fit" / ".lock", "`hoannot fit` on this sequence"):  # two fits would mix fit/
+            result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
+            save_fit(seq.root / "fit", result)
+            write_json(seq.root / "fit" / "info.json", {
+                "config": cfg.model_dump(), "seconds": time.perf_counter() - t0, "hand_model": hand_model.name,
+                "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic})  # fmt: skip
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
     return result
 
 
