@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
-from hoannot.datasets.io import InputError, exclusive_lock, write_json
+from hoannot.datasets.io import InputError, exclusive_lock, json_bytes, npz_bytes, replace_dir, write_files
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import Sequence, open_sequence
 from hoannot.fitting.config import FitConfig
@@ -49,12 +50,9 @@ def load_sequence_object(seq: Sequence, ycb_dir: str | Path | None = None, max_f
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    """Replace ``dst`` by a copy of ``src`` (copied beside it first, then renamed)."""
-    tmp = dst.parent / f".{dst.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    """Replace ``dst`` by a copy of ``src`` (copied beside it first, then renamed; a failed
+    copy leaves ``dst`` as it was, :func:`hoannot.datasets.io.replace_dir`)."""
+    replace_dir(dst, lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True))
 
 
 def run_perception_stage(
@@ -150,6 +148,7 @@ def run_init(
     Raises:
         InputError: invalid sequence, no source of initial poses, or a perception or
             registration failure (names the file).
+        OSError: a file could not be written (names it); ``init/`` is then as it was.
     """
     from hoannot.annotate.initialize import from_file, from_ground_truth
     from hoannot.datasets.validate import validate_sequence
@@ -189,8 +188,9 @@ def run_init(
     missing = sorted(set(seq.frames) - set(int(f) for f in poses.frames))
     if missing:
         raise InputError(f"initial poses lack frames {missing[:5]}{'...' if len(missing) > 5 else ''}")
-    poses.save(seq.root / "init" / "poses.npz")
-    write_json(seq.root / "init" / "info.json", {"source": poses.source, "hand_model": hand_model.name})
+    arrays = {f.name: np.asarray(getattr(poses, f.name)) for f in fields(poses)}  # as HandObjectPoses.save
+    write_files({seq.root / "init" / "poses.npz": npz_bytes(**arrays),  # both files or neither
+                 seq.root / "init" / "info.json": json_bytes({"source": poses.source, "hand_model": hand_model.name})})  # fmt: skip
     lines.append(f"initial poses: {poses.source}")
     return poses, "\n".join(lines)
 
@@ -221,6 +221,8 @@ def run_fit(
     Raises:
         InputError: bad inputs, another fit of this sequence is running, or ``deterministic``
             with CUDA or with ``threads`` > 1.
+        OSError: a file could not be written (names it); ``fit/poses.npz``, ``quality.json``
+            and ``info.json`` are then as they were (the checkpoint holds the steps done).
     """
     import torch
 
@@ -247,8 +249,7 @@ def run_fit(
             torch.set_num_threads(int(threads))
         with exclusive_lock(seq.root / "fit" / ".lock", "`hoannot fit` on this sequence"):  # two fits would mix fit/
             result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
-            save_fit(seq.root / "fit", result)
-            write_json(seq.root / "fit" / "info.json", {
+            save_fit(seq.root / "fit", result, {
                 "config": cfg.model_dump(), "seconds": time.perf_counter() - t0, "hand_model": hand_model.name,
                 "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic})  # fmt: skip
     finally:
@@ -263,7 +264,14 @@ def run_export(
     mano_model_path: str | Path | None = None,
     ycb_dir: str | Path | None = None,
 ) -> Path:
-    """Export ``<stage>/poses.npz`` (``fit`` or ``init``) to ``labels/``; returns labels.npz."""
+    """Export ``<stage>/poses.npz`` (``fit`` or ``init``) to ``labels/`` (``labels_init/``).
+
+    Returns:
+        the path of ``labels.npz``.
+    Raises:
+        InputError: missing or bad poses, sequence or object.
+        OSError: a file could not be written (names it); the labels folder is then as it was.
+    """
     import json
 
     from hoannot.datasets.export import export_labels

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import write_npz, write_pickle
+from hoannot.datasets.io import replace_dir, write_npz, write_pickle
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.models.hand import HandModel, change_frame
@@ -57,8 +57,15 @@ def export_labels(
         quality: per-frame fit quality (``FitResult.quality``), exported alongside.
     Returns:
         path of ``labels.npz``.
+    Raises:
+        OSError: a file could not be written (names it); ``out_dir`` then keeps its previous
+            content (the labels are written to a staging folder that replaces it,
+            :func:`hoannot.datasets.io.replace_dir`).
     """
-    out = Path(out_dir)
+    return replace_dir(out_dir, lambda staging: _export(seq, poses, hand_model, obj, staging, quality))
+
+
+def _export(seq, poses, hand_model, obj, out: Path, quality) -> Path:
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     betas = t(poses.betas)
     with torch.no_grad():
