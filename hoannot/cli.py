@@ -19,14 +19,44 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 
 from hoannot.datasets.io import InputError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hand-object 3D annotation from RGB-D captures.")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _os_error_line(e: OSError) -> str:
+    """``<path>: <what the system said>`` for an I/O error (disk full, read-only folder...)."""
+    what = e.strerror or str(e) or type(e).__name__
+    if e.filename is None:
+        return f"{type(e).__name__}: {what}"
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+    return f"{where}: {what}"
+
+
+class _Commands(TyperGroup):
+    """Every command: an I/O error is one line naming the path (exit 2), Ctrl-C one line (exit
+    130), not a traceback. Commands catch their own :class:`InputError` (and ``fit`` its own
+    Ctrl-C, to say how to resume)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:  # stdout closed (``| head``): nothing left to print to
+            raise
+        except OSError as e:
+            _fail(InputError(_os_error_line(e)))
+        except KeyboardInterrupt:
+            err_console.print("interrupted", soft_wrap=True)
+            raise typer.Exit(code=130) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
+                  help="Hand-object 3D annotation from RGB-D captures.")  # fmt: skip
 
 ManoOpt = typer.Option(None, "--mano-model-path", help="MANO_RIGHT.pkl or its folder (default: bundled open hand).")
 YcbOpt = typer.Option(None, "--ycb-dir", help="Folder of YCB models, for objects given by id only.")
@@ -121,6 +151,9 @@ def fit(
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
     weight: list[str] = typer.Option([], "--weight", help="Energy weight, e.g. --weight mask=20 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from fit/ckpt/state.npz."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one per core; the result depends on it)."),
+    deterministic: bool = typer.Option(False, "--deterministic",
+                                       help="One thread, deterministic kernels: the same labels on any machine (CPU)."),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
 ) -> None:
@@ -139,7 +172,7 @@ def fit(
         cfg = load_fit_config(config, iterations=iterations, batch_size=batch_size, crop_size=crop_size,
                               schedule=schedule, track_iterations=track_iterations, keypoints=keypoints,
                               device=device, weights=weights or None)  # fmt: skip
-        result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir)
+        result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir, threads=threads, deterministic=deterministic)
     except InputError as e:
         _fail(e)
     except KeyboardInterrupt:

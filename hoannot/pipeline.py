@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
-from hoannot.datasets.io import InputError, exclusive_lock, write_json
+from hoannot.datasets.io import InputError, exclusive_lock, json_bytes, npz_bytes, replace_dir, write_files
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import Sequence, open_sequence
 from hoannot.fitting.config import FitConfig
@@ -49,12 +50,9 @@ def load_sequence_object(seq: Sequence, ycb_dir: str | Path | None = None, max_f
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    """Replace ``dst`` by a copy of ``src`` (copied beside it first, then renamed)."""
-    tmp = dst.parent / f".{dst.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    """Replace ``dst`` by a copy of ``src`` (copied beside it first, then renamed; a failed
+    copy leaves ``dst`` as it was, :func:`hoannot.datasets.io.replace_dir`)."""
+    replace_dir(dst, lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True))
 
 
 def run_perception_stage(
@@ -150,6 +148,7 @@ def run_init(
     Raises:
         InputError: invalid sequence, no source of initial poses, or a perception or
             registration failure (names the file).
+        OSError: a file could not be written (names it); ``init/`` is then as it was.
     """
     from hoannot.annotate.initialize import from_file, from_ground_truth
     from hoannot.datasets.validate import validate_sequence
@@ -189,8 +188,9 @@ def run_init(
     missing = sorted(set(seq.frames) - set(int(f) for f in poses.frames))
     if missing:
         raise InputError(f"initial poses lack frames {missing[:5]}{'...' if len(missing) > 5 else ''}")
-    poses.save(seq.root / "init" / "poses.npz")
-    write_json(seq.root / "init" / "info.json", {"source": poses.source, "hand_model": hand_model.name})
+    arrays = {f.name: np.asarray(getattr(poses, f.name)) for f in fields(poses)}  # as HandObjectPoses.save
+    write_files({seq.root / "init" / "poses.npz": npz_bytes(**arrays),  # both files or neither
+                 seq.root / "init" / "info.json": json_bytes({"source": poses.source, "hand_model": hand_model.name})})  # fmt: skip
     lines.append(f"initial poses: {poses.source}")
     return poses, "\n".join(lines)
 
@@ -202,28 +202,59 @@ def run_fit(
     mano_model_path: str | Path | None = None,
     ycb_dir: str | Path | None = None,
     progress: bool = True,
+    threads: int | None = None,
+    deterministic: bool = False,
 ):
     """Fit ``init/poses.npz`` to the observations; writes ``fit/poses.npz`` and ``fit/quality.json``.
 
     Holds ``fit/.lock`` meanwhile, so a second fit of the same sequence is refused.
 
+    Args:
+        threads: torch CPU threads for the fit (None: torch's default, one per core). The
+            result depends on it: more threads sum in another order, and Adam amplifies the
+            float noise (README, "Reruns and thread counts").
+        deterministic: one thread and ``torch.use_deterministic_algorithms``: the same labels
+            on any machine's thread count (CPU only). Both settings are restored afterwards and
+            recorded in ``fit/info.json``.
     Returns:
         :class:`hoannot.fitting.optimize.FitResult`.
     Raises:
-        InputError: bad inputs, or another fit of this sequence is running.
+        InputError: bad inputs, another fit of this sequence is running, or ``deterministic``
+            with CUDA or with ``threads`` > 1.
+        OSError: a file could not be written (names it); ``fit/poses.npz``, ``quality.json``
+            and ``info.json`` are then as they were (the checkpoint holds the steps done).
     """
+    import torch
+
     from hoannot.fitting.optimize import fit_sequence, save_fit
 
+    if deterministic and cfg.device != "cpu":
+        raise InputError(f"--deterministic: runs on the CPU only (device {cfg.device!r}: the GPU rasterizer's "
+                         "backward sums with atomics, in no fixed order)")  # fmt: skip
+    if deterministic and threads not in (None, 1):
+        raise InputError(f"--deterministic runs on one thread; drop --threads {threads}")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads {threads}: expected 1 or more")
     seq = open_sequence(seq_dir)
     init = HandObjectPoses.load(seq.root / "init" / "poses.npz")
     hand_model = load_hand_model(seq, mano_model_path)
     obj = load_sequence_object(seq, ycb_dir, cfg.object_max_faces)
     t0 = time.perf_counter()
-    with exclusive_lock(seq.root / "fit" / ".lock", "`hoannot fit` on this sequence"):  # two fits would mix fit/
-        result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
-        save_fit(seq.root / "fit", result)
-        write_json(seq.root / "fit" / "info.json", {"config": cfg.model_dump(), "seconds": time.perf_counter() - t0,
-                                                     "hand_model": hand_model.name, "init_source": init.source})  # fmt: skip
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        if deterministic:
+            threads = 1
+            torch.use_deterministic_algorithms(True)
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        with exclusive_lock(seq.root / "fit" / ".lock", "`hoannot fit` on this sequence"):  # two fits would mix fit/
+            result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
+            save_fit(seq.root / "fit", result, {
+                "config": cfg.model_dump(), "seconds": time.perf_counter() - t0, "hand_model": hand_model.name,
+                "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic})  # fmt: skip
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
     return result
 
 
@@ -238,10 +269,12 @@ def run_export(
 
     ``format``: ``"ho3d"`` (``ho3d/<cam>/meta/*.pkl``) or ``"dexycb"`` (a DexYCB dataset folder
     ``dexycb/``, :func:`hoannot.datasets.dexycb.export_dexycb`); ``labels.npz`` either way.
-    Returns the path of labels.npz.
 
+    Returns:
+        the path of ``labels.npz``.
     Raises:
-        InputError: unknown stage or format, missing poses or object.
+        InputError: unknown stage or format, missing or bad poses, sequence or object.
+        OSError: a file could not be written (names it); the labels folder is then as it was.
     """
     import json
 
@@ -258,11 +291,12 @@ def run_export(
     hand_model = load_hand_model(seq, mano_model_path)
     obj = load_sequence_object(seq, ycb_dir)
     out = seq.root / "labels" if stage == "fit" else seq.root / "labels_init"
+    then = None
     if format == "dexycb":
         from hoannot.datasets.dexycb import export_dexycb
 
-        export_dexycb(seq, poses, hand_model, obj, out / "dexycb")
-    return export_labels(seq, poses, hand_model, obj, out, quality, ho3d=format == "ho3d")
+        then = lambda folder: export_dexycb(seq, poses, hand_model, obj, folder / "dexycb")  # noqa: E731
+    return export_labels(seq, poses, hand_model, obj, out, quality, ho3d=format == "ho3d", then=then)
 
 
 def synth_sequence(

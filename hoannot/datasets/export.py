@@ -19,12 +19,13 @@ parameters belong to).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import write_npz, write_pickle
+from hoannot.datasets.io import replace_dir, write_npz, write_pickle
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.models.hand import HandModel, change_frame
@@ -46,6 +47,7 @@ def export_labels(
     out_dir: str | Path,
     quality: dict[str, np.ndarray] | None = None,
     ho3d: bool = True,
+    then: Callable[[Path], Any] | None = None,
 ) -> Path:
     """Write ``labels.npz`` and (with ``ho3d``) HO-3D meta files for every camera and frame.
 
@@ -58,10 +60,25 @@ def export_labels(
         quality: per-frame fit quality (``FitResult.quality``), exported alongside.
         ho3d: also write ``ho3d/<cam>/meta/*.pkl`` (False: ``labels.npz`` only, e.g. for
             ``export --format dexycb``).
+        then: called with the folder being written after the labels (e.g. another format's
+            files in a subfolder), so that they too are all or none.
     Returns:
         path of ``labels.npz``.
+    Raises:
+        OSError: a file could not be written (names it); ``out_dir`` then keeps its previous
+            content (the labels are written to a staging folder that replaces it,
+            :func:`hoannot.datasets.io.replace_dir`).
     """
-    out = Path(out_dir)
+    def fill(staging: Path) -> Path:
+        labels = _export(seq, poses, hand_model, obj, staging, quality, ho3d)
+        if then is not None:
+            then(staging)
+        return labels
+
+    return replace_dir(out_dir, fill)
+
+
+def _export(seq, poses, hand_model, obj, out: Path, quality, ho3d: bool) -> Path:
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     betas = t(poses.betas)
     with torch.no_grad():

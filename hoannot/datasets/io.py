@@ -14,7 +14,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import imageio.v3 as iio
 import numpy as np
@@ -35,20 +35,105 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     Yields:
         The open temporary file object. If the body raises, the temporary
         file is removed and ``path`` is left untouched.
+
+    Raises:
+        OSError: the folder cannot be made or written, or the disk is full: ``filename``
+            is ``path`` (not the temporary file), so the error names what was being written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)  # an OSError here names the folder
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):  # a full disk's write() names no file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
+
+
+def write_files(files: dict[str | os.PathLike, bytes]) -> None:
+    """Write several files as one: each to a temporary file beside it first (all written and
+    synced to disk), then all moved into place; if any write fails, none of ``files`` changes
+    and no temporary file remains.
+
+    Raises:
+        OSError: as :func:`atomic_write` (``filename`` is the file that failed).
+    """
+    staged: list[tuple[Path, str]] = []
+    try:
+        for p, data in files.items():
+            path = Path(p)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+            staged.append((path, tmp))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                if e.filename in (None, tmp):
+                    raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+                raise
+        for path, tmp in staged:
+            os.replace(tmp, path)
+    finally:
+        for _, tmp in staged:  # the moved ones are gone already
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def replace_dir(path: str | os.PathLike, fill: Callable[[Path], Any]) -> Any:
+    """Rebuild the folder ``path`` as a whole: ``fill(staging)`` writes it in a sibling
+    staging folder, which then takes the place of ``path``.
+
+    If ``fill`` (or the move) fails, the staging folder is removed and ``path`` keeps its
+    previous content: never a mix of old and new files. Moving a folder onto another is not
+    one system call, so for an instant ``path`` is absent (its old content is then in
+    ``.<name>.old`` beside it).
+
+    Returns:
+        what ``fill`` returned, with paths inside the staging folder mapped into ``path``.
+    Raises:
+        OSError: as :func:`atomic_write`; whatever ``fill`` raises.
+    """
+    import shutil
+
+    path = Path(path)
+    staging, old = path.parent / f".{path.name}.tmp", path.parent / f".{path.name}.old"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        result = fill(staging)
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            path.rename(old)
+        staging.rename(path)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old.exists() and not path.exists():
+            with contextlib.suppress(OSError):
+                old.rename(path)
+        if isinstance(e, OSError) and e.filename is not None and Path(e.filename).is_relative_to(staging):
+            inside = path / Path(e.filename).relative_to(staging)  # name the file the user will look for
+            raise OSError(e.errno, e.strerror or str(e), str(inside)) from e
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if isinstance(result, Path) and result.is_relative_to(staging):
+        result = path / result.relative_to(staging)
+    return result
 
 
 @contextlib.contextmanager
@@ -80,6 +165,20 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as indented JSON (what :func:`write_json` writes), for :func:`write_files`."""
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+
+
+def npz_bytes(**arrays: Any) -> bytes:
+    """A compressed ``.npz`` of ``arrays`` (what :func:`write_npz` writes), for :func:`write_files`."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -18,6 +18,7 @@ sequence folder can be both. Frames are matched by id (intersection).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.conventions import HO3D_JOINT_NAMES
-from hoannot.datasets.io import InputError, atomic_write, write_json
+from hoannot.datasets.io import InputError, json_bytes, write_files
 from hoannot.evaluation import metrics as M
 from hoannot.evaluation import physics as P
 
@@ -157,6 +158,8 @@ def run_eval(pred: str | os.PathLike, gt: str | os.PathLike, out_dir: str | os.P
         InputError: unreadable inputs, no frame in common (with ground-truth hand joints: frames
             whose ground-truth joints are NaN are not scored), or a prediction that is the
             ground-truth file itself (a folder without ``labels/`` has no prediction).
+        OSError: ``out_dir``'s files could not be written (names the file); then none of the
+            three changed.
     """
     p_all, g_all = load_labels(pred), load_labels(gt, ground_truth=True)
     if Path(p_all["path"]).resolve() == Path(g_all["path"]).resolve():
@@ -235,17 +238,20 @@ def run_eval(pred: str | os.PathLike, gt: str | os.PathLike, out_dir: str | os.P
 
     if out_dir is not None:
         out = Path(out_dir)
-        write_json(out / "metrics.json", res)
-        _plots(out, pa_errors, res["per_joint_mpjpe_mm"])
+        files = _plots(pa_errors, res["per_joint_mpjpe_mm"])
+        files["metrics.json"] = json_bytes(res)
+        write_files({out / name: data for name, data in files.items()})  # all three or none
     return res
 
 
-def _save_png(fig, path: Path) -> None:
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
 
 
-def _plots(out: Path, errors: np.ndarray, per_joint_mm: list[float]) -> None:
+def _plots(errors: np.ndarray, per_joint_mm: list[float]) -> dict[str, bytes]:
+    """``pck.png`` and ``per_joint.png``, as bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,7 +264,7 @@ def _plots(out: Path, errors: np.ndarray, per_joint_mm: list[float]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    _save_png(fig, out / "pck.png")
+    files = {"pck.png": _png(fig)}
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -266,8 +272,9 @@ def _plots(out: Path, errors: np.ndarray, per_joint_mm: list[float]) -> None:
     ax.set_xticks(range(len(per_joint_mm)), HO3D_JOINT_NAMES[: len(per_joint_mm)], rotation=70, fontsize=7)
     ax.set(ylabel="mean error (mm)", title="Per-joint MPJPE (no alignment)")
     fig.tight_layout()
-    _save_png(fig, out / "per_joint.png")
+    files["per_joint.png"] = _png(fig)
     plt.close(fig)
+    return files
 
 
 _UNITS = {"_mm": "mm", "_cm3": "cm³"}

@@ -25,7 +25,7 @@ import torch
 from pytorch3d.structures import Meshes
 from pytorch3d.transforms import axis_angle_to_matrix
 
-from hoannot.datasets.io import InputError, write_json, write_npz
+from hoannot.datasets.io import InputError, json_bytes, npz_bytes, write_files, write_npz
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.fitting import energies as E
@@ -361,8 +361,17 @@ def _merge_quality(quality: dict, q: dict, batch_frames: list[int], frames: list
     return quality
 
 
-def save_fit(out_dir: str | Path, result: FitResult) -> None:
-    """Write ``fit/poses.npz`` and ``fit/quality.json`` atomically."""
+def save_fit(out_dir: str | Path, result: FitResult, info: dict | None = None) -> None:
+    """Write ``fit/poses.npz``, ``fit/quality.json`` (and ``info.json`` when given) atomically,
+    all of them or none (:func:`hoannot.datasets.io.write_files`).
+
+    Raises:
+        OSError: a file could not be written (names it); the folder's files are then unchanged.
+    """
     out = Path(out_dir)
-    result.poses.save(out / "poses.npz")
-    write_json(out / "quality.json", {k: np.asarray(v).tolist() for k, v in result.quality.items()})
+    files = {out / "poses.npz": npz_bytes(**{f.name: np.asarray(getattr(result.poses, f.name))
+                                              for f in fields(HandObjectPoses)}),
+             out / "quality.json": json_bytes({k: np.asarray(v).tolist() for k, v in result.quality.items()})}  # fmt: skip
+    if info is not None:
+        files[out / "info.json"] = json_bytes(info)
+    write_files(files)
