@@ -213,16 +213,25 @@ def report(
     width: int = typer.Option(320, help="Panel render width, pixels (thumbnails are 160)."),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
+    rerun: Optional[Path] = typer.Option(None, "--rerun", help='Also write this Rerun recording (.rrd; open with `rerun FILE.rrd`; needs pip install "hoannot\\[viewer]").'),
 ) -> None:
     """Write SEQ/report/index.html: meshes over every image, mask and depth agreement, timelines, flagged frames."""
     from hoannot.report import build_report
 
     try:
+        if rerun is not None:  # before the HTML: a missing extra fails at once
+            from hoannot.report.rerun_log import check_rerun
+
+            check_rerun(rerun)
         command = f"hoannot report {seq} --stage {stage} --device {device} --width {width}"
         path = build_report(seq, stage, device, mano_model_path, ycb_dir, width, command=command)
+        console.print(f"wrote {path}")
+        if rerun is not None:
+            from hoannot.report.rerun_log import write_recording
+
+            console.print(f"wrote {write_recording(seq, rerun, stage, device, mano_model_path, ycb_dir)}")
     except InputError as e:
         _fail(e)
-    console.print(f"wrote {path}")
 
 
 @app.command("eval")

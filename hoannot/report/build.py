@@ -30,7 +30,7 @@ from hoannot.datasets.sequence import Sequence, open_sequence
 from hoannot.fitting.config import FitConfig
 from hoannot.fitting.optimize import FLAG_DEPTH_MM, FLAG_IOU_HAND, FLAG_IOU_OBJECT
 from hoannot.fitting.parameters import PoseParameters
-from hoannot.models.hand import HandModel
+from hoannot.models.hand import HandModel, HandOutput
 from hoannot.models.objects import ObjectModel
 from hoannot.renderers.cameras import ViewCameras
 from hoannot.renderers.renderer import HandObjectRenderer
@@ -93,7 +93,7 @@ def load_quality(path: str | Path) -> dict[str, np.ndarray]:
     return q
 
 
-def _fit_config(seq: Sequence) -> tuple[FitConfig, str, str]:
+def fit_config(seq: Sequence) -> tuple[FitConfig, str, str]:
     """The settings of the sequence's fit (``fit/info.json``, else the defaults), where they
     come from, and their digest (:meth:`FitConfig.digest`; a config this version cannot read
     is hashed as stored)."""
@@ -108,6 +108,48 @@ def _fit_config(seq: Sequence) -> tuple[FitConfig, str, str]:
             return FitConfig(), "defaults (fit/info.json's config is not this version's)", f"{digest} (as stored)"
     cfg = FitConfig()
     return cfg, "defaults (no fit/info.json)", cfg.digest()
+
+
+def load_stage(seq_dir: str | Path, stage: str) -> tuple[Sequence, HandObjectPoses, list[int]]:
+    """Open a sequence and its ``fit`` or ``init`` poses, restricted to the sequence's frames.
+
+    Returns:
+        the sequence, its poses (world frame) of exactly ``frames``, and ``frames`` (the
+        sequence's frame ids that have a pose, in the sequence's order).
+    Raises:
+        InputError: unknown stage, no sequence, missing or malformed ``STAGE/poses.npz``, or
+            no pose for any frame (names the file).
+    """
+    if stage not in STAGES:
+        raise InputError(f"--stage {stage!r}: expected fit or init")
+    seq = open_sequence(seq_dir)
+    pose_path = seq.root / stage / "poses.npz"
+    if not pose_path.is_file():
+        raise InputError(f"{pose_path}: file not found (run `hoannot {stage} {seq_dir}` first)")
+    poses = HandObjectPoses.load(pose_path)
+    have = {int(f) for f in poses.frames}
+    frames = [f for f in seq.frames if f in have]
+    if not frames:
+        raise InputError(f"{pose_path}: no pose for any frame of {seq.root / 'sequence.yaml'}")
+    return seq, poses.select(frames), frames
+
+
+def posed_meshes(poses: HandObjectPoses, hand_model: HandModel, obj_verts: torch.Tensor,
+                 device: str = "cpu") -> tuple[HandOutput, torch.Tensor]:
+    """The hand and object meshes of every frame of ``poses``, posed by the fit's own code
+    (:class:`PoseParameters`), without gradients.
+
+    Args:
+        poses: world-frame poses of B frames.
+        hand_model: on ``device``.
+        obj_verts: (V, 3) object-frame vertices, metres, on ``device``.
+    Returns:
+        the posed hand (``vertices`` (B, 778, 3), ``faces``; world frame, metres) and the
+        (B, V, 3) world-frame object vertices, float32 tensors on ``device``.
+    """
+    with torch.no_grad():
+        params = PoseParameters(poses, hand_model.num_betas, device)
+        return params.hand(hand_model), params.object_vertices(obj_verts)
 
 
 def compute_quality(
@@ -389,10 +431,8 @@ def render_panels(
         try:
             for i in range(0, len(frames), FRAMES_PER_RENDER):
                 chunk = frames[i : i + FRAMES_PER_RENDER]
+                hand, ov = posed_meshes(poses.select(chunk), hand_model, obj_verts, device)
                 with torch.no_grad():
-                    params = PoseParameters(poses.select(chunk), hand_model.num_betas, device)
-                    hand = params.hand(hand_model)
-                    ov = params.object_vertices(obj_verts)
                     rendered = {}
                     for key, idx in groups.items():
                         r = renderer(hand.vertices, hand.faces, ov, obj_faces, view_cams[key], soft=False)
@@ -604,23 +644,12 @@ def build_report(
 
     from hoannot.pipeline import load_hand_model, load_sequence_object
 
-    if stage not in STAGES:
-        raise InputError(f"--stage {stage!r}: expected fit or init")
     if width < 8:
         raise InputError(f"--width {width}: expected at least 8 pixels")
-    seq = open_sequence(seq_dir)
-    pose_path = seq.root / stage / "poses.npz"
-    if not pose_path.is_file():
-        raise InputError(f"{pose_path}: file not found (run `hoannot {stage} {seq_dir}` first)")
-    poses = HandObjectPoses.load(pose_path)
-    have = {int(f) for f in poses.frames}
-    frames = [f for f in seq.frames if f in have]
-    if not frames:
-        raise InputError(f"{pose_path}: no pose for any frame of {seq.root / 'sequence.yaml'}")
-    poses = poses.select(frames)
+    seq, poses, frames = load_stage(seq_dir, stage)
     info_path = seq.root / stage / "info.json"
     info = _read_json(info_path) if info_path.is_file() else {}
-    cfg, cfg_source, cfg_digest = _fit_config(seq)
+    cfg, cfg_source, cfg_digest = fit_config(seq)
     if device != cfg.device:
         try:
             cfg = cfg.model_copy(update={"device": FitConfig.model_validate({"device": device}).device})
