@@ -59,6 +59,11 @@ class GraspSearch(NamedTuple):
         energy: (keep_best * len(curls),) float32 final energies of the hypotheses of the
             second stage, ascending (``energy[0]`` is the winner's).
         points: number of pooled hand points.
+        hypotheses: the second stage's final hypotheses in the object frame, in the order
+            of ``energy``: ``global_orient`` (B, 3), ``hand_pose`` (B, 45), ``transl``
+            (B, 3) metres, ``betas`` (B, nb), all float32.
+        extra_rank: (len(extra_starts),) int64, where the hypotheses grown from
+            ``extra_starts`` ended in that order (None without them).
     """
 
     global_orient: np.ndarray
@@ -67,6 +72,8 @@ class GraspSearch(NamedTuple):
     betas: np.ndarray
     energy: np.ndarray
     points: int
+    hypotheses: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    extra_rank: np.ndarray | None = None
 
 
 def _mask_distance(labels: np.ndarray) -> np.ndarray:
@@ -92,12 +99,14 @@ def search_grasp(
     iterations: int = 150,
     keep_best: int = 6,
     curls: tuple[float, ...] = (0.0, 0.5, 1.0),
+    start_curls: tuple[float, ...] = (0.0,),
     lambda_sil: float = 1.0,
     lambda_2d: float = 0.0,
     lambda_contact: float = 0.3,
     lambda_phy: float = 10.0,
     prior: float = 0.01,
     seed: int = 0,
+    extra_starts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> GraspSearch:
     """One grasp for the sequence from the hand's depth points and masks (module docstring).
 
@@ -113,6 +122,7 @@ def search_grasp(
         uv, conf: optional 2D joints (F, C, 21, 2) px HO-3D order and confidences (F, C, 21).
         n_points: hand points kept (random subset of the pooled cloud).
         iterations: Adam steps (a third with every start, the rest with the ``keep_best`` best).
+        start_curls: finger curls of the rigid starts (each of the 60 rotations with each).
         curls: finger curls tried on each of the best (0 flat, 1 = ``CURL_SCALE`` radians of
             flexion per joint about the open hand's flexion axes).
         lambda_phy: weight of E_phy (HOnnotate Eq. 9-10, w = 0.5 per cm).
@@ -121,6 +131,9 @@ def search_grasp(
         lambda_sil, lambda_2d, prior: weights of the terms (``lambda_2d`` 0: the shipped CPM's
             joints made the search worse, 12.5 vs 11.9 mm on the first benchmark capture).
         seed: subset seed.
+        extra_starts: further hypotheses ``(global_orient (B, 3), hand_pose (B, 45),
+            transl (B, 3) metres, betas (B, nb))`` in the object frame, added as they are
+            to the second stage (e.g. grasps from other sources).
     Returns:
         :class:`GraspSearch`.
     Raises:
@@ -167,13 +180,17 @@ def search_grasp(
     b = torch.zeros(hand_model.num_betas)
     with torch.no_grad():
         rest = hand_model(torch.zeros(1, 3), torch.zeros(1, 45), b[None]).vertices[0]
-    Rs = torch.as_tensor(starts.as_matrix(), dtype=torch.float32)
+    Rs = torch.as_tensor(starts.as_matrix(), dtype=torch.float32).repeat(len(start_curls), 1, 1)
     J0 = hand_model.root_joint(b[None])[0]
     # choose transl so that R (rest_centre - J0) + J0 + transl = cloud centre
     centre = Pt.mean(0)
     rc = rest.mean(0)
     transl0 = centre - torch.einsum("bij,j->bi", Rs, rc - J0) - J0
-    state = [torch.as_tensor(starts.as_rotvec(), dtype=torch.float32), torch.zeros(B, 45), transl0 / 0.1,
+    flex = torch.as_tensor(open_hand_flexion_axes(), dtype=torch.float32)  # (15, 3)
+    curled = lambda c: (c[:, :, None] * flex[None] * CURL_SCALE[None, :, None]).reshape(-1, 45)  # noqa: E731  (B, 15) -> (B, 45)
+    c0 = torch.as_tensor(start_curls, dtype=torch.float32).repeat_interleave(B)[:, None].expand(-1, 15)
+    B = B * len(start_curls)
+    state = [torch.as_tensor(starts.as_rotvec(), dtype=torch.float32).repeat(len(start_curls), 1), curled(c0), transl0 / 0.1,
              torch.zeros(B, hand_model.num_betas)]  # fmt: skip
     kp = None
     if uv is not None and conf is not None and lambda_2d > 0:
@@ -216,16 +233,7 @@ def search_grasp(
 
     # all rigid starts (flat hand) for a third of the steps; then the `keep_best` best, each
     # with the fingers curled by every amount of `curls` (a flat start cannot reach a closed grasp)
-    flex = torch.as_tensor(open_hand_flexion_axes(), dtype=torch.float32)  # (15, 3)
-    for stage, steps in enumerate((iterations // 3, iterations - iterations // 3)):
-        if stage == 1:
-            with torch.no_grad():
-                idx = torch.argsort(energy(*state))[: min(keep_best, B)]
-            state = [x[idx] for x in state]
-            n = len(idx)
-            state = [x.repeat(len(curls), *([1] * (x.dim() - 1))) for x in state]
-            curl = torch.as_tensor(curls, dtype=torch.float32).repeat_interleave(n)
-            state[1] = state[1] + (curl[:, None, None] * flex[None] * CURL_SCALE[None, :, None]).reshape(-1, 45)
+    def descend(state, steps):
         params = [x.clone().requires_grad_() for x in state]
         opt = torch.optim.Adam([{"params": params[:2], "lr": 0.03}, {"params": [params[2]], "lr": 0.02},
                                 {"params": [params[3]], "lr": 0.02}])  # fmt: skip
@@ -233,7 +241,26 @@ def search_grasp(
             opt.zero_grad()
             energy(*params).sum().backward()
             opt.step()
-        state = [x.detach() for x in params]
+        return [x.detach() for x in params]
+
+    def best(state, k):
+        with torch.no_grad():
+            idx = torch.argsort(energy(*state))[:k]
+        return [x[idx] for x in state]
+
+    state = descend(state, iterations // 3)
+    state = best(state, min(keep_best, B))
+    n = len(state[0])
+    state = [x.repeat(len(curls), *([1] * (x.dim() - 1))) for x in state]
+    curl = torch.as_tensor(curls, dtype=torch.float32).repeat_interleave(n)[:, None].expand(-1, 15)
+    state[1] = state[1] + curled(curl)
+    n_extra = 0
+    if extra_starts is not None:
+        n_extra = len(extra_starts[0])
+        xs = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in extra_starts]
+        xs[2] = xs[2] / 0.1
+        state = [torch.cat([a, b]) for a, b in zip(state, xs)]
+    state = descend(state, iterations - iterations // 3)
     with torch.no_grad():
         e = energy(*state)
     k = int(torch.argmin(e))
@@ -243,4 +270,7 @@ def search_grasp(
         bk = betas[k].detach()
         gw, tw = change_frame(hand_model, Rall, tall, go[k:k + 1].detach().expand(F, 3), (tr[k:k + 1] * 0.1).detach().expand(F, 3), bk)
     n = lambda x: x.detach().numpy().astype(np.float32)  # noqa: E731
-    return GraspSearch(n(gw), n(pose[k:k + 1].expand(F, 45)), n(tw), n(bk), np.sort(n(e)), len(P))
+    order = torch.argsort(e)
+    hyp = (n(go[order]), n(pose[order]), n(tr[order] * 0.1), n(betas[order]))
+    extra_rank = torch.argsort(order)[len(e) - n_extra:].numpy() if n_extra else None  # the extras come last
+    return GraspSearch(n(gw), n(pose[k:k + 1].expand(F, 45)), n(tw), n(bk), n(e[order]), len(P), hyp, extra_rank)
