@@ -88,6 +88,38 @@ def test_grasp_search_finds_the_hand_without_joints(table):
     assert found.energy[0] < starts.energy[0]
 
 
+def test_grasp_search_extra_starts_come_back_ranked(table):
+    """A hypothesis added with ``extra_starts`` is descended with the others and reported at
+    its rank: the true grasp (object frame) beats a hand placed a metre from the object."""
+    from scipy.spatial.transform import Rotation
+
+    from hoannot.annotate.hand_search import search_grasp
+    from hoannot.fitting.ik import fit_keypoints
+    from hoannot.models.hand import HandModel, change_frame
+
+    seq = table
+    gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
+    hm = HandModel(None)
+    D = np.stack([[seq.read_depth(c, f) for c in seq.camera_names] for f in seq.frames])
+    L = np.stack([[_gt(seq, c, f) for c in seq.camera_names] for f in seq.frames])
+    obj = load_sequence_object(seq)
+    fl = fit_keypoints(hm, gt.hand_joints[:1], iterations=150)
+    Rinv = torch.as_tensor(Rotation.from_rotvec(gt.obj_rot[:1]).inv().as_matrix(), dtype=torch.float32)
+    tinv = -torch.einsum("fij,fj->fi", Rinv, torch.as_tensor(gt.obj_transl[:1], dtype=torch.float32))
+    go, tr = change_frame(hm, Rinv, tinv, torch.as_tensor(fl["global_orient"]), torch.as_tensor(fl["transl"]),
+                          torch.as_tensor(fl["betas"]))  # fmt: skip
+    far = tr.numpy() + np.float32([1.0, 0.0, 0.0])
+    extra = (np.concatenate([go.numpy()] * 2), np.concatenate([fl["hand_pose"]] * 2), np.concatenate([tr.numpy(), far]),
+             np.stack([fl["betas"]] * 2))  # fmt: skip
+    s = search_grasp(hm, seq.cameras, D, L, gt.obj_rot, gt.obj_transl, obj.verts, obj.faces, n_points=500,
+                     iterations=15, keep_best=2, curls=(0.0,), extra_starts=extra)  # fmt: skip
+    assert len(s.energy) == 2 + 2 and np.all(np.diff(s.energy) >= 0)
+    assert s.extra_rank[1] == len(s.energy) - 1  # a metre away: last
+    assert s.extra_rank[0] < s.extra_rank[1]
+    # the returned hypothesis at the true grasp's rank is still near where it started
+    assert np.abs(s.hypotheses[2][s.extra_rank[0]] - tr.numpy()[0]).max() < 0.03
+
+
 def test_init_auto_end_to_end_with_the_shipped_models(table, tmp_path):
     """``init --auto`` on a cluttered table with the shipped models and nothing from gt/:
     the object lands within millimetres and the hand within a couple of centimetres, and
