@@ -250,18 +250,19 @@ class _View:
         self.state = {n: "queued" for n in names}
         self.t0 = time.perf_counter()
 
-    def __rich__(self) -> Table:
+    def __rich__(self):
+        from rich.console import Group
+
         counts = {k: 0 for k in ("done", "running", "failed", "queued")}
         for s in self.state.values():
             counts[s.split(":")[0]] += 1
-        t = Table(title=f"hoannot run: {counts['done']} done, {counts['running']} running, {counts['failed']} failed, "
-                        f"{counts['queued']} queued ({time.perf_counter() - self.t0:.0f} s)", title_justify="left")  # fmt: skip
-        t.add_column("sequence")
-        t.add_column("state")
+        head = (f"hoannot run: {counts['done']} done, {counts['running']} running, {counts['failed']} failed, "
+                f"{counts['queued']} queued ({time.perf_counter() - self.t0:.0f} s)")  # fmt: skip
+        t = Table(box=None, show_header=False, pad_edge=False)
         colour = {"done": "green", "failed": "red", "running": "yellow", "queued": "dim"}
         for n, s in self.state.items():
             t.add_row(escape(n), f"[{colour[s.split(':')[0]]}]{s}[/]")
-        return t
+        return Group(head, t)
 
 
 def run_many(
@@ -343,7 +344,8 @@ def _run_ray(ray, paths, names, stages, options, ray_address, view, max_retries)
         started = True
     try:
         board = ray.remote(num_cpus=0)(_Board).remote()
-        task = ray.remote(num_cpus=1, max_retries=max_retries)(_ray_task)
+        gpus = 1 if options.fit.device.startswith("cuda") else 0  # one sequence per GPU (Ray hides the others)
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=max_retries)(_ray_task)
         refs = {task.remote(p, n, stages, options, board): (p, n) for p, n in zip(paths, names)}
         rows: dict[str, dict] = {}
         pending = list(refs)
@@ -408,7 +410,7 @@ def run_cli(seqs, stages, ray_address, summary, init_from_gt, config, iterations
     """``hoannot run``: options -> :func:`run_many`; prints where the summary went.
 
     Returns:
-        the exit code: 0 when every sequence is done, 1 when one failed.
+        the exit code: 0 when every sequence is done, 1 when one failed, 130 on Ctrl-C.
     Raises:
         InputError: bad stages or fit config, or the errors of :func:`run_many`.
     """
@@ -421,7 +423,11 @@ def run_cli(seqs, stages, ray_address, summary, init_from_gt, config, iterations
     if ray_address is None and _import_ray(None) is None:
         console.print("Ray is not installed (pip install 'hoannot[ray]'): running the sequences one after another",
                       markup=False, soft_wrap=True)  # fmt: skip
-    rows = run_many(seqs, names, options, ray_address, summary, console)
+    try:
+        rows = run_many(seqs, names, options, ray_address, summary, console)
+    except KeyboardInterrupt:
+        console.print("interrupted: the same command continues where each sequence stopped", markup=False)
+        return 130
     failed = [r for r in rows if r["status"] != "done"]
     console.print(f"{len(rows) - len(failed)} done, {len(failed)} failed; wrote {summary}", markup=False, soft_wrap=True)
     return 1 if failed else 0

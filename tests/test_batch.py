@@ -22,7 +22,7 @@ from hoannot.fitting.schedule import make_plan
 from hoannot.pipeline import synth_sequence
 
 NAMES = ("a", "b", "c")
-FIT = dict(iterations=3, track_iterations=2, batch_size=2, overlap=1, crop_size=32, num_points=100)
+FIT = dict(iterations=2, track_iterations=1, batch_size=2, overlap=1, crop_size=32, num_points=100)
 OPTS = RunOptions(init_from_gt=True, fit=load_fit_config(None, **FIT))
 STEPS = len(make_plan(OPTS.fit, 3, 2))  # 3 tracking steps + 2 batches
 KILLED = "b"
