@@ -84,7 +84,8 @@ def _fit_complete(root: Path, cfg: FitConfig) -> bool:
     """``fit/`` holds a finished fit of ``init/poses.npz`` with these settings.
 
     Raises:
-        InputError: a finished fit with other settings (refitting would replace it).
+        InputError: a finished fit with other settings, or of older initial poses (refitting
+            would replace it).
     """
     info = root / "fit" / "info.json"
     if not ((root / "fit" / "poses.npz").is_file() and (root / "fit" / "quality.json").is_file() and info.is_file()):
@@ -95,7 +96,10 @@ def _fit_complete(root: Path, cfg: FitConfig) -> bool:
         return False
     if done.digest() != cfg.digest():
         raise InputError(f"{root / 'fit'}: holds a finished fit with other settings; delete that folder to refit")
-    return _newer(root / "fit" / "poses.npz", root / "init" / "poses.npz")
+    if not _newer(root / "fit" / "poses.npz", root / "init" / "poses.npz"):
+        raise InputError(f"{root / 'fit'}: holds a fit of older initial poses (init/ was rewritten); "
+                         "delete that folder to refit")  # fmt: skip
+    return True
 
 
 def _quality_row(root: Path) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sys
 
@@ -101,12 +102,17 @@ def test_other_fit_settings_fail_that_sequence_instead_of_replacing_its_fit(refe
     assert "other settings" in row["error"] and "\n" not in row["error"]
 
 
-def test_ray_tasks_survive_a_killed_worker_and_a_broken_sequence(base, reference, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def ray():
+    """The ray module; skips (before the captures are built) without it."""
+    return pytest.importorskip("ray")
+
+
+def test_ray_tasks_survive_a_killed_worker_and_a_broken_sequence(ray, base, reference, tmp_path, monkeypatch):
     """Local Ray, 2 CPUs: sequence b's worker is SIGKILLed after its first fit checkpoint;
     Ray retries the task, the retry resumes from that checkpoint, and all three end with the
     undisturbed run's labels, bit for bit. A fourth sequence with a broken sequence.yaml is
     reported failed (one line) while the others finish."""
-    ray = pytest.importorskip("ray")
     seqs = copies(base, tmp_path)
     broken = tmp_path / "broken"
     shutil.copytree(base / "a", broken)
@@ -159,3 +165,14 @@ def test_cli_run_exit_codes_and_summary(reference, tmp_path, monkeypatch):
     assert [x["status"] for x in rows] == ["done", "failed"] and "not found" in rows[1]["error"]
     r = runner.invoke(app, ["run", str(seqs[0]), "--stages", "fit,polish"])
     assert r.exit_code == 2 and "error:" in r.output
+
+
+def test_a_fit_of_older_initial_poses_fails_instead_of_being_kept(reference, tmp_path):
+    seqs, _, _ = reference
+    seq = tmp_path / "a"
+    shutil.copytree(seqs[0], seq)
+    init = seq / "init" / "poses.npz"
+    init.touch()
+    os.utime(init, (init.stat().st_atime, (seq / "fit" / "poses.npz").stat().st_mtime + 10))
+    row = run_sequence(seq, ["init", "fit", "export"], OPTS)
+    assert row["skipped"] == ["init"] and row["status"] == "failed" and "older initial poses" in row["error"]
