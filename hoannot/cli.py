@@ -6,6 +6,7 @@
     hoannot export SEQ/           write HO-3D (or DexYCB) style labels and labels.npz
     hoannot eval PRED GT          compare labels with ground truth
     hoannot report SEQ/           HTML page of a fit (or init): meshes over the images, timelines, flags
+    hoannot run SEQ/...           init -> fit -> export -> report of many sequences, as Ray tasks (resumable)
     hoannot demo OUT/             synth -> init -> fit -> export -> eval on a small built-in sequence
     hoannot train-seg / train-kp  train the perception models (DeepLabV3+, CPM) on synthetic renders
     hoannot train METHOD SEQ...   train a bundled pose-estimation baseline on exported labels
@@ -232,6 +233,32 @@ def report(
             console.print(f"wrote {write_recording(seq, rerun, stage, device, mano_model_path, ycb_dir)}")
     except InputError as e:
         _fail(e)
+
+
+@app.command()
+def run(
+    seqs: list[Path] = typer.Argument(..., help="Sequence folders."),
+    stages: str = typer.Option("init,fit,export,report", help="Comma-separated stages to run (chain order)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: a local Ray; "
+                                              "without Ray installed, one sequence after another)."),
+    summary: Path = typer.Option(Path("hoannot_run_summary.json"), "--summary", help="Summary JSON to write."),
+    init_from_gt: bool = typer.Option(False, "--init-from-gt/--init-auto",
+                                      help="Initial poses from ground truth + noise, or init --auto."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of FitConfig fields."),
+    iterations: Optional[int] = typer.Option(None, help="Adam iterations per batch."),
+    mano_model_path: Optional[Path] = ManoOpt,
+    ycb_dir: Optional[Path] = YcbOpt,
+    seed: int = 0,
+) -> None:
+    """Run the chain on every sequence (Ray tasks; each resumes where it stopped); exit 1 if any failed."""
+    from hoannot.batch import run_cli
+
+    try:
+        code = run_cli(seqs, stages, ray_address, summary, init_from_gt, config, iterations, mano_model_path, ycb_dir,
+                       seed, console)  # fmt: skip
+    except InputError as e:
+        _fail(e)
+    raise typer.Exit(code=code)
 
 
 @app.command("eval")
