@@ -222,7 +222,7 @@ def _size_warning(diagonal_m: float, what: str) -> str | None:
     return None
 
 
-def check_object_model(obj, where: Path | str, strict: bool) -> list[str]:
+def check_object_model(obj, where: Path | str, strict: bool, what: str | None = None) -> list[str]:
     """Check the size of a loaded :class:`~hoannot.models.objects.ObjectModel`.
 
     Returns:
@@ -230,11 +230,11 @@ def check_object_model(obj, where: Path | str, strict: bool) -> list[str]:
         (with ``strict`` False).
     Raises:
         InputError: that object with ``strict`` (it would corrupt a fit or labels); names
-            ``where``.
+            ``where`` and ``what`` (default: the object's name).
     """
     pts = np.asarray(obj.points, np.float64)
     diag = float(np.linalg.norm(pts.max(0) - pts.min(0))) if len(pts) else 0.0
-    w = _size_warning(diag, f"object {obj.name!r}")
+    w = _size_warning(diag, what or f"object {obj.name!r}")
     if w and strict:
         raise InputError(f"{where}: {w}")
     return [w] if w else []
@@ -335,13 +335,13 @@ def check_rgb(shape, dtype, path: Path | str, wh: tuple[int, int], cam: str) -> 
         raise InputError(f"{path}: rgb size {(shape[1], shape[0])} != calibrated size {wh} of camera {cam!r}")
 
 
-def check_depth(shape, dtype, path: Path | str, wh: tuple[int, int], cam: str) -> None:
-    """Raises InputError unless a depth image is (H, W) uint16 of the calibrated size ``wh``."""
+def check_depth(shape, dtype, path: Path | str, wh: tuple[int, int], cam: str, of: str = "calibrated size") -> None:
+    """Raises InputError unless a depth image is (H, W) uint16 of size ``wh`` (``of`` says
+    whose size that is: the calibrated one, or its rgb image's)."""
     if len(shape) != 2 or np.dtype(dtype) != np.uint16:
         raise InputError(f"{path}: depth must be single-channel uint16, got {tuple(shape)} {np.dtype(dtype)}")
     if (shape[1], shape[0]) != wh:
-        raise InputError(f"{path}: depth size {(shape[1], shape[0])} != rgb size {wh} "
-                         f"(the calibrated size of camera {cam!r})")  # fmt: skip
+        raise InputError(f"{path}: depth size {(shape[1], shape[0])} != {of} {wh} of camera {cam!r}")
 
 
 def check_segmentation(shape, dtype, path: Path | str, wh: tuple[int, int]) -> None:
@@ -562,7 +562,7 @@ def validate_sequence(
             rgb = read_image(rp)
             check_rgb(rgb.shape, rgb.dtype, rp, wh, cam.name)
             depth = read_image(dp)
-            check_depth(depth.shape, depth.dtype, dp, wh, cam.name)
+            check_depth(depth.shape, depth.dtype, dp, _image_size(rgb), cam.name, of="rgb size")
             nz = depth[depth > 0]
             n_pix += depth.size
             n_valid += nz.size
