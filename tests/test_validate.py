@@ -465,11 +465,11 @@ CORPUS = {
                               "millimetres as metres"),
     "init_transl_1e6": (_poses(transl=np.full((2, 3), 1e6, np.float32)), FIT, "init/poses.npz", "from the world origin"),
     "init_obj_transl_1e6": (_poses(obj_transl=np.full((2, 3), 1e6, np.float32)), FIT, "init/poses.npz", "obj_transl"),
-    "iterations_negative": (None, ("fit", "{root}", "--iterations", "-5"), "--iterations -5", "greater than or equal"),
+    "iterations_negative": (None, ("fit", "{root}", "--iterations", "-5"), "fit config: field 'iterations'", "(from --iterations -5)"),
     "num_points_0": (_write("cfg.yaml", "num_points: 0\n"), ("fit", "{root}", "--config", "{root}/cfg.yaml"),
                      "cfg.yaml", "num_points"),
-    "weight_nan": (None, ("fit", "{root}", "--weight", "mask=nan"), "--weight mask=nan", "finite"),
-    "weight_negative": (None, ("fit", "{root}", "--weight", "depth=-20"), "--weight depth=-20", "greater than or equal"),
+    "weight_nan": (None, ("fit", "{root}", "--weight", "mask=nan"), "fit config: field 'weights.mask'", "finite number (from --weight mask=nan)"),
+    "weight_negative": (None, ("fit", "{root}", "--weight", "depth=-20"), "fit config: field 'weights.depth'", "(from --weight depth=-20"),
     # fit ended in a traceback
     "K_2x3": (lambda r: _cams(r, lambda c: c[0].__setitem__("K", c[0]["K"][:2])), FIT, CAL, "K must be 3x3"),
     "depth_rgb": (_image(D0, lambda a: np.zeros((CH, CW, 3), np.uint8)), FIT, D0, "single-channel uint16"),
@@ -484,13 +484,13 @@ CORPUS = {
     "T_nan": (_T(np.diag([_nan, 1, 1, 1])), FIT, CAL, "non-finite"),
     "init_poses_unknown_frame": (_poses(frames=np.array([0, 99])), FIT, "init/poses.npz", "[99] are not frames"),
     # CLI values and fit configs
-    "crop_size_0": (None, ("fit", "{root}", "--crop-size", "0"), "--crop-size 0", "greater than or equal to 8"),
+    "crop_size_0": (None, ("fit", "{root}", "--crop-size", "0"), "fit config: field 'crop_size'", "greater than or equal to 8 (from --crop-size 0)"),
     "overlap_negative": (_write("cfg.yaml", "overlap: -1\n"), ("fit", "{root}", "--config", "{root}/cfg.yaml"),
                          "cfg.yaml", "overlap"),
     "config_yaml_list": (_write("cfg.yaml", "- 1\n- 2\n"), ("fit", "{root}", "--config", "{root}/cfg.yaml"),
                          "cfg.yaml", "got a YAML list"),
-    "device_gpu0": (None, ("fit", "{root}", "--device", "gpu0"), "--device 'gpu0'", "not a device"),
-    "device_cuda_without_gpu": (None, ("fit", "{root}", "--device", "cuda"), "--device 'cuda'", "no CUDA GPU"),
+    "device_gpu0": (None, ("fit", "{root}", "--device", "gpu0"), "fit config: field 'device'", "'gpu0' is not a device"),
+    "device_cuda_without_gpu": (None, ("fit", "{root}", "--device", "cuda"), "fit config: field 'device'", "no CUDA GPU"),
     # init
     "init_poses_file_nan": (lambda r: (_poses(transl=np.full((2, 3), _nan, np.float32))(r),
                                        shutil.copy(r / "init" / "poses.npz", r / "p.npz")),
@@ -535,7 +535,7 @@ def test_corpus_one_line_error_exit_2_outputs_unchanged(capture, tmp_path, monke
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), r.output
     line = " ".join(r.output.split())  # rich may wrap a long line
-    where = file if file.startswith("--") else str(root / file)
+    where = file if file.startswith("fit config") else str(root / file)
     assert where in line and words.lower() in line.lower(), line
     assert _snapshot(root) == before, "existing outputs changed"
 
@@ -559,8 +559,10 @@ def test_check_device():
 
     assert check_device("cpu") == "cpu"
     for bad in ("gpu0", "cuda:x", "CPU", ""):
-        with pytest.raises(InputError, match="not a device"):
+        with pytest.raises(InputError, match="is not a device"):
             check_device(bad)
+    with pytest.raises(InputError, match="fits run on cpu or cuda"):
+        check_device("mps")
     import torch
 
     if not torch.cuda.is_available():

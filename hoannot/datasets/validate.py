@@ -251,7 +251,13 @@ def check_device(value: str, option: str = "--device") -> str:
     import re
 
     if not re.fullmatch(r"cpu|cuda(:\d+)?", str(value)):
-        raise InputError(f"{option} {value!r}: not a device (use cpu, cuda or cuda:N)")
+        import torch
+
+        try:
+            torch.device(value)
+        except (RuntimeError, TypeError):
+            raise InputError(f"{option} {value!r} is not a device (use cpu, cuda or cuda:N)") from None
+        raise InputError(f"{option} {value!r}: fits run on cpu or cuda (so do perception and rendering)")
     if value.startswith("cuda"):
         import torch
 

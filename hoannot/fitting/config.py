@@ -117,7 +117,7 @@ class FitConfig(BaseModel):
         try:
             return check_device(v, "device")
         except InputError as e:
-            raise ValueError(str(e).removeprefix(f"device {v!r}: ")) from None
+            raise ValueError(str(e).removeprefix("device ")) from None
 
     def grasp_weight(self, schedule: str) -> float:
         """``tc_grasp`` for a resolved schedule (``"multi"`` or ``"single"``)."""
@@ -144,8 +144,8 @@ def load_fit_config(path: str | Path | None = None, **overrides) -> FitConfig:
 
     Raises:
         InputError: unreadable YAML, a file that is not a mapping, or an unknown/invalid
-            field: names the file, or the command-line option (``--iterations -5``) when the
-            bad value is an override.
+            field: names the file and the field, and the command-line option when the bad
+            value is an override (``fit config: field 'iterations': ... (from --iterations -5)``).
     """
     data: dict = {}
     if path is not None:
@@ -172,8 +172,9 @@ def load_fit_config(path: str | Path | None = None, **overrides) -> FitConfig:
         loc = [str(x) for x in err["loc"]]
         msg = err["msg"].removeprefix("Value error, ")
         given = overrides.get(loc[0]) if loc else None
+        where = path or "fit config"
         if loc and loc[0] == "weights" and isinstance(given, dict) and len(loc) > 1 and loc[1] in given:
-            raise InputError(f"--weight {loc[1]}={given[loc[1]]}: {msg}") from None
-        if given is not None and loc[0] != "weights":  # a command-line value: name the option
-            raise InputError(f"--{loc[0].replace('_', '-')} {given!r}: {msg}") from None
-        raise InputError(f"{path or 'fit config'}: field {'.'.join(loc)!r}: {msg}") from None
+            where, msg = "fit config", f"{msg} (from --weight {loc[1]}={given[loc[1]]})"
+        elif given is not None and loc[0] != "weights":  # a command-line value: name the option
+            where, msg = "fit config", f"{msg} (from --{loc[0].replace('_', '-')} {given!r})"
+        raise InputError(f"{where}: field {'.'.join(loc)!r}: {msg}") from None
