@@ -34,19 +34,31 @@ def load_hand_model(seq: Sequence, mano_model_path: str | Path | None = None) ->
     return HandModel(path)
 
 
-def load_sequence_object(seq: Sequence, ycb_dir: str | Path | None = None, max_faces: int = 1000) -> ObjectModel:
+def load_sequence_object(
+    seq: Sequence, ycb_dir: str | Path | None = None, max_faces: int = 1000, strict: bool = True
+) -> ObjectModel:
     """The object named by ``sequence.yaml`` (mesh path, primitive, or YCB id in ``ycb_dir``).
 
+    Args:
+        strict: refuse an object larger than :data:`hoannot.datasets.validate.
+            MAX_OBJECT_DIAGONAL_M` (millimetres as metres?; ``init`` only warns:
+            :func:`hoannot.datasets.validate.check_object_model`).
     Raises:
-        InputError: no mesh given and no ``ycb_dir`` holding the id.
+        InputError: no mesh given and no ``ycb_dir`` holding the id; a missing, unreadable
+            or non-finite mesh, a bad primitive; with ``strict``, an object too large.
     """
+    from hoannot.datasets.validate import check_object_model
+
     oc = seq.config.object
     spec = oc.mesh
     if not spec:
         if ycb_dir is None:
             raise InputError(f"{seq.root / 'sequence.yaml'}: object {oc.id!r} has no mesh; pass --ycb-dir")
         spec = str(Path(ycb_dir) / oc.id)
-    return load_object(spec, root=seq.root, max_faces=max_faces, symmetric=oc.symmetric, name=oc.id)
+    obj = load_object(spec, root=seq.root, max_faces=max_faces, symmetric=oc.symmetric, name=oc.id)
+    where = seq.root / "sequence.yaml" if spec.startswith("primitive:") else resolve_mesh_path(spec, seq.root)
+    check_object_model(obj, where, strict, what=f"object {spec!r}")
+    return obj
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -146,20 +158,28 @@ def run_init(
     Returns:
         (poses, a one-paragraph summary of what was done).
     Raises:
-        InputError: invalid sequence, no source of initial poses, or a perception or
-            registration failure (names the file).
+        InputError: invalid sequence (:func:`hoannot.datasets.validate.validate_sequence`),
+            a mesh with a non-finite vertex, bad initial poses (non-finite, beyond 10 m, frames
+            not the sequence's: :func:`hoannot.datasets.validate.check_poses`), a bad
+            ``device``, no source of initial poses, or a perception or registration failure
+            (names the file). An object larger than 2 m is a warning in the summary.
         OSError: a file could not be written (names it); ``init/`` is then as it was.
     """
     from hoannot.annotate.initialize import from_file, from_ground_truth
-    from hoannot.datasets.validate import validate_sequence
+    from hoannot.datasets.validate import check_device, check_object_model, check_poses, validate_sequence
 
     from hoannot.annotate.init2d import HAND_INITS
 
     if auto and hand_init not in HAND_INITS:  # before the (long) perception stage
         raise InputError(f"--hand-init {hand_init!r}: expected one of {', '.join(HAND_INITS)}")
+    if auto:
+        check_device(device)
     seq_dir = Path(seq_dir)
-    report = validate_sequence(seq_dir)
+    report = validate_sequence(seq_dir, ycb_dir=Path(ycb_dir) if ycb_dir is not None else None)
     seq = open_sequence(seq_dir)
+    if not report.object_mesh.startswith(("ycb:", "primitive:")) or ycb_dir is not None:
+        obj = load_sequence_object(seq, ycb_dir, strict=False)  # the mesh: finite; its size, a warning
+        report.warnings += check_object_model(obj, seq.root / "sequence.yaml", False, f"object {report.object_mesh!r}")
     lines = [report.summary()]
     gt_seg = seq.root / "gt" / "segmentation"
     if segmentation_from_gt is None:
@@ -175,19 +195,21 @@ def run_init(
     elif auto:
         from hoannot.annotate.init2d import initialize_sequence
 
-        obj = load_sequence_object(seq, ycb_dir)
+        obj = load_sequence_object(seq, ycb_dir, strict=False)
         lines.append(run_perception_stage(seq, perception, seg_weights, kp_weights, device, progress, kp_detector,
                                           obj, geometry, seed))  # fmt: skip
         poses = initialize_sequence(seq, hand_model, obj, seed=seed, hand_init=hand_init)
     elif from_gt:
         gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
-        obj = load_sequence_object(seq, ycb_dir)
+        obj = load_sequence_object(seq, ycb_dir, strict=False)
         poses = from_ground_truth(gt, hand_model, obj.points.mean(0), noise_deg, noise_mm, pose_noise_rad, seed)
     else:
         raise InputError(f"{seq_dir}: no initial poses: pass --auto (from segmentation and 2D joints), --poses FILE or --from-gt")
+    src = poses_file if poses_file is not None else f"initial poses ({poses.source})"
+    check_poses(poses, src, seq.frames)  # whatever the source: finite, in metres, the sequence's frames
     missing = sorted(set(seq.frames) - set(int(f) for f in poses.frames))
     if missing:
-        raise InputError(f"initial poses lack frames {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        raise InputError(f"{src}: initial poses lack frames {missing[:5]}{'...' if len(missing) > 5 else ''}")
     arrays = {f.name: np.asarray(getattr(poses, f.name)) for f in fields(poses)}  # as HandObjectPoses.save
     write_files({seq.root / "init" / "poses.npz": npz_bytes(**arrays),  # both files or neither
                  seq.root / "init" / "info.json": json_bytes({"source": poses.source, "hand_model": hand_model.name})})  # fmt: skip
@@ -219,8 +241,13 @@ def run_fit(
     Returns:
         :class:`hoannot.fitting.optimize.FitResult`.
     Raises:
-        InputError: bad inputs, another fit of this sequence is running, or ``deterministic``
-            with CUDA or with ``threads`` > 1.
+        InputError: bad inputs, checked before anything is fitted or written: the sequence
+            (:func:`hoannot.datasets.validate.validate_sequence` for ``"fit"``: calibration,
+            object, depth and segmentation headers), ``init/poses.npz`` (unreadable,
+            non-finite, beyond 10 m), the object (non-finite or larger than 2 m); and as each
+            batch's images are read (:func:`hoannot.fitting.observations.load_observations`:
+            labels, all-zero or implausible depth, no hand); another fit of this sequence
+            is running, or ``deterministic`` with CUDA or with ``threads`` > 1.
         OSError: a file could not be written (names it); ``fit/poses.npz``, ``quality.json``
             and ``info.json`` are then as they were (the checkpoint holds the steps done).
     """
@@ -235,8 +262,10 @@ def run_fit(
         raise InputError(f"--deterministic runs on one thread; drop --threads {threads}")
     if threads is not None and threads < 1:
         raise InputError(f"--threads {threads}: expected 1 or more")
-    seq = open_sequence(seq_dir)
-    init = HandObjectPoses.load(seq.root / "init" / "poses.npz")
+    from hoannot.datasets.validate import open_validated
+
+    seq = open_validated(seq_dir, "fit", Path(ycb_dir) if ycb_dir else None, segmentation=cfg.segmentation)
+    init = HandObjectPoses.load(seq.root / "init" / "poses.npz", seq.frames)
     hand_model = load_hand_model(seq, mano_model_path)
     obj = load_sequence_object(seq, ycb_dir, cfg.object_max_faces)
     t0 = time.perf_counter()
@@ -273,7 +302,9 @@ def run_export(
     Returns:
         the path of ``labels.npz``.
     Raises:
-        InputError: unknown stage or format, missing or bad poses, sequence or object.
+        InputError: unknown stage or format, missing or bad poses, sequence or object
+            (:func:`hoannot.datasets.validate.validate_sequence` for ``"export"``,
+            :func:`hoannot.datasets.validate.check_poses`, an object larger than 2 m).
         OSError: a file could not be written (names it); the labels folder is then as it was.
     """
     import json
@@ -284,8 +315,10 @@ def run_export(
         raise InputError(f"--format {format!r}: expected ho3d or dexycb")
     if stage not in ("fit", "init"):
         raise InputError(f"--stage {stage!r}: expected fit or init")
-    seq = open_sequence(seq_dir)
-    poses = HandObjectPoses.load(seq.root / stage / "poses.npz")
+    from hoannot.datasets.validate import open_validated
+
+    seq = open_validated(seq_dir, "export", Path(ycb_dir) if ycb_dir else None)
+    poses = HandObjectPoses.load(seq.root / stage / "poses.npz", seq.frames)
     qpath = seq.root / stage / "quality.json"
     quality = {k: np.asarray(v) for k, v in json.loads(qpath.read_text()).items()} if qpath.is_file() else None
     hand_model = load_hand_model(seq, mano_model_path)

@@ -300,3 +300,271 @@ def test_bad_segmentation(tmp_path):
     validate_sequence(root)
     write_image(p, np.full((H, W), 7, np.uint8))
     assert_fails(root, p, "labels must be 0, 1 or 2")
+
+
+# ---------------------------------------------------------------------------------------
+# the corpus of issue 21: every command, every bad input -> one line naming the file and the
+# problem, exit code 2, existing outputs byte-identical, and (fit) nothing fitted
+# ---------------------------------------------------------------------------------------
+import hashlib as _hashlib
+import shutil
+
+from typer.testing import CliRunner
+
+CW, CH = 48, 36  # the corpus capture: 2 cameras x 2 frames of 48 x 36
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    """A tiny synthetic capture, initialised, with stand-ins for every later output (fit/,
+    labels/, report/) so that a command that overwrote them would be seen."""
+    from hoannot.cli import app
+    from hoannot.pipeline import synth_sequence
+
+    root = tmp_path_factory.mktemp("corpus") / "seq"
+    synth_sequence(root, "primitive:box:0.05,0.07,0.1", "open", cameras=2, frames=2, seed=4, width=CW, height=CH,
+                   focal=45.0)  # fmt: skip
+    shutil.copytree(root / "gt" / "keypoints2d", root / "keypoints2d")
+    r = CliRunner().invoke(app, ["init", str(root), "--from-gt"])
+    assert r.exit_code == 0, r.output
+    (root / "fit").mkdir()
+    shutil.copy(root / "init" / "poses.npz", root / "fit" / "poses.npz")
+    (root / "fit" / "quality.json").write_text("{}\n")
+    for d in ("labels", "report"):
+        (root / d).mkdir()
+        (root / d / "old.txt").write_text(f"previous {d}\n")
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): _hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}  # fmt: skip
+
+
+def _cams(root, fn):
+    p = root / "calibration" / "cameras.json"
+    d = json.loads(p.read_text())
+    fn(d["cameras"])
+    write_json(p, d)
+
+
+def _cam0(key, value):
+    return lambda r: _cams(r, lambda c: c[0].__setitem__(key, value))
+
+
+def _K(i, j, v):
+    def fn(c):
+        c[0]["K"][i][j] = v
+
+    return lambda r: _cams(r, fn)
+
+
+def _T(M):
+    return lambda r: _cams(r, lambda c: c[0].__setitem__("T_world_cam", (np.asarray(c[0]["T_world_cam"]) @ M).tolist()))
+
+
+def _yaml(fn):
+    return lambda r: edit_config(r, fn)
+
+
+def _mesh(scale=1.0, nan=False):
+    def fn(root):
+        import trimesh
+
+        m = trimesh.creation.box(extents=[0.05, 0.07, 0.1])
+        lines = [f"v {a} {b} {c}" for a, b, c in m.vertices * scale]
+        if nan:
+            lines[0] = "v nan 0 0"
+        lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in m.faces]
+        (root / "box.obj").write_text("\n".join(lines) + "\n")
+        edit_config(root, lambda d: d["object"].__setitem__("mesh", "box.obj"))
+
+    return fn
+
+
+def _poses(name="init/poses.npz", **arrays):
+    def fn(root):
+        p = root / name
+        z = dict(np.load(p))
+        z.update({k: v(z) if callable(v) else v for k, v in arrays.items()})
+        np.savez(p, **z)
+
+    return fn
+
+
+def _image(rel, make):
+    """Rewrite one image: ``make(old_array)`` -> new array (or a writer of ``path``)."""
+    import imageio.v3 as iio
+
+    def fn(root):
+        p = root / rel
+        new = make(iio.imread(p))
+        if callable(new):
+            new(p)
+        else:
+            write_image(p, new)
+
+    return fn
+
+
+def _all(folder, make):
+    import imageio.v3 as iio
+
+    return lambda root: [write_image(p, make(iio.imread(p))) for p in sorted((root / folder).glob("*/*.png"))]
+
+
+def _truncate(rel):
+    def fn(root):
+        b = (root / rel).read_bytes()
+        (root / rel).write_bytes(b[: len(b) // 2])
+
+    return fn
+
+
+def _write(rel, data: bytes | str):
+    return lambda root: (root / rel).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+def _float_tiff(_old):
+    from PIL import Image
+
+    return lambda p: Image.fromarray(np.full((CH, CW), 0.8, np.float32)).save(p, format="TIFF")
+
+
+D0, S0 = "depth/cam0/000000.png", "segmentation/cam0/000000.png"
+CAL, YML = "calibration/cameras.json", "sequence.yaml"
+FIT = ("fit", "{root}", "--iterations", "1", "--crop-size", "16")
+_nan = float("nan")
+
+# name: (break the copy, command line, file named, words of the message)
+CORPUS = {
+    # fit exited 0 and overwrote fit/
+    "focal_negative": (_K(0, 0, -45.0), FIT, CAL, "focal lengths must be positive"),
+    "focal_zero": (_K(1, 1, 0.0), FIT, CAL, "focal lengths must be positive"),
+    "T_reflected": (_T(np.diag([1, 1, -1, 1.0])), FIT, CAL, "det(R) = -1"),
+    "T_scaled": (_T(np.diag([2, 2, 2, 1.0])), FIT, CAL, "not rigid"),
+    "T_singular": (_T(np.diag([1, 1, 0, 1.0])), FIT, CAL, "not rigid"),
+    "depth_scale_zero": (_cam0("depth_scale", 0.0), FIT, CAL, "depth_scale must be positive"),
+    "depth_scale_negative": (_cam0("depth_scale", -0.001), FIT, CAL, "depth_scale must be positive"),
+    "depth_scale_metres": (_cam0("depth_scale", 1.0), FIT, D0, "is depth_scale 1.0"),
+    "duplicate_camera_calibration": (lambda r: _cams(r, lambda c: c.append(dict(c[0]))), FIT, CAL, "duplicate camera"),
+    "duplicate_camera_yaml": (_yaml(lambda d: d["cameras"].append(d["cameras"][0])), FIT, YML, "duplicate camera"),
+    "duplicate_frame": (_yaml(lambda d: d["frames"].append(d["frames"][0])), FIT, YML, "duplicate frame id"),
+    "calibration_width": (_cam0("width", CW + 2), FIT, D0, "!= calibrated size"),
+    "depth_8bit": (_image(D0, lambda a: (a // 4).astype(np.uint8)), FIT, D0, "uint16, got (36, 48) uint8"),
+    "depth_float_tiff": (_image(D0, _float_tiff), FIT, D0, "uint16, got (36, 48) float32"),
+    "depth_all_zero": (_all("depth", lambda a: np.zeros_like(a)), FIT, D0, "depth is zero everywhere"),
+    "segmentation_label_7": (_image(S0, lambda a: np.where(a == 2, 7, a).astype(np.uint8)), FIT, S0, "found 7"),
+    "segmentation_no_hand": (_all("segmentation", lambda a: np.where(a == 1, 0, a).astype(np.uint8)), FIT, S0,
+                             "no hand pixel"),
+    "mesh_millimetres": (_mesh(1000.0), FIT, "box.obj", "millimetres as metres"),
+    "mesh_nan_vertex": (_mesh(nan=True), FIT, "box.obj", "non-finite vertices"),
+    "box_negative_side": (_yaml(lambda d: d["object"].__setitem__("mesh", "primitive:box:0.05,-0.07,0.1")), FIT, YML,
+                          "3 positive sizes"),
+    "primitive_millimetres": (_yaml(lambda d: d["object"].__setitem__("mesh", "primitive:box:50,70,100")), FIT, YML,
+                              "millimetres as metres"),
+    "init_transl_1e6": (_poses(transl=np.full((2, 3), 1e6, np.float32)), FIT, "init/poses.npz", "from the world origin"),
+    "init_obj_transl_1e6": (_poses(obj_transl=np.full((2, 3), 1e6, np.float32)), FIT, "init/poses.npz", "obj_transl"),
+    "iterations_negative": (None, ("fit", "{root}", "--iterations", "-5"), "fit config: field 'iterations'", "(from --iterations -5)"),
+    "num_points_0": (_write("cfg.yaml", "num_points: 0\n"), ("fit", "{root}", "--config", "{root}/cfg.yaml"),
+                     "cfg.yaml", "num_points"),
+    "weight_nan": (None, ("fit", "{root}", "--weight", "mask=nan"), "fit config: field 'weights.mask'", "finite number (from --weight mask=nan)"),
+    "weight_negative": (None, ("fit", "{root}", "--weight", "depth=-20"), "fit config: field 'weights.depth'", "(from --weight depth=-20"),
+    # fit ended in a traceback
+    "K_2x3": (lambda r: _cams(r, lambda c: c[0].__setitem__("K", c[0]["K"][:2])), FIT, CAL, "K must be 3x3"),
+    "depth_rgb": (_image(D0, lambda a: np.zeros((CH, CW, 3), np.uint8)), FIT, D0, "single-channel uint16"),
+    "depth_wrong_size": (_image(D0, lambda a: np.full((30, 40), 800, np.uint16)), FIT, D0, "!= calibrated size"),
+    "segmentation_wrong_size": (_image(S0, lambda a: np.zeros((30, 40), np.uint8)), FIT, S0, "must be (36, 48) uint8"),
+    "segmentation_3_channels": (_image(S0, lambda a: np.stack([a] * 3, -1)), FIT, S0, "got (36, 48, 3)"),
+    "keypoints2d_truncated": (_truncate("keypoints2d/cam0.npz"), FIT, "keypoints2d/cam0.npz", "unreadable"),
+    "init_poses_truncated": (_truncate("init/poses.npz"), FIT, "init/poses.npz", "not a readable poses .npz"),
+    "init_poses_random_bytes": (_write("init/poses.npz", np.random.default_rng(0).bytes(500)), FIT, "init/poses.npz",
+                                "not a readable poses .npz"),
+    "K_nan": (_K(0, 2, _nan), FIT, CAL, "K has non-finite entries"),
+    "T_nan": (_T(np.diag([_nan, 1, 1, 1])), FIT, CAL, "non-finite"),
+    "init_poses_unknown_frame": (_poses(frames=np.array([0, 99])), FIT, "init/poses.npz", "[99] are not frames"),
+    # CLI values and fit configs
+    "crop_size_0": (None, ("fit", "{root}", "--crop-size", "0"), "fit config: field 'crop_size'", "greater than or equal to 8 (from --crop-size 0)"),
+    "overlap_negative": (_write("cfg.yaml", "overlap: -1\n"), ("fit", "{root}", "--config", "{root}/cfg.yaml"),
+                         "cfg.yaml", "overlap"),
+    "config_yaml_list": (_write("cfg.yaml", "- 1\n- 2\n"), ("fit", "{root}", "--config", "{root}/cfg.yaml"),
+                         "cfg.yaml", "got a YAML list"),
+    "device_gpu0": (None, ("fit", "{root}", "--device", "gpu0"), "fit config: field 'device'", "'gpu0' is not a device"),
+    "device_cuda_without_gpu": (None, ("fit", "{root}", "--device", "cuda"), "fit config: field 'device'", "no CUDA GPU"),
+    # init
+    "init_poses_file_nan": (lambda r: (_poses(transl=np.full((2, 3), _nan, np.float32))(r),
+                                       shutil.copy(r / "init" / "poses.npz", r / "p.npz")),
+                            ("init", "{root}", "--poses", "{root}/p.npz"), "p.npz", "'transl' has non-finite values"),
+    "init_mesh_nan_vertex": (_mesh(nan=True), ("init", "{root}", "--from-gt"), "box.obj", "non-finite vertices"),
+    "init_bad_calibration": (_K(0, 0, -1.0), ("init", "{root}", "--from-gt"), CAL, "focal lengths"),
+    # export and report read the same files through the same layer
+    "export_reflected_T": (_T(np.diag([1, 1, -1, 1.0])), ("export", "{root}"), CAL, "det(R) = -1"),
+    "export_fit_poses_nan": (_poses("fit/poses.npz", hand_pose=lambda z: np.full_like(z["hand_pose"], _nan)),
+                             ("export", "{root}"), "fit/poses.npz", "'hand_pose' has non-finite values"),
+    "export_mesh_millimetres": (_mesh(1000.0), ("export", "{root}"), "box.obj", "millimetres as metres"),
+    "export_depth_scale_zero": (_cam0("depth_scale", 0.0), ("export", "{root}"), CAL, "depth_scale"),
+    "report_K_nan": (_K(1, 2, _nan), ("report", "{root}"), CAL, "K has non-finite entries"),
+    "report_rgb_wrong_size": (_image("rgb/cam1/000001.png", lambda a: a[:30]), ("report", "{root}"),
+                              "rgb/cam1/000001.png", "calibrated size"),
+    "report_poses_truncated": (_truncate("fit/poses.npz"), ("report", "{root}"), "fit/poses.npz", "not a readable"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_corpus_one_line_error_exit_2_outputs_unchanged(capture, tmp_path, monkeypatch, case):
+    from hoannot.cli import app
+    import hoannot.fitting.optimize as optimize
+
+    def no_fitting(*a, **k):
+        raise AssertionError("fitting started: the inputs were not checked first")
+
+    monkeypatch.setattr(optimize, "_step_parameters", no_fitting)
+    breaker, argv, file, words = CORPUS[case]
+    if case == "device_cuda_without_gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is visible")
+    root = tmp_path / "seq"
+    shutil.copytree(capture, root)
+    if breaker is not None:
+        breaker(root)
+    before = _snapshot(root)
+    r = CliRunner().invoke(app, [a.format(root=root) for a in argv])
+    assert r.exit_code == 2, (r.output, r.exception)
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    line = " ".join(r.output.split())  # rich may wrap a long line
+    where = file if file.startswith("fit config") else str(root / file)
+    assert where in line and words.lower() in line.lower(), line
+    assert _snapshot(root) == before, "existing outputs changed"
+
+
+def test_corpus_plausibility_is_a_warning_at_init(capture, tmp_path):
+    """A mesh or primitive 1000x too big (millimetres as metres): init warns (and writes its
+    poses), fit refuses (above)."""
+    from hoannot.cli import app
+
+    for i, breaker in enumerate([_mesh(1000.0), _yaml(lambda d: d["object"].__setitem__("mesh", "primitive:box:50,70,100"))]):
+        root = tmp_path / f"seq{i}"
+        shutil.copytree(capture, root)
+        breaker(root)
+        r = CliRunner().invoke(app, ["init", str(root), "--from-gt"])
+        assert r.exit_code == 0, r.output
+        assert "millimetres as metres" in " ".join(r.output.split())
+
+
+def test_check_device():
+    from hoannot.datasets.validate import check_device
+
+    assert check_device("cpu") == "cpu"
+    for bad in ("gpu0", "cuda:x", "CPU", ""):
+        with pytest.raises(InputError, match="is not a device"):
+            check_device(bad)
+    with pytest.raises(InputError, match="fits run on cpu or cuda"):
+        check_device("mps")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            check_device("cuda")

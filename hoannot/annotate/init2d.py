@@ -483,9 +483,9 @@ def load_keypoints2d(directory: str | Path, camera_names: list[str], frames: lis
                 ids = np.asarray(z["frames"], np.int64) if "frames" in z else None
         except KeyError as e:
             raise InputError(f"{path}: missing array {e}") from None
-        except (OSError, ValueError) as e:
-            if isinstance(e, InputError):
-                raise
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a truncated zip, random bytes...: bad input
             raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})".splitlines()[0]) from None
         N = uv.shape[0] if uv.ndim == 3 else -1
         if uv.ndim != 3 or uv.shape[1:] != (21, 2) or conf.shape != (N, 21):
@@ -510,10 +510,9 @@ def _read_labels(directory: Path, cam: Camera, frame: int) -> np.ndarray:
     path = directory / cam.name / f"{frame:06d}.png"
     if not path.is_file():
         raise InputError(f"{path}: file not found (segmentation of camera {cam.name}, frame {frame})")
-    lab = read_image(path)
-    if lab.ndim != 2 or lab.shape != (cam.height, cam.width):
-        raise InputError(f"{path}: expected a ({cam.height}, {cam.width}) label image, got shape {lab.shape}")
-    return lab
+    from hoannot.datasets.validate import check_labels
+
+    return check_labels(read_image(path), path, (int(cam.width), int(cam.height)))
 
 
 def initialize_sequence(

@@ -85,12 +85,20 @@ class HandObjectPoses:
         write_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
 
     @staticmethod
-    def load(path: str | Path) -> "HandObjectPoses":
-        """Read a file written by :meth:`save`.
+    def load(path: str | Path, frames: list[int] | None = None) -> "HandObjectPoses":
+        """Read a file written by :meth:`save` and check it
+        (:func:`hoannot.datasets.validate.check_poses`).
 
+        Args:
+            frames: the sequence's frame ids; when given, every frame of the file must be one.
         Raises:
-            InputError: missing file or missing/ill-shaped array (names the file).
+            InputError: missing, truncated or unreadable file, missing/ill-shaped array,
+                non-finite values, duplicate frames, translations beyond
+                :data:`~hoannot.datasets.validate.MAX_TRANSLATION_M`, or frames not in
+                ``frames`` (names the file).
         """
+        from hoannot.datasets.validate import check_poses
+
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: file not found")
@@ -99,11 +107,15 @@ class HandObjectPoses:
                 kw = {f.name: z[f.name] for f in fields(HandObjectPoses)}
         except KeyError as e:
             raise InputError(f"{path}: missing array {e}") from None
+        except Exception as e:  # noqa: BLE001 - truncated zip, random bytes, pickles: bad input
+            raise InputError(f"{path}: not a readable poses .npz ({type(e).__name__}: {e})".splitlines()[0]) from None
         kw["source"] = str(kw["source"])
         try:
-            return HandObjectPoses(**kw)
-        except InputError as e:
-            raise InputError(f"{path}: {e}") from None
+            poses = HandObjectPoses(**kw)
+        except (InputError, TypeError, ValueError) as e:
+            raise InputError(f"{path}: {e}".splitlines()[0]) from None
+        check_poses(poses, path, frames)
+        return poses
 
 
 @dataclass

@@ -1,10 +1,19 @@
-"""Read-only checks of a hoannot sequence folder (``hoannot init`` runs these first).
+"""The one validation layer of hoannot: read-only checks of everything a command reads.
 
 :func:`validate_sequence` opens the folder (see :mod:`hoannot.datasets.sequence` for the
 layout), checks the calibration, the object spec and every (camera, frame) image, and
-returns a :class:`ValidationReport`. Fatal problems raise
-:class:`~hoannot.datasets.io.InputError` with one line naming the offending file; problems
-that do not stop annotation (e.g. mostly empty depth) become report warnings.
+returns a :class:`ValidationReport`. ``hoannot init`` runs it with ``for_command="init"``
+(every image decoded, depth statistics); ``fit``, ``export`` and ``report`` run it with their
+own name (image headers only: size, channels and dtype, not the pixels), and then check
+the values of what they read with the small functions below as they read it
+(:func:`check_depth_frame`, :func:`check_labels`, :func:`check_poses`,
+:func:`check_object_model`, :func:`check_device`).
+
+Fatal problems raise :class:`~hoannot.datasets.io.InputError` with one line naming the
+offending file; problems that do not stop annotation (e.g. mostly empty depth) become report
+warnings. Plausibility problems (a depth scale that puts the scene kilometres away, an object
+of more than :data:`MAX_OBJECT_DIAGONAL_M`, "millimetres as metres?") are warnings at
+``init`` and errors for the commands whose results they would corrupt (``strict=True``).
 
 Nothing is written: the folder is only read (no file is created, modified or touched).
 """
@@ -29,6 +38,12 @@ MIN_VALID_DEPTH_FRACTION = 0.5
 PLAUSIBLE_DEPTH_M = (0.1, 5.0)
 #: Mesh file extensions accepted for ``object.mesh`` and YCB folders.
 MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+#: An object whose bounding-box diagonal exceeds this (metres) is probably in millimetres.
+MAX_OBJECT_DIAGONAL_M = 2.0
+#: Hand and object translations farther than this from the world origin (metres) are refused.
+MAX_TRANSLATION_M = 10.0
+#: The commands that validate what they read (``for_command`` of :func:`validate_sequence`).
+COMMANDS = ("init", "fit", "export", "report")
 
 
 @dataclass
@@ -129,7 +144,8 @@ def resolve_object(root: Path, config: SequenceConfig, ycb_dir: Path | None = No
         ycb_dir: optional YCB models folder (``<ycb_dir>/<id>/`` holding a mesh file);
             used when ``object.mesh`` is empty.
     Returns:
-        (resolved spec, warnings).
+        (resolved spec, warnings; a primitive larger than :data:`MAX_OBJECT_DIAGONAL_M`
+        is a warning here, see :func:`check_object_model` for the mesh files).
     Raises:
         InputError: mesh file missing, unknown primitive, or YCB id not in ``ycb_dir``;
             the message names ``sequence.yaml``.
@@ -137,8 +153,9 @@ def resolve_object(root: Path, config: SequenceConfig, ycb_dir: Path | None = No
     where = root / "sequence.yaml"
     mesh = config.object.mesh.strip()
     if mesh.startswith("primitive:"):
-        parse_primitive(mesh, where)
-        return mesh, []
+        kind, dims = parse_primitive(mesh, where)
+        diag = math.sqrt(sum(d * d for d in dims)) if kind == "box" else math.hypot(2 * dims[0], dims[1])
+        return mesh, [w for w in [_size_warning(diag, f"object {mesh!r}")] if w]
     if mesh:
         p = Path(mesh).expanduser()
         p = p if p.is_absolute() else root / p
@@ -198,6 +215,187 @@ def check_camera(cam: Camera, where: Path | str) -> None:
         raise InputError(f"{pre} dist has non-finite entries")
 
 
+def _size_warning(diagonal_m: float, what: str) -> str | None:
+    if math.isfinite(diagonal_m) and diagonal_m > MAX_OBJECT_DIAGONAL_M:
+        return (f"{what} has a bounding-box diagonal of {diagonal_m:.4g} m (more than {MAX_OBJECT_DIAGONAL_M:g} m): "
+                "millimetres as metres? sizes and mesh vertices are in metres")  # fmt: skip
+    return None
+
+
+def check_object_model(obj, where: Path | str, strict: bool, what: str | None = None) -> list[str]:
+    """Check the size of a loaded :class:`~hoannot.models.objects.ObjectModel`.
+
+    Returns:
+        warnings: an object whose bounding-box diagonal exceeds :data:`MAX_OBJECT_DIAGONAL_M`
+        (with ``strict`` False).
+    Raises:
+        InputError: that object with ``strict`` (it would corrupt a fit or labels); names
+            ``where`` and ``what`` (default: the object's name).
+    """
+    pts = np.asarray(obj.points, np.float64)
+    diag = float(np.linalg.norm(pts.max(0) - pts.min(0))) if len(pts) else 0.0
+    w = _size_warning(diag, what or f"object {obj.name!r}")
+    if w and strict:
+        raise InputError(f"{where}: {w}")
+    return [w] if w else []
+
+
+def check_device(value: str, option: str = "--device") -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``, and CUDA only where torch sees a GPU.
+
+    Returns:
+        ``value``.
+    Raises:
+        InputError: anything else, one line naming ``option``.
+    """
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(value)):
+        import torch
+
+        try:
+            torch.device(value)
+        except (RuntimeError, TypeError):
+            raise InputError(f"{option} {value!r} is not a device (use cpu, cuda or cuda:N)") from None
+        raise InputError(f"{option} {value!r}: fits run on cpu or cuda (so do perception and rendering)")
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError(f"{option} {value!r}: no CUDA GPU is visible to torch {torch.__version__} "
+                             "(run on the CPU: --device cpu)")  # fmt: skip
+        n = torch.cuda.device_count()
+        if ":" in value and int(value.split(":")[1]) >= n:
+            raise InputError(f"{option} {value!r}: torch sees {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+    return value
+
+
+def check_poses(poses, path: Path | str, frames: list[int] | None = None) -> None:
+    """Check a :class:`~hoannot.datasets.poses.HandObjectPoses` as read from ``path``.
+
+    Checks: every array finite; no duplicate frame id; hand and object translations within
+    :data:`MAX_TRANSLATION_M` of the world origin; with ``frames`` (the sequence's), every
+    frame id is one of them.
+
+    Raises:
+        InputError: naming ``path``, the array and an example frame.
+    """
+    ids = np.asarray(poses.frames, np.int64)
+    dup = _duplicates([str(int(f)) for f in ids])
+    if dup:
+        raise InputError(f"{path}: duplicate frame id(s) {', '.join(dup[:5])}")
+    for name in ("global_orient", "hand_pose", "betas", "transl", "obj_rot", "obj_transl"):
+        a = np.asarray(getattr(poses, name), np.float64)
+        bad = ~np.isfinite(a.reshape(len(a), -1)).all(1) if name != "betas" else ~np.isfinite(a)
+        if bad.any():
+            where = "" if name == "betas" else f" (frame {int(ids[np.argmax(bad)])})"
+            raise InputError(f"{path}: '{name}' has non-finite values{where}")
+    for name in ("transl", "obj_transl"):
+        dist = np.linalg.norm(np.asarray(getattr(poses, name), np.float64), axis=-1)
+        if len(dist) and dist.max() > MAX_TRANSLATION_M:
+            i = int(np.argmax(dist))
+            raise InputError(f"{path}: '{name}' of frame {int(ids[i])} is {dist[i]:.4g} m from the world origin "
+                             f"(more than {MAX_TRANSLATION_M:g} m; translations are in metres)")  # fmt: skip
+    if frames is not None:
+        extra = sorted(set(int(f) for f in ids) - set(int(f) for f in frames))
+        if extra:
+            raise InputError(f"{path}: frame id(s) {extra[:5]} are not frames of the sequence")
+
+
+#: PIL image mode -> (trailing shape, dtype) of the decoded array (what imageio returns).
+_PIL_MODES = {
+    "1": ((), "bool"), "L": ((), "uint8"), "LA": ((2,), "uint8"), "P": ((3,), "uint8"),
+    "RGB": ((3,), "uint8"), "RGBA": ((4,), "uint8"), "CMYK": ((4,), "uint8"),
+    "I;16": ((), "uint16"), "I;16L": ((), "uint16"), "I;16B": ((), "uint16"), "I;16N": ((), "uint16"),
+    "I": ((), "int32"), "F": ((), "float32"),
+}  # fmt: skip
+
+
+def image_header(path: Path | str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an image file from its header (the pixels are not decoded, unless
+    the format is not one PIL knows the layout of).
+
+    Raises:
+        InputError: missing file, or a file no image reader can open.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            (w, h), mode = im.size, im.mode
+        tail, dtype = _PIL_MODES[mode]
+        return (h, w, *tail), np.dtype(dtype)
+    except Exception:  # noqa: BLE001 - not a PIL format (or odd mode): decode it
+        img = read_image(path)
+        return img.shape, img.dtype
+
+
+def check_rgb(shape, dtype, path: Path | str, wh: tuple[int, int], cam: str) -> None:
+    """Raises InputError unless an rgb image is (H, W, 3|4) uint8 of the calibrated size ``wh``."""
+    if np.dtype(dtype) != np.uint8 or len(shape) != 3 or shape[2] not in (3, 4):
+        raise InputError(f"{path}: rgb must be (H, W, 3) uint8, got {tuple(shape)} {np.dtype(dtype)}")
+    if (shape[1], shape[0]) != wh:
+        raise InputError(f"{path}: rgb size {(shape[1], shape[0])} != calibrated size {wh} of camera {cam!r}")
+
+
+def check_depth(shape, dtype, path: Path | str, wh: tuple[int, int], cam: str, of: str = "calibrated size") -> None:
+    """Raises InputError unless a depth image is (H, W) uint16 of size ``wh`` (``of`` says
+    whose size that is: the calibrated one, or its rgb image's)."""
+    if len(shape) != 2 or np.dtype(dtype) != np.uint16:
+        raise InputError(f"{path}: depth must be single-channel uint16, got {tuple(shape)} {np.dtype(dtype)}")
+    if (shape[1], shape[0]) != wh:
+        raise InputError(f"{path}: depth size {(shape[1], shape[0])} != {of} {wh} of camera {cam!r}")
+
+
+def check_segmentation(shape, dtype, path: Path | str, wh: tuple[int, int]) -> None:
+    """Raises InputError unless a segmentation image is (H, W) uint8 of the size ``wh``."""
+    if len(shape) != 2 or np.dtype(dtype) != np.uint8 or (shape[1], shape[0]) != wh:
+        raise InputError(f"{path}: segmentation must be ({wh[1]}, {wh[0]}) uint8, got {tuple(shape)} {np.dtype(dtype)}")
+
+
+def check_labels(lab: np.ndarray, path: Path | str, wh: tuple[int, int]) -> np.ndarray:
+    """A decoded segmentation: shape and dtype as :func:`check_segmentation`, labels in
+    {0, 1, 2} (background, hand, object). Returns ``lab``.
+
+    Raises:
+        InputError: naming ``path``.
+    """
+    check_segmentation(lab.shape, lab.dtype, path, wh)
+    if lab.size and int(lab.max()) > 2:
+        raise InputError(f"{path}: segmentation labels must be 0, 1 or 2, found {int(lab.max())}")
+    return lab
+
+
+def check_depth_frame(raws: list[np.ndarray], paths: list[Path], cameras: list[Camera]) -> None:
+    """Value checks of one frame's decoded depth images (all cameras), for the commands whose
+    results bad depth would corrupt (``fit``).
+
+    Checks: each image as :func:`check_depth`; at least one camera has a non-zero pixel; the
+    median valid depth of each image times its ``depth_scale`` within
+    :data:`PLAUSIBLE_DEPTH_M` (``init`` only warns about this).
+
+    Raises:
+        InputError: naming the file.
+    """
+    lo, hi = PLAUSIBLE_DEPTH_M
+    any_valid = False
+    for raw, p, cam in zip(raws, paths, cameras):
+        check_depth(raw.shape, raw.dtype, p, (int(cam.width), int(cam.height)), cam.name)
+        nz = raw[raw > 0]
+        if not nz.size:
+            continue
+        any_valid = True
+        med = float(np.median(nz[:: max(1, nz.size // 10000)])) * cam.depth_scale
+        if not lo <= med <= hi:
+            raise InputError(f"{p}: median depth {med:.4g} m is outside {lo}-{hi} m; is depth_scale "
+                             f"{cam.depth_scale} of camera {cam.name!r} right (metres per depth unit)?")  # fmt: skip
+    if not any_valid and paths:
+        raise InputError(f"{paths[0]}: depth is zero everywhere in this frame, in every camera")
+
+
 def _duplicates(names: list[str]) -> list[str]:
     seen: set[str] = set()
     return sorted({n for n in names if n in seen or seen.add(n)})
@@ -221,9 +419,28 @@ def _image_size(img: np.ndarray) -> tuple[int, int]:
     return int(img.shape[1]), int(img.shape[0])
 
 
+def open_validated(
+    root: str | Path, for_command: str, ycb_dir: Path | None = None, segmentation: str | None = None
+) -> Sequence:
+    """Open a sequence folder for ``fit``, ``export`` or ``report``: :func:`validate_sequence`
+    with ``for_command`` (calibration, object spec, frame files and image headers), then the
+    opened :class:`Sequence`. See :func:`validate_sequence` for ``segmentation``.
+
+    Raises:
+        InputError: as :func:`validate_sequence`.
+    """
+    rep = validate_sequence(root, ycb_dir=ycb_dir, for_command=for_command, segmentation=segmentation)
+    opened = _open_checked(Path(root))
+    return Sequence(root=rep.root, config=opened.config, cameras=opened.cameras)
+
+
 # ---------------------------------------------------------------------------------------
 def validate_sequence(
-    seq: Sequence | str | Path, check_images: bool = True, ycb_dir: Path | None = None
+    seq: Sequence | str | Path,
+    check_images: bool = True,
+    ycb_dir: Path | None = None,
+    for_command: str = "init",
+    segmentation: str | None = None,
 ) -> ValidationReport:
     """Check a sequence folder without modifying it.
 
@@ -231,9 +448,16 @@ def validate_sequence(
         seq: an opened :class:`Sequence` (its in-memory config and cameras are checked)
             or the folder path (``sequence.yaml`` and ``calibration/cameras.json`` are
             parsed here, including a duplicate-name check of the calibration file).
-        check_images: decode every rgb/depth image (corrupt files, dtype, sizes, depth
-            statistics). When False only the existence of the files is checked.
+        check_images: with ``for_command="init"``: decode every rgb/depth image (corrupt
+            files, dtype, sizes, depth statistics). When False only the existence of the
+            files is checked.
         ycb_dir: optional YCB models folder, to check an object given by id only.
+        for_command: ``"init"`` (as above) or ``"fit"``, ``"export"``, ``"report"``: image
+            headers only (size, channels, dtype of every depth and present segmentation
+            image; the rgb images too for ``report``), no pixel is decoded -- those commands
+            check values as they read them (:func:`check_depth_frame`, :func:`check_labels`).
+        segmentation: ``"segmentation"`` or ``"gt"``: that segmentation folder must hold an
+            image for every (camera, frame) (``fit``); None: optional.
 
     Returns:
         :class:`ValidationReport`.
@@ -246,8 +470,12 @@ def validate_sequence(
         primitive spec); a missing rgb or depth file; an unreadable image; rgb that is
         not (H, W, 3|4) uint8; depth that is not (H, W) uint16; rgb/depth size not equal
         to each other or to the calibrated width x height; a present segmentation image
-        of the wrong size/dtype or with labels outside {0, 1, 2}.
+        of the wrong size/dtype or with labels outside {0, 1, 2} (labels: ``init`` only);
+        a missing segmentation image when ``segmentation`` is given; an unknown
+        ``for_command``.
     """
+    if for_command not in COMMANDS:
+        raise InputError(f"validate_sequence: unknown command {for_command!r} (expected {', '.join(COMMANDS)})")
     if isinstance(seq, Sequence):
         root = Path(seq.root)
         cal = root / "calibration" / "cameras.json"
@@ -289,16 +517,43 @@ def validate_sequence(
         image_sizes={c.name: (int(c.width), int(c.height)) for c in cameras},
         object_mesh=object_mesh,
         warnings=warnings,
-        images_checked=check_images,
+        images_checked=check_images and for_command == "init",
     )
 
     # existence first (cheap), so a missing file is reported before any decoding
-    for kind, path_of in (("rgb", sequence.rgb_path), ("depth", sequence.depth_path)):
+    seg_dirs = {"segmentation": root / "segmentation", "gt": root / "gt" / "segmentation"}
+    if segmentation is not None and segmentation not in seg_dirs:
+        raise InputError(f"segmentation {segmentation!r}: expected segmentation or gt")
+    seg_dir = seg_dirs.get(segmentation or "segmentation")
+
+    def seg_path(cam: str, f: int) -> Path:
+        return seg_dir / cam / f"{f:06d}.png"
+
+    kinds = [("rgb", sequence.rgb_path), ("depth", sequence.depth_path)]
+    if segmentation is not None:
+        kinds.append(("segmentation", seg_path))
+    for kind, path_of in kinds:
         for cam in cameras:
             absent = [path_of(cam.name, f) for f in config.frames if not path_of(cam.name, f).is_file()]
             if absent:
                 n = len(config.frames)
-                raise InputError(f"{absent[0]}: {kind} frame file not found ({len(absent)} of {n} missing for camera {cam.name!r})")
+                hint = " (run `hoannot init` first)" if kind == "segmentation" else ""
+                raise InputError(f"{absent[0]}: {kind} frame file not found ({len(absent)} of {n} missing for "
+                                 f"camera {cam.name!r}){hint}")  # fmt: skip
+
+    if for_command != "init":  # headers only; the commands check values as they read them
+        for cam in cameras:
+            wh = (int(cam.width), int(cam.height))
+            for f in config.frames:
+                if for_command == "report":
+                    rp = sequence.rgb_path(cam.name, f)
+                    check_rgb(*image_header(rp), rp, wh, cam.name)
+                dp = sequence.depth_path(cam.name, f)
+                check_depth(*image_header(dp), dp, wh, cam.name)
+                sp = seg_path(cam.name, f)
+                if sp.is_file():
+                    check_segmentation(*image_header(sp), sp, wh)
+        return report
 
     if not check_images:
         return report
@@ -311,15 +566,9 @@ def validate_sequence(
         for f in config.frames:
             rp, dp = sequence.rgb_path(cam.name, f), sequence.depth_path(cam.name, f)
             rgb = read_image(rp)
-            if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
-                raise InputError(f"{rp}: rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-            if _image_size(rgb) != wh:
-                raise InputError(f"{rp}: rgb size {_image_size(rgb)} != calibrated size {wh} of camera {cam.name!r}")
+            check_rgb(rgb.shape, rgb.dtype, rp, wh, cam.name)
             depth = read_image(dp)
-            if depth.ndim != 2 or depth.dtype != np.uint16:
-                raise InputError(f"{dp}: depth must be single-channel uint16, got {depth.shape} {depth.dtype}")
-            if _image_size(depth) != _image_size(rgb):
-                raise InputError(f"{dp}: depth size {_image_size(depth)} != rgb size {_image_size(rgb)}")
+            check_depth(depth.shape, depth.dtype, dp, _image_size(rgb), cam.name, of="rgb size")
             nz = depth[depth > 0]
             n_pix += depth.size
             n_valid += nz.size
@@ -332,11 +581,7 @@ def validate_sequence(
                 valid_vals.append(np.array([nz.min(), nz.max()], np.float64) * cam.depth_scale)
             sp = sequence.segmentation_path(cam.name, f)
             if sp.is_file():
-                seg = read_image(sp)
-                if seg.ndim != 2 or seg.dtype != np.uint8 or _image_size(seg) != wh:
-                    raise InputError(f"{sp}: segmentation must be ({wh[1]}, {wh[0]}) uint8, got {seg.shape} {seg.dtype}")
-                if seg.size and int(seg.max()) > 2:
-                    raise InputError(f"{sp}: segmentation labels must be 0, 1 or 2, found {int(seg.max())}")
+                check_labels(read_image(sp), sp, wh)
         vals = np.concatenate(valid_vals) if valid_vals else np.zeros(0)
         if vals.size:
             stats = DepthStats(float(vals.min()), float(np.median(vals)), float(vals.max()), n_valid / max(n_pix, 1))

@@ -109,18 +109,15 @@ class FitConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        """``cpu``, ``cuda`` or ``cuda:N``; CUDA only where torch sees a GPU."""
-        import torch
+        """``cpu``, ``cuda`` or ``cuda:N``; CUDA only where torch sees a GPU
+        (:func:`hoannot.datasets.validate.check_device`)."""
+        from hoannot.datasets.io import InputError
+        from hoannot.datasets.validate import check_device
 
         try:
-            dev = torch.device(v)
-        except RuntimeError:
-            raise ValueError(f"{v!r} is not a device (use cpu, cuda or cuda:N)") from None
-        if dev.type not in ("cpu", "cuda"):
-            raise ValueError(f"{v!r}: fits run on cpu or cuda")
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"{v!r}: no CUDA GPU is visible to torch {torch.__version__} (run on the CPU: --device cpu)")
-        return v
+            return check_device(v, "device")
+        except InputError as e:
+            raise ValueError(str(e).removeprefix("device ")) from None
 
     def grasp_weight(self, schedule: str) -> float:
         """``tc_grasp`` for a resolved schedule (``"multi"`` or ``"single"``)."""
@@ -146,7 +143,9 @@ def load_fit_config(path: str | Path | None = None, **overrides) -> FitConfig:
     ``weights`` may be a partial dict).
 
     Raises:
-        InputError: unreadable YAML or an unknown/invalid field (names the file).
+        InputError: unreadable YAML, a file that is not a mapping, or an unknown/invalid
+            field: names the file and the field, and the command-line option when the bad
+            value is an override (``fit config: field 'iterations': ... (from --iterations -5)``).
     """
     data: dict = {}
     if path is not None:
@@ -170,4 +169,12 @@ def load_fit_config(path: str | Path | None = None, **overrides) -> FitConfig:
         return FitConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        raise InputError(f"{path or 'fit config'}: field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+        loc = [str(x) for x in err["loc"]]
+        msg = err["msg"].removeprefix("Value error, ")
+        given = overrides.get(loc[0]) if loc else None
+        where = path or "fit config"
+        if loc and loc[0] == "weights" and isinstance(given, dict) and len(loc) > 1 and loc[1] in given:
+            where, msg = "fit config", f"{msg} (from --weight {loc[1]}={given[loc[1]]})"
+        elif given is not None and loc[0] != "weights":  # a command-line value: name the option
+            where, msg = "fit config", f"{msg} (from --{loc[0].replace('_', '-')} {given!r})"
+        raise InputError(f"{where}: field {'.'.join(loc)!r}: {msg}") from None

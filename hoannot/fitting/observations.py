@@ -9,6 +9,7 @@ at the crop size, which is what makes CPU fitting affordable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -92,8 +93,8 @@ def read_keypoints(seq: Sequence, frames: list[int], source: str) -> tuple[np.nd
                 fr, u = z["frames"].astype(np.int64), z["uv"].astype(np.float32)
                 c = z["confidence"] if "confidence" in z.files else z["visible"]
                 c = np.asarray(c, np.float32)
-        except (KeyError, ValueError, OSError) as e:
-            raise InputError(f"{p}: unreadable 2D joints ({e})") from None
+        except Exception as e:  # noqa: BLE001 - a truncated zip, random bytes...: bad input
+            raise InputError(f"{p}: unreadable 2D joints ({type(e).__name__}: {e})".splitlines()[0]) from None
         if u.shape != (len(fr), 21, 2) or c.shape != (len(fr), 21):
             raise InputError(f"{p}: expected uv (F, 21, 2) and confidence (F, 21), got {u.shape} and {c.shape}")
         u, c = zero_missing_joints(u, c)
@@ -104,20 +105,27 @@ def read_keypoints(seq: Sequence, frames: list[int], source: str) -> tuple[np.nd
     return uv, conf
 
 
+def read_labels_path(seq: Sequence, cam: str, frame: int, source: str) -> Path | None:
+    """The segmentation file of one image for ``source`` (``"segmentation"`` or ``"gt"``)."""
+    return {"segmentation": seq.segmentation_path(cam, frame),
+            "gt": seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png"}.get(source)  # fmt: skip
+
+
 def read_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray:
     """Segmentation of one image: ``segmentation/`` (perception) or ``gt/segmentation/``.
 
     Raises:
-        InputError: no segmentation file exists for this image.
+        InputError: no segmentation file exists for this image, or it is not an (H, W) uint8
+            image of labels 0, 1, 2 (:func:`hoannot.datasets.validate.check_labels`).
     """
-    paths = {"segmentation": seq.segmentation_path(cam, frame),
-             "gt": seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png"}  # fmt: skip
-    p = paths.get(source)
+    p = read_labels_path(seq, cam, frame, source)
     if p is None or not p.is_file():
         raise InputError(f"{p}: segmentation missing (run `hoannot init` first)")
     from hoannot.datasets.io import read_image
+    from hoannot.datasets.validate import check_labels
 
-    return read_image(p)
+    c = seq.camera(cam)
+    return check_labels(read_image(p), p, (int(c.width), int(c.height)))
 
 
 def square_box(mask: np.ndarray, margin: float = 0.2, min_size: float = 32.0) -> np.ndarray:
@@ -173,11 +181,27 @@ def load_observations(
         keypoints: 2D joints to load: ``"keypoints2d"`` (perception), ``"gt"`` (synthetic
             ground truth) or ``"none"``.
     Raises:
-        InputError: a missing or unreadable image (names the file).
+        InputError: a missing or unreadable image, a segmentation or depth image of the wrong
+            size, dtype or labels, a frame whose depth is zero in every camera or whose median
+            depth is implausible (:func:`hoannot.datasets.validate.check_depth_frame`: a wrong
+            ``depth_scale``), or a frame without a hand pixel in any camera (names the file).
     """
+    from hoannot.datasets.io import read_image
+    from hoannot.datasets.validate import check_depth_frame
+
     rng = np.random.default_rng(seed)
     labels_full = [[read_labels(seq, c.name, f, segmentation) for c in seq.cameras] for f in frames]
-    depth_full = [[seq.read_depth(c.name, f) for c in seq.cameras] for f in frames]
+    for f, labs in zip(frames, labels_full):
+        if not any((lab == 1).any() for lab in labs):
+            p = read_labels_path(seq, seq.cameras[0].name, f, segmentation)
+            raise InputError(f"{p}: frame {f} has no hand pixel (label 1) in any camera's segmentation; fix the "
+                             "segmentation or drop the frame from sequence.yaml")  # fmt: skip
+    depth_full = []
+    for f in frames:
+        paths = [seq.depth_path(c.name, f) for c in seq.cameras]
+        raws = [read_image(p) for p in paths]
+        check_depth_frame(raws, paths, seq.cameras)
+        depth_full.append([r.astype(np.float32) * np.float32(c.depth_scale) for r, c in zip(raws, seq.cameras)])
     boxes = np.stack([
         square_box(np.any([labels_full[b][ci] > 0 for b in range(len(frames))], axis=0))
         for ci in range(len(seq.cameras))

@@ -236,8 +236,12 @@ def fit_sequence(
             step_frames = [frames[i] for i in step.indices]
             bar.update(task, description=f"{step.kind} {si + 1}/{len(plan)} frames {step_frames[0]}-{step_frames[-1]}")
             torch.manual_seed(cfg.seed + si)
-            obs = load_observations(seq, step_frames, cfg.crop_size, cfg.num_points, cfg.segmentation,
-                                    cfg.seed + si, keypoints).to(device)  # fmt: skip
+            try:
+                obs = load_observations(seq, step_frames, cfg.crop_size, cfg.num_points, cfg.segmentation,
+                                        cfg.seed + si, keypoints).to(device)  # fmt: skip
+            except InputError:  # bad input (hoannot.datasets.validate): the error line alone, no half bar
+                bar.live.transient = True
+                raise
             if step.init_from_previous:
                 candidate = _copy_previous(current, step.indices[0])
                 start_energy = [_start_energy(step, c.select(step_frames), obs, hand_model, objd, obj_normals,

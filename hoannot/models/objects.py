@@ -64,17 +64,14 @@ class ObjectModel:
 
 
 def _primitive(spec: str) -> trimesh.Trimesh:
-    parts = spec.split(":")
-    try:
-        kind, dims = parts[1], [float(x) for x in parts[2].split(",")]
-        if kind == "box" and len(dims) == 3:
-            mesh = trimesh.creation.box(extents=dims)
-            return trimesh.Trimesh(*trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max(dims) / 6))
-        if kind == "cylinder" and len(dims) == 2:
-            return trimesh.creation.cylinder(radius=dims[0], height=dims[1], sections=32)
-    except (IndexError, ValueError):
-        pass
-    raise InputError(f"{spec}: bad primitive spec (use primitive:box:dx,dy,dz or primitive:cylinder:r,h in metres)")
+    """The mesh of a primitive spec (sizes checked by :func:`hoannot.datasets.validate.parse_primitive`)."""
+    from hoannot.datasets.validate import parse_primitive
+
+    kind, dims = parse_primitive(spec, where=spec)
+    if kind == "box":
+        mesh = trimesh.creation.box(extents=dims)
+        return trimesh.Trimesh(*trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max(dims) / 6))
+    return trimesh.creation.cylinder(radius=dims[0], height=dims[1], sections=32)
 
 
 def resolve_mesh_path(spec: str, root: Path | None = None) -> Path:
@@ -138,22 +135,26 @@ def load_object(
         symmetric: mark for ADD-S evaluation.
         name: object id; defaults to the mesh's parent directory name.
     Raises:
-        InputError: missing, unreadable or empty mesh, or a bad primitive spec.
+        InputError: missing, unreadable or empty mesh, a mesh with a non-finite vertex, or a
+            bad primitive spec (not positive, finite sizes). The size is not checked here:
+            see :func:`hoannot.datasets.validate.check_object_model`.
     """
     if spec.startswith("primitive:"):
         mesh = _primitive(spec)
         name = name or spec
     else:
         path = resolve_mesh_path(spec, root)
-        try:
-            mesh = trimesh.load(path, force="mesh")
+        try:  # unprocessed first: processing would drop a NaN vertex (a hole in the object)
+            mesh = trimesh.load(path, force="mesh", process=False)
         except Exception as e:  # noqa: BLE001 - trimesh raises many types
-            raise InputError(f"{path}: cannot read mesh ({e})") from None
+            raise InputError(f"{path}: cannot read mesh ({e})".splitlines()[0]) from None
         if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
             raise InputError(f"{path}: mesh has no faces")
+        if not np.isfinite(mesh.vertices).all():
+            i = int(np.argmax(~np.isfinite(mesh.vertices).all(1)))
+            raise InputError(f"{path}: mesh has non-finite vertices (vertex {i} of {len(mesh.vertices)})")
+        mesh.process()
         name = name or (path.parent.name if path.parent.name else path.stem)
-    if not np.isfinite(mesh.vertices).all():
-        raise InputError(f"{spec}: mesh has non-finite vertices")
     v, f = decimate(mesh, max_faces)
     points = np.asarray(mesh.vertices, np.float32)
     hull = trimesh.Trimesh(points).convex_hull if len(points) > 4 else None

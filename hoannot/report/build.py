@@ -117,16 +117,20 @@ def load_stage(seq_dir: str | Path, stage: str) -> tuple[Sequence, HandObjectPos
         the sequence, its poses (world frame) of exactly ``frames``, and ``frames`` (the
         sequence's frame ids that have a pose, in the sequence's order).
     Raises:
-        InputError: unknown stage, no sequence, missing or malformed ``STAGE/poses.npz``, or
-            no pose for any frame (names the file).
+        InputError: unknown stage, a bad sequence (:func:`hoannot.datasets.validate.
+            validate_sequence` for ``"report"``), missing or malformed ``STAGE/poses.npz``
+            (:func:`hoannot.datasets.validate.check_poses`), or no pose for any frame (names
+            the file).
     """
     if stage not in STAGES:
         raise InputError(f"--stage {stage!r}: expected fit or init")
-    seq = open_sequence(seq_dir)
+    from hoannot.datasets.validate import open_validated
+
+    seq = open_validated(seq_dir, "report")
     pose_path = seq.root / stage / "poses.npz"
     if not pose_path.is_file():
         raise InputError(f"{pose_path}: file not found (run `hoannot {stage} {seq_dir}` first)")
-    poses = HandObjectPoses.load(pose_path)
+    poses = HandObjectPoses.load(pose_path, seq.frames)
     have = {int(f) for f in poses.frames}
     frames = [f for f in seq.frames if f in have]
     if not frames:
