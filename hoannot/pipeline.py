@@ -264,7 +264,10 @@ def run_fit(
         raise InputError(f"--threads {threads}: expected 1 or more")
     from hoannot.datasets.validate import open_validated
 
+    from hoannot.fitting.observations import check_hand_seen
+
     seq = open_validated(seq_dir, "fit", Path(ycb_dir) if ycb_dir else None, segmentation=cfg.segmentation)
+    check_hand_seen(seq, cfg.segmentation)
     init = HandObjectPoses.load(seq.root / "init" / "poses.npz", seq.frames)
     hand_model = load_hand_model(seq, mano_model_path)
     obj = load_sequence_object(seq, ycb_dir, cfg.object_max_faces)

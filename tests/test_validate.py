@@ -455,8 +455,8 @@ CORPUS = {
     "depth_float_tiff": (_image(D0, _float_tiff), FIT, D0, "uint16, got (36, 48) float32"),
     "depth_all_zero": (_all("depth", lambda a: np.zeros_like(a)), FIT, D0, "depth is zero everywhere"),
     "segmentation_label_7": (_image(S0, lambda a: np.where(a == 2, 7, a).astype(np.uint8)), FIT, S0, "found 7"),
-    "segmentation_no_hand": (_all("segmentation", lambda a: np.where(a == 1, 0, a).astype(np.uint8)), FIT, S0,
-                             "no hand pixel"),
+    "segmentation_no_hand": (_all("segmentation", lambda a: np.where(a == 1, 0, a).astype(np.uint8)), FIT,
+                             "segmentation", "no hand pixel"),
     "mesh_millimetres": (_mesh(1000.0), FIT, "box.obj", "millimetres as metres"),
     "mesh_nan_vertex": (_mesh(nan=True), FIT, "box.obj", "non-finite vertices"),
     "box_negative_side": (_yaml(lambda d: d["object"].__setitem__("mesh", "primitive:box:0.05,-0.07,0.1")), FIT, YML,
@@ -568,3 +568,25 @@ def test_check_device():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU"):
             check_device("cuda")
+
+
+def test_a_frame_without_hand_is_fitted_a_sequence_without_hand_is_refused(capture, tmp_path):
+    """The hand may leave the view (or perception may miss it) in some frames: those are
+    fitted and flagged, not refused; a sequence with no hand pixel at all is refused."""
+    from hoannot.datasets.sequence import open_sequence
+    from hoannot.datasets.io import read_image
+    from hoannot.fitting.observations import check_hand_seen
+
+    root = tmp_path / "seq"
+    shutil.copytree(capture, root)
+    seq = open_sequence(root)
+    first = [root / "segmentation" / c.name / f"{seq.frames[0]:06d}.png" for c in seq.cameras]
+    for p in first:
+        a = read_image(p)
+        write_image(p, np.where(a == 1, 0, a).astype(np.uint8))
+    check_hand_seen(seq, "segmentation")  # one frame without a hand: fine
+    for p in (root / "segmentation").glob("*/*.png"):
+        a = read_image(p)
+        write_image(p, np.where(a == 1, 0, a).astype(np.uint8))
+    with pytest.raises(InputError, match="no hand pixel"):
+        check_hand_seen(seq, "segmentation")

@@ -111,6 +111,25 @@ def read_labels_path(seq: Sequence, cam: str, frame: int, source: str) -> Path |
             "gt": seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png"}.get(source)  # fmt: skip
 
 
+def check_hand_seen(seq: Sequence, source: str) -> None:
+    """Refuse a sequence whose segmentation shows no hand pixel (label 1) in any frame.
+
+    Reads the labels frame by frame and stops at the first hand pixel, so a normal
+    sequence costs one image. Single frames without a hand are fine (the hand left the view,
+    or perception missed it): the fit carries them and its quality pass flags them.
+
+    Raises:
+        InputError: no hand pixel anywhere (names the segmentation folder), or as
+            :func:`read_labels`.
+    """
+    for f in seq.frames:
+        if any((read_labels(seq, c.name, f, source) == 1).any() for c in seq.cameras):
+            return
+    p = read_labels_path(seq, seq.cameras[0].name, seq.frames[0], source)
+    raise InputError(f"{p.parent.parent if p is not None else seq.root}: no hand pixel (label 1) in any frame's "
+                     "segmentation; fix the segmentation (or rerun hoannot init)")  # fmt: skip
+
+
 def read_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray:
     """Segmentation of one image: ``segmentation/`` (perception) or ``gt/segmentation/``.
 
@@ -184,18 +203,14 @@ def load_observations(
         InputError: a missing or unreadable image, a segmentation or depth image of the wrong
             size, dtype or labels, a frame whose depth is zero in every camera or whose median
             depth is implausible (:func:`hoannot.datasets.validate.check_depth_frame`: a wrong
-            ``depth_scale``), or a frame without a hand pixel in any camera (names the file).
+            ``depth_scale``). A frame without a hand pixel is read as it is: the fit's quality
+            pass flags it (:func:`check_hand_seen` refuses a sequence with no hand at all).
     """
     from hoannot.datasets.io import read_image
     from hoannot.datasets.validate import check_depth_frame
 
     rng = np.random.default_rng(seed)
     labels_full = [[read_labels(seq, c.name, f, segmentation) for c in seq.cameras] for f in frames]
-    for f, labs in zip(frames, labels_full):
-        if not any((lab == 1).any() for lab in labs):
-            p = read_labels_path(seq, seq.cameras[0].name, f, segmentation)
-            raise InputError(f"{p}: frame {f} has no hand pixel (label 1) in any camera's segmentation; fix the "
-                             "segmentation or drop the frame from sequence.yaml")  # fmt: skip
     depth_full = []
     for f in frames:
         paths = [seq.depth_path(c.name, f) for c in seq.cameras]
