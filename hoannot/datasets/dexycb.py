@@ -54,7 +54,7 @@ from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.camera import Camera
 from hoannot.datasets.conventions import HO3D_TO_OPENPOSE, OPENPOSE_TO_HO3D
-from hoannot.datasets.io import InputError, atomic_write, read_image, write_image, write_json, write_npz
+from hoannot.datasets.io import InputError, atomic_write, check_ingest_destination, read_image, write_image, write_json, write_npz
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import ObjectConfig, Sequence, SequenceConfig, open_sequence, write_sequence_header
 
@@ -483,7 +483,7 @@ def ingest_dexycb(
     meta = read_meta(meta_path)
     if meta.mano_sides[0] != "right":
         raise InputError(f"{meta_path}: mano_sides {meta.mano_sides}: hoannot fits a right hand only")
-    _check_dst(src, dst, overwrite)
+    check_ingest_destination(src, dst, overwrite)
     calib = Path(calibration) if calibration is not None else find_calibration(src)
     extr, master = read_extrinsics(calib, meta.extrinsics)
     betas = read_betas(calib, meta.mano_calib[0])
@@ -548,19 +548,6 @@ def ingest_dexycb(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return open_sequence(dst), f"ingested DexYCB sequence {src} into {dst}: {len(cams)} cameras x {len(ids)} frames; {summary}"
-
-
-def _check_dst(src: Path, dst: Path, overwrite: bool) -> None:
-    if dst.exists():
-        if not dst.is_dir():
-            raise InputError(f"{dst}: exists and is not a directory")
-        if any(dst.iterdir()):
-            if not overwrite:
-                raise InputError(f"{dst}: exists and is not empty (pass overwrite=True to replace it)")
-            if not (dst / "sequence.yaml").is_file():
-                raise InputError(f"{dst}: not a hoannot sequence (no sequence.yaml); refusing to overwrite it")
-    if dst.resolve() == src.resolve():
-        raise InputError(f"{dst}: output folder is the input folder")
 
 
 def _copy_images(src, stage, meta, pairs, calib, T_world):

@@ -44,7 +44,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.camera import Camera
-from hoannot.datasets.io import InputError, atomic_write, read_image, write_image, write_npz
+from hoannot.datasets.io import InputError, atomic_write, check_ingest_destination, read_image, write_image, write_npz
 from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.sequence import ObjectConfig, Sequence, SequenceConfig, open_sequence, write_sequence_header
 
@@ -311,16 +311,7 @@ def ingest_ho3d(
         raise InputError(f"{src}: already a hoannot sequence, nothing to ingest")
     if layout != "ho3d":
         raise InputError(f"{src}: a DexYCB sequence, not HO-3D (see hoannot.datasets.dexycb.ingest_dexycb)")
-    if dst.exists():
-        if not dst.is_dir():
-            raise InputError(f"{dst}: exists and is not a directory")
-        if any(dst.iterdir()):
-            if not overwrite:
-                raise InputError(f"{dst}: exists and is not empty (pass overwrite=True to replace it)")
-            if not (dst / "sequence.yaml").is_file():
-                raise InputError(f"{dst}: not a hoannot sequence (no sequence.yaml); refusing to overwrite it")
-    if dst.resolve() == src.resolve():
-        raise InputError(f"{dst}: output folder is the input folder")
+    check_ingest_destination(src, dst, overwrite)
 
     rgb_files = _frame_files(src / "rgb", _RGB_EXT)
     if not rgb_files:

@@ -225,3 +225,22 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         return iio.imread(path)
     except Exception as e:  # noqa: BLE001 - any decoder failure is bad input
         raise InputError(f"{path}: unreadable image ({type(e).__name__}: {e})".splitlines()[0]) from None
+
+
+def check_ingest_destination(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse an ingest's output folder that would lose data (HO-3D and DexYCB ingests).
+
+    Raises:
+        InputError: ``dst`` is a file, a non-empty folder without ``overwrite``, a non-empty
+            folder that is not a hoannot sequence, or ``src`` itself.
+    """
+    if dst.exists():
+        if not dst.is_dir():
+            raise InputError(f"{dst}: exists and is not a directory")
+        if any(dst.iterdir()):
+            if not overwrite:
+                raise InputError(f"{dst}: exists and is not empty (pass overwrite=True to replace it)")
+            if not (dst / "sequence.yaml").is_file():
+                raise InputError(f"{dst}: not a hoannot sequence (no sequence.yaml); refusing to overwrite it")
+    if dst.resolve() == src.resolve():
+        raise InputError(f"{dst}: output folder is the input folder")
