@@ -62,18 +62,22 @@ def test_geometry_labels_the_table_and_clutter_background(table):
     assert np.linalg.norm(transl - gt.obj_transl, axis=-1).max() < 0.01
 
 
+def _search_inputs(seq):
+    """Ground truth, our hand model, depth (F, C, H, W) m, ground-truth labels and the object."""
+    from hoannot.models.hand import HandModel
+
+    D = np.stack([[seq.read_depth(c, f) for c in seq.camera_names] for f in seq.frames])
+    L = np.stack([[_gt(seq, c, f) for c in seq.camera_names] for f in seq.frames])
+    return GroundTruth.load(seq.root / "gt" / "poses.npz"), HandModel(None), D, L, load_sequence_object(seq)
+
+
 def test_grasp_search_finds_the_hand_without_joints(table):
     """From the ground-truth masks and the registered object alone (no 2D joints, no pose),
     the search lands the hand near the truth, and much nearer than its own starts do."""
     from hoannot.annotate.hand_search import search_grasp
-    from hoannot.models.hand import HandModel
 
     seq = table
-    gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
-    hm = HandModel(None)
-    D = np.stack([[seq.read_depth(c, f) for c in seq.camera_names] for f in seq.frames])
-    L = np.stack([[_gt(seq, c, f) for c in seq.camera_names] for f in seq.frames])
-    obj = load_sequence_object(seq)
+    gt, hm, D, L, obj = _search_inputs(seq)
 
     def mpjpe(r):
         with torch.no_grad():
@@ -95,14 +99,10 @@ def test_grasp_search_extra_starts_come_back_ranked(table):
 
     from hoannot.annotate.hand_search import search_grasp
     from hoannot.fitting.ik import fit_keypoints
-    from hoannot.models.hand import HandModel, change_frame
+    from hoannot.models.hand import change_frame
 
     seq = table
-    gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
-    hm = HandModel(None)
-    D = np.stack([[seq.read_depth(c, f) for c in seq.camera_names] for f in seq.frames])
-    L = np.stack([[_gt(seq, c, f) for c in seq.camera_names] for f in seq.frames])
-    obj = load_sequence_object(seq)
+    gt, hm, D, L, obj = _search_inputs(seq)
     fl = fit_keypoints(hm, gt.hand_joints[:1], iterations=150)
     Rinv = torch.as_tensor(Rotation.from_rotvec(gt.obj_rot[:1]).inv().as_matrix(), dtype=torch.float32)
     tinv = -torch.einsum("fij,fj->fi", Rinv, torch.as_tensor(gt.obj_transl[:1], dtype=torch.float32))

@@ -3,6 +3,7 @@ checkpoints and resuming."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -69,8 +70,8 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_of_other_inputs(tmp_path):
-    """New initial poses (``init`` rerun) or a frame dropped from sequence.yaml after a
-    checkpoint: --resume refuses instead of finishing with the old fit."""
+    """New initial poses (``init`` rerun), a frame dropped from sequence.yaml or a changed
+    calibration after a checkpoint: --resume refuses instead of finishing with the old fit."""
     seq, init, hand, obj = _box_sequence(tmp_path)
     cfg = load_fit_config(None, iterations=2, batch_size=3, overlap=1, crop_size=32, num_points=100)
     fit_sequence(seq, init, hand, obj, cfg, tmp_path / "f", progress=False, stop_after=1)
@@ -84,7 +85,15 @@ def test_resume_refuses_a_checkpoint_of_other_inputs(tmp_path):
     write_sequence_header(seq.root, seq.config.model_copy(update={"frames": seq.frames[:-1]}), seq.cameras)
     with pytest.raises(InputError, match="checkpoint was made from other inputs"):
         fit_sequence(open_sequence(seq.root), init, hand, obj, cfg, tmp_path / "f", resume=True, progress=False)
-    (seq.root / "sequence.yaml").write_bytes(header)  # the inputs of the checkpoint again: it resumes
+    (seq.root / "sequence.yaml").write_bytes(header)
+    calib = seq.root / "calibration" / "cameras.json"
+    saved = calib.read_bytes()
+    cams = json.loads(saved)
+    cams["cameras"][0]["K"][0][0] *= 1.01
+    calib.write_text(json.dumps(cams))
+    with pytest.raises(InputError, match="checkpoint was made from other inputs"):
+        fit_sequence(open_sequence(seq.root), init, hand, obj, cfg, tmp_path / "f", resume=True, progress=False)
+    calib.write_bytes(saved)  # the inputs of the checkpoint again: it resumes
     assert len(fit_sequence(seq, init, hand, obj, cfg, tmp_path / "f", resume=True, progress=False).poses) == 4
 
 

@@ -135,7 +135,7 @@ def inputs_digest(seq: Sequence, init: HandObjectPoses) -> str:
     for f in fields(HandObjectPoses):
         if f.name != "source":
             h.update(np.ascontiguousarray(getattr(init, f.name)).tobytes())
-    for name in ("sequence.yaml", "calibration.json"):
+    for name in ("sequence.yaml", "calibration/cameras.json"):
         if (seq.root / name).is_file():
             h.update((seq.root / name).read_bytes())
     for p in sorted((seq.root / "keypoints2d").glob("*/*.npz")) + sorted((seq.root / "keypoints2d").glob("*.npz")):
