@@ -216,7 +216,7 @@ def write_results(res: dict) -> None:
         if m not in res:
             continue
         e = res[m]
-        pm = lambda d: f" +- {d['mpjpe_mm_std']:.1f}" if "mpjpe_mm_std" in d and len(e.get("seeds", [])) > 1 else ""  # noqa: E731
+        pm = lambda d, e=e: f" +- {d['mpjpe_mm_std']:.1f}" if "mpjpe_mm_std" in d and len(e.get("seeds", [])) > 1 else ""  # noqa: E731
         gains = ", ".join(f"{g:+.1f}" for g in e.get("ablation_gain_mm_per_seed", []))
         rows.append(f"| {m} | {e['mpjpe_mm']:.1f}{pm(e)} | {e['pa_mpjpe_mm']:.1f} | {e['auc']:.3f} | {e['train_minutes']:.1f} | "
                     f"{e['ms_per_frame']:.1f} | {e['ablation']['what']} | {e['ablation']['mpjpe_mm']:.1f}{pm(e['ablation'])} | "
@@ -228,7 +228,7 @@ def write_results(res: dict) -> None:
         seeds = str(next(iter(per_method.values()), res.get("seeds", [0])))
     cmds = sorted({res[m].get("command", res["command"]) for m in ("feedback_loop", "two_stage", "cnn3d", "sdnet") if m in res})
     cmds = cmds or [res["command"]]
-    text = (f"# Baselines on synthetic captures\n\n" + "".join(f"`{c}`\n\n" for c in cmds) + f"{res['train_sequences']} training / "
+    text = ("# Baselines on synthetic captures\n\n" + "".join(f"`{c}`\n\n" for c in cmds) + f"{res['train_sequences']} training / "
             f"{res['test_sequences']} test sequences ({res['synth']['cameras']} cameras x {res['synth']['frames']} frames, "
             f"{res['synth']['width']}x{res['synth']['height']} px, hand: {res['hand']}; "
             f"{res.get('test_crops', '?')} test crops). Training seeds: {seeds}; MPJPE is the mean over "

@@ -144,7 +144,8 @@ def test_add_known_offset_and_rotation():
     assert M.add(Rz, np.zeros(3), I, np.zeros(3), pts) == pytest.approx(0.1 * np.sqrt(2))
     assert M.adds(Rz, np.zeros(3), I, np.zeros(3), pts) == pytest.approx(0, abs=1e-12)
     # batched
-    R = np.stack([I, Rz]); t = np.zeros((2, 3))
+    R = np.stack([I, Rz])
+    t = np.zeros((2, 3))
     np.testing.assert_allclose(M.add(R, t, np.stack([I, I]), t, pts), [0, 0.1 * np.sqrt(2)])
 
 

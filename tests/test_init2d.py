@@ -18,7 +18,7 @@ from hoannot.annotate.object_pose import DepthView, backproject, track_object
 from hoannot.datasets.io import InputError, read_image, write_npz
 from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.sequence import open_sequence, write_sequence_header
-from hoannot.evaluation.metrics import add, adds, mpjpe_mm
+from hoannot.evaluation.metrics import add, mpjpe_mm
 from hoannot.models.hand import HandModel
 from hoannot.pipeline import load_sequence_object, synth_sequence
 
@@ -99,7 +99,7 @@ def test_multiview_init_and_object_registration(webxr_mustard, model, mustard, t
     err = mpjpe_mm(J, gt.hand_joints)
     # baseline: the mean (flat) hand, joints centred on the hand pixels' 3D centroid
     base = []
-    for fi, f in enumerate(seq.frames):
+    for f in seq.frames:
         pts = np.concatenate([
             backproject(seq.read_depth(c.name, f), read_image(seq.root / "gt/segmentation" / c.name / f"{f:06d}.png") == 1, c)
             for c in seq.cameras

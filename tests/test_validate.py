@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from hoannot.datasets.camera import Camera, look_at
 from hoannot.datasets.io import InputError, write_image, write_json
@@ -306,11 +308,6 @@ def test_bad_segmentation(tmp_path):
 # the corpus of issue 21: every command, every bad input -> one line naming the file and the
 # problem, exit code 2, existing outputs byte-identical, and (fit) nothing fitted
 # ---------------------------------------------------------------------------------------
-import hashlib as _hashlib
-import shutil
-
-from typer.testing import CliRunner
-
 CW, CH = 48, 36  # the corpus capture: 2 cameras x 2 frames of 48 x 36
 
 
@@ -337,7 +334,7 @@ def capture(tmp_path_factory):
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): _hashlib.sha1(p.read_bytes()).hexdigest()
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}  # fmt: skip
 
 

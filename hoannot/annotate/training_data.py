@@ -458,7 +458,7 @@ def render_pool(
         from rich.progress import track
 
         it = track(it, description=f"rendering {n} composites")
-    for i in it:
+    for _ in it:
         oi = int(rng.integers(len(meshes)))
         s = render_sample(meshes[oi], sampler, rng, cfg)
         for k in keys:

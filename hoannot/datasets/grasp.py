@@ -277,7 +277,7 @@ def synthesize_grasp(
     B_rest = _frame(rig.palm_normal, f_rest)
     radius = float(np.linalg.norm(v - centre, axis=1).max()) + 0.05
     all_rows = np.arange(len(rest.rest_vertices))
-    best = None
+    best, best_score = None, None
     for _ in range(tries):
         a = rng.normal(size=3)
         u = a - (a @ L) * L

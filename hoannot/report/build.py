@@ -26,7 +26,7 @@ import torch
 import hoannot
 from hoannot.datasets.io import InputError, atomic_write, read_image
 from hoannot.datasets.poses import HandObjectPoses
-from hoannot.datasets.sequence import Sequence, open_sequence
+from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig
 from hoannot.fitting.optimize import FLAG_DEPTH_MM, FLAG_IOU_HAND, FLAG_IOU_OBJECT
 from hoannot.fitting.parameters import PoseParameters
@@ -686,7 +686,7 @@ def build_report(
         frame_rows = []
         for f in frames:
             i = qi.get(f)
-            val = lambda k: _fmt(q[k][i]) if i is not None and k in q else "–"  # noqa: E731
+            val = lambda k, i=i: _fmt(q[k][i]) if i is not None and k in q else "–"  # noqa: E731
             frame_rows.append({
                 "frame": f, "anchor": f"f{f:06d}", "flag": bool(i is not None and "flag" in q and q["flag"][i]),
                 "iou_hand": val("iou_hand"), "iou_object": val("iou_object"), "depth": val("depth_residual_mm"),
