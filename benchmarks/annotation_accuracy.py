@@ -30,9 +30,7 @@ import concurrent.futures as cf
 import gc
 import json
 import multiprocessing as mp
-import platform
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +39,9 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import InputError, atomic_write, write_json
+from harness import RESULTS, SHARED, machine_line, settings_digest, stamp, write_result
+
+from hoannot.datasets.io import InputError
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import open_sequence, write_sequence_header
 from hoannot.evaluation import metrics as M
@@ -52,8 +52,6 @@ from hoannot.fitting.optimize import fit_sequence, save_fit
 from hoannot.fitting.schedule import batches
 from hoannot.pipeline import load_hand_model, load_sequence_object, run_export, run_init, synth_sequence
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-RESULTS = Path(__file__).parent / "results"
 THREADS = 2
 DATA_DIRS = ("rgb", "depth", "segmentation", "gt", "init")
 
@@ -371,8 +369,8 @@ def markdown(res: dict) -> str:
                 "accuracy. The tables are this run's; the prose around them is written for the WebXR run.\n\n" +
                 markdown({**res, "hand": "webxr"}).split("\n", 1)[1])
     L = [f"# Annotation accuracy (synthetic WebXR hand + YCB `{res['object']}`)", "",
-         f"Made by `{res['command']}` in {res['wall_seconds'] / 60:.1f} min wall time on {res['machine']} "
-         f"({res['threads']} torch threads, CPU, torch {res['torch']}). Raw numbers: `annotation_accuracy.json`.", "",
+         f"Made by `{res['command']}` in {res['wall_seconds'] / 60:.1f} min wall time on {machine_line(res)} "
+         f"({res['threads']} torch threads, CPU{', at `' + res['git_commit'][:12] + '`' if res.get('git_commit') else ''}). Raw numbers: `annotation_accuracy.json`.", "",
          "Data: the WebXR hand (an independent skinned mesh, not our fitting model) holding the scanned YCB "
          f"object, {s['cameras']} cameras on a ring, {s['frames']} frames, {s['width']}x{s['height']} px "
          f"(focal {s['focal']:g} px), depth noise and holes on; segmentation = ground-truth masks; no 2D "
@@ -502,10 +500,8 @@ def main() -> None:
             raise InputError(f"{out}: no results to add the scaling part to; run without --only-scaling first")
         res = json.loads(out.read_text())
         res["scaling"] = scaling_part(work, s, ycb, hand, a.object)
-        res["scaling"]["command"] = "python benchmarks/annotation_accuracy.py " + " ".join(sys.argv[1:])
-        write_json(out, res)
-        with atomic_write(out.with_suffix(".md"), "w") as f:
-            f.write(markdown(res))
+        res["scaling"].update(stamp(__file__))
+        write_result(out, res, markdown(res))
         log(f"scaling re-run written to {out}")
         return
 
@@ -537,7 +533,7 @@ def main() -> None:
     }
     targets_met["all"] = all(targets_met.values())
     res = {
-        "command": "python benchmarks/annotation_accuracy.py " + " ".join(sys.argv[1:]),
+        **stamp(__file__, config_digest=settings_digest(s), data={"webxr_hand": webxr, a.object: ycb}),
         "quick": a.quick, "hand": "webxr_generic_hand/right.glb" if a.hand == "webxr" else "open (our fitting model)", "object": a.object, "seed": 0,
         "init": "ground truth + 10 deg / 15 mm (+ 0.1 rad per finger joint)",
         "segmentation": "ground truth (copied by run_init)", "keypoints2d": "none (E_j2d inactive)",
@@ -547,11 +543,9 @@ def main() -> None:
         "ablation_jobs": a.jobs,
         "targets_met": targets_met,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
-        "threads": torch.get_num_threads(), "machine": platform.machine(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
     }  # fmt: skip
-    write_json(out, res)
-    with atomic_write(out.with_suffix(".md"), "w") as f:
-        f.write(markdown(res))
+    write_result(out, res, markdown(res))
     log(f"wrote {out} and {out.with_suffix('.md')} ({res['wall_seconds'] / 60:.1f} min)")
     print(json.dumps({k: res[k] for k in ("multi_camera", "single_camera", "targets_met")}, indent=1, default=str))
     if tmp is not None:

@@ -26,11 +26,8 @@ Writes ``benchmarks/results/auto_annotation.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,9 +36,7 @@ import numpy as np
 import torch
 from init_fit import _copy_inputs  # the capture as a user has it (no init, masks or joints), plus gt/
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-RESULTS = Path(__file__).parent / "results"
+from harness import SHARED, WEBXR_HAND, package_digest, stamp, write_result
 
 #: name -> (object, grasp seed, cameras, frames, scene)
 CAPTURES = {
@@ -61,28 +56,9 @@ VARIANTS = {
 }
 
 
-def package_digest() -> str:
-    """sha256 of the package source (hoannot/**/*.py and the shipped weights), 12 hex digits."""
-    h = hashlib.sha256()
-    for p in sorted((REPO / "hoannot").rglob("*")):
-        if p.suffix in (".py", ".pt") and p.is_file():
-            h.update(str(p.relative_to(REPO)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def data_hashes() -> dict:
-    """sha256 (16 hex digits) of the ../shared files the captures are made from."""
-    out = {"webxr_hand": _sha256(SHARED / "hands" / "webxr_generic_hand" / "right.glb")}
-    for obj in sorted({c[0] for c in CAPTURES.values()}):
-        for f in sorted((SHARED / "ycb" / obj).glob("*")):
-            if f.is_file():
-                out[f"{obj}/{f.name}"] = _sha256(f)
-    return out
+def data_files() -> dict[str, Path]:
+    """The ../shared files the captures are made from (name -> path), for the result's hashes."""
+    return {"webxr_hand": WEBXR_HAND, **{obj: SHARED / "ycb" / obj for obj in sorted({c[0] for c in CAPTURES.values()})}}
 
 
 def make_capture(work: Path, name: str) -> Path:
@@ -93,7 +69,7 @@ def make_capture(work: Path, name: str) -> Path:
     if (out / "sequence.yaml").is_file():
         return out
     shutil.rmtree(out, ignore_errors=True)
-    hand = SHARED / "hands" / "webxr_generic_hand" / "right.glb"
+    hand = WEBXR_HAND
     synth_sequence(out, str(SHARED / "ycb" / obj), str(hand), cams, frames, seed=seed, noise=True,
                    scene=scene, lighting=True)  # fmt: skip
     return out
@@ -153,7 +129,7 @@ def markdown(res: dict) -> str:
         "# Annotation without ground truth",
         "",
         f"`{res['command']}` at `{res['git_commit']}` ({res['date']}, package digest `{res['package_digest']}`"
-        f"{', fit config digest `' + res['fit_config_digest'] + '`' if 'fit_config_digest' in res else ''}).",
+        f"{', fit config digest `' + res['config_digest'] + '`' if res.get('config_digest') else ''}).",
         "WebXR hand holding YCB meshes; `gt_start` = `init --from-gt` (ground truth + noise, ground-truth masks),",
         f"`{v0}` = `init --auto` with the shipped models, nothing from `gt/`. Both then `fit` at default settings.",
         "Targets: auto / gt_start <= 1.2 (single camera 1.3) for hand and object, on every capture.",
@@ -199,7 +175,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-write", action="store_true", help="print, do not write benchmarks/results")
     a = ap.parse_args()
-    if not (SHARED / "hands" / "webxr_generic_hand" / "right.glb").is_file():
+    if not WEBXR_HAND.is_file():
         sys.exit(f"{SHARED}: ../shared not found (this benchmark needs its meshes and hand)")
     torch.set_num_threads(a.threads)
     work = Path(a.work)
@@ -240,14 +216,9 @@ def main() -> None:
         g = entry["gt_start"]
         entry["gt_start_generalises"] = bool(g["fit_hand_mpjpe_mm"] <= entry["floor_mm"] + 1.0 and g["fit_object_add_mm"] <= 2.0)
         captures.append(entry)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "hoannot"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     res = {
-        "command": "python benchmarks/auto_annotation.py " + " ".join(sys.argv[1:]),
-        "git_commit": commit + ("+dirty" if dirty else ""), "date": datetime.date.today().isoformat(),
-        "package_digest": digest, "device": "cpu", "threads": a.threads, "default_variant": next(iter(variants)),
-        "fit_config_digest": hashlib.sha256(json.dumps(load_fit_config(None).model_dump(), sort_keys=True).encode()).hexdigest()[:12],
-        "data_sha256": data_hashes(),
+        **stamp(__file__, config_digest=load_fit_config(None).digest(), data=data_files()),
+        "device": "cpu", "threads": a.threads, "default_variant": next(iter(variants)),
         "variants": variants,
         "captures": captures,
         "all_meet_target": all(c["meets_target"] for c in captures),
@@ -255,10 +226,7 @@ def main() -> None:
     md = markdown(res)
     print(md)
     if not a.no_write:
-        from hoannot.datasets.io import write_json
-
-        write_json(RESULTS / "auto_annotation.json", res)
-        (RESULTS / "auto_annotation.md").write_text(md)
+        write_result("auto_annotation", res, md)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import REPO as ROOT
+from harness import stamp
+
 SHARED = ROOT.parent / "shared"
 N_TRAIN, N_TEST = 480, 32
 SYNTH = dict(cameras=4, frames=4, width=160, height=120, focal=150.0)
@@ -172,6 +174,7 @@ def main() -> None:
     methods = args.methods.split(",")
     res: dict = {
         **keep,
+        **stamp(__file__),
         "command": cmd,
         "train_sequences": len(train_dirs), "test_sequences": len(test_dirs), "synth": synth, "hand": Path(hand()).name,
         "objects": [Path(o).name for o in objects()], "seeds": seeds, "jobs": args.jobs,
@@ -206,10 +209,8 @@ def main() -> None:
 
 
 def write_results(res: dict) -> None:
-    from hoannot.datasets.io import atomic_write, write_json
+    from harness import write_result
 
-    out = ROOT / "benchmarks" / "results"
-    write_json(out / "baselines.json", res)
     rows = ["| method | MPJPE (mm) | PA-MPJPE (mm) | AUC 0-50 mm | train (min) | ms/frame | ablation | ablation MPJPE (mm) "
             "| gain per seed (mm) | reproduced |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in ("feedback_loop", "two_stage", "cnn3d", "sdnet"):
@@ -236,8 +237,7 @@ def write_results(res: dict) -> None:
             "paper's direction); \"reproduced\" = lower mean test MPJPE than the ablation partner."
             + (f" Runs were trained {res['jobs']} at a time, one thread each: train minutes and ms/frame are on one "
                "core shared with the other runs." if res.get("jobs", 1) > 1 else "") + "\n\n" + "\n".join(rows) + "\n")
-    with atomic_write(out / "baselines.md", "w") as f:
-        f.write(text)
+    write_result("baselines", res, text)
 
 
 if __name__ == "__main__":

@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from hoannot.datasets.io import write_json
+from harness import SHARED, WEBXR_HAND, stamp, write_result
+
 from hoannot.evaluation.report import run_eval
 from hoannot.fitting.config import FitConfig, load_fit_config
 from hoannot.pipeline import run_export, run_fit, run_init, synth_sequence
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main() -> None:
@@ -37,7 +34,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=FitConfig().iterations)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "fit.json"))
     a = ap.parse_args()
-    webxr = SHARED / "hands" / "webxr_generic_hand" / "right.glb"
+    webxr = WEBXR_HAND
     if webxr.is_file():
         obj, hand = str(SHARED / "ycb" / "010_potted_meat_can"), str(webxr)
     else:
@@ -55,16 +52,16 @@ def main() -> None:
         before = run_eval(seq / "labels_init" / "labels.npz", seq)
         after = run_eval(seq, seq)
     res = {
-        "command": "python benchmarks/fit.py " + " ".join(sys.argv[1:]),
+        **stamp(__file__, config_digest=cfg.digest(), data={"hand": hand, "object": obj} if webxr.is_file() else None),
         "hand": Path(hand).name, "object": Path(obj).name,
         "cameras": a.cameras, "frames": a.frames, "iterations": a.iterations, "crop_size": cfg.crop_size,
         "seconds_per_frame": round(seconds / a.frames, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "hand_mpjpe_mm_before": round(before["mpjpe_mm"], 2), "hand_mpjpe_mm_after": round(after["mpjpe_mm"], 2),
         "object_add_mm_before": round(before["add_mm"], 2), "object_add_mm_after": round(after["add_mm"], 2),
-        "threads": torch.get_num_threads(), "machine": platform.machine(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
     }  # fmt: skip
-    write_json(a.out, res)
+    write_result(a.out, res)
     print(json.dumps(res, indent=1))
 
 

@@ -23,19 +23,16 @@ Writes ``benchmarks/results/grasp_search.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from auto_annotation import CAPTURES, RESULTS, _copy_inputs, data_hashes, make_capture, package_digest
+from auto_annotation import CAPTURES, _copy_inputs, data_files, make_capture
+from harness import stamp, write_result
 
-REPO = Path(__file__).resolve().parents[1]
 #: settings of search_grasp compared with the default (name -> keyword arguments)
 VARIANTS = {
     "default": {},
@@ -140,21 +137,16 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     names = a.only or [n for n, c in CAPTURES.items() if c[2] > 1]
     captures = [run_capture(Path(a.work), n, VARIANTS) for n in names]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "hoannot"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    from hoannot.fitting.config import load_fit_config
+
     res = {
-        "command": "python benchmarks/grasp_search.py " + " ".join(sys.argv[1:]),
-        "git_commit": commit + ("+dirty" if dirty else ""), "date": datetime.date.today().isoformat(),
-        "package_digest": package_digest(), "threads": a.threads, "data_sha256": data_hashes(),
+        **stamp(__file__, config_digest=load_fit_config(None).digest(), data=data_files()), "threads": a.threads,
         "variants": {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()} for k, v in VARIANTS.items()},
         "captures": captures,
     }  # fmt: skip
     md = markdown(res)
     print(md)
-    from hoannot.datasets.io import write_json
-
-    write_json(RESULTS / "grasp_search.json", res)
-    (RESULTS / "grasp_search.md").write_text(md)
+    write_result("grasp_search", res, md)
 
 
 if __name__ == "__main__":

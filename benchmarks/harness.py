@@ -132,16 +132,35 @@ def stamp(
     return out
 
 
-def write_result(name: str, result: Mapping[str, Any], markdown: str | None = None, results: Path = RESULTS) -> Path:
-    """Write ``results/NAME.json`` (and ``NAME.md`` when given) together, all or none; the
-    machine's load average at the end joins ``result["machine"]``. Returns the JSON path."""
+def write_result(out: str | os.PathLike, result: Mapping[str, Any], markdown: str | None = None) -> Path:
+    """Write a result's JSON (and its Markdown beside it, same name, ``.md``) together, all or
+    none; the machine's load average at the end joins ``result["machine"]``.
+
+    Args:
+        out: a name (``"speed"`` -> ``benchmarks/results/speed.json``) or a ``.json`` path
+            (quick runs write into their work folder).
+    Returns:
+        the JSON path.
+    Raises:
+        OSError: a file could not be written (then neither changed).
+    """
     from hoannot.datasets.io import json_bytes, write_files
 
+    path = RESULTS / f"{out}.json" if isinstance(out, str) and "/" not in out and not out.endswith(".json") else Path(out)
     res = dict(result)
     if isinstance(res.get("machine"), dict) and hasattr(os, "getloadavg"):
         res["machine"] = {**res["machine"], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
-    files = {results / f"{name}.json": json_bytes(res)}
+    files = {path: json_bytes(res)}
     if markdown is not None:
-        files[results / f"{name}.md"] = markdown.encode()
+        files[path.with_suffix(".md")] = markdown.encode()
     write_files(files)
-    return results / f"{name}.json"
+    return path
+
+
+def machine_line(res: Mapping[str, Any]) -> str:
+    """``x86_64, 2 CPUs, torch 2.12.1, load 1.9`` from a result's ``machine`` (older results: a string)."""
+    m = res.get("machine")
+    if not isinstance(m, dict):
+        return str(m)
+    load = f", load {m['loadavg'][0]:.1f}" if m.get("loadavg") else ""
+    return f"{m.get('arch')}, {m.get('cpus')} CPUs, torch {m.get('torch', '?')}{load}"

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
+from harness import RESULTS, SHARED, stamp, write_result
+
 from hoannot.datasets.io import InputError, write_json
 from hoannot.evaluation.report import run_eval
 from hoannot.fitting.config import load_fit_config
 from hoannot.pipeline import run_export, run_fit, run_init, synth_sequence
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-RESULTS = Path(__file__).parent / "results"
 INPUTS = ("calibration", "calibration.json", "depth", "gt", "rgb", "sequence.yaml")
 
 
@@ -88,7 +88,8 @@ def main() -> None:
         "auto_model_perception_mediapipe": dict(auto=True, perception="model", seg_weights=seg,
                                                 kp_detector="mediapipe"),  # fmt: skip
     }
-    res: dict = {"command": "python benchmarks/init_fit.py " + " ".join(sys.argv[1:]), "hand": hand.name,
+    res: dict = {**stamp(__file__, config_digest=cfg.digest(), data={"hand": hand, a.object: SHARED / "ycb" / a.object},
+                         weights={"segmentation": seg, "keypoints": weights / "keypoints.pt"}), "hand": hand.name,
                  "object": a.object, "cameras": a.cameras, "frames": a.frames, "size": [160, 120],
                  "fit_config": {"iterations": a.iterations, "batch_size": a.frames, "crop_size": a.crop_size}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +124,7 @@ def main() -> None:
             f = res[name]["fit"]
             res[name]["within_20pct_of_gt_noise_fit"] = bool(
                 f["hand_mpjpe_mm"] <= 1.2 * ref["hand_mpjpe_mm"] and f["object_add_mm"] <= 1.2 * ref["object_add_mm"])
-    write_json(a.out, res)
+    write_result(a.out, res)
     perception = RESULTS / "perception.json"
     if perception.is_file() and "fit" in res["auto_model_perception"]:
         p = json.loads(perception.read_text())

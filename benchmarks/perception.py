@@ -36,22 +36,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from harness import REPO as ROOT
+from harness import RESULTS, SHARED, stamp, write_result
+
 from hoannot.annotate.keypoints import detect_keypoints, load_keypoints, train_keypoints
 from hoannot.annotate.perception import draw_overlay
 from hoannot.annotate.segmentation import load_segmentation, segment, train_segmentation
 from hoannot.annotate.training_data import TEST_YCB, default_objects, load_pool, render_pool, save_pool
-from hoannot.datasets.io import InputError, read_image, write_image, write_json
+from hoannot.datasets.io import InputError, read_image, write_image
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 #: Eye-checked labels of the real photo (0 background, 1 hand and forearm, 2 bottle): skin and
 #: yellow colour thresholds in HSV, largest skin component, holes filled, then checked by eye
 #: on its overlay (written as ``benchmarks/results/perception_real_reference.png``; boundaries
@@ -243,7 +242,7 @@ def main() -> None:
                      "seg_iou_object": round(float(inter_r[2] / union_r[2]), 4)}  # fmt: skip
 
     result = {
-        "command": "python benchmarks/perception.py " + " ".join(sys.argv[1:]),
+        **stamp(__file__),
         "device": "cpu (2 shared cores)" if args.device == "cpu" else args.device,
         "jobs": args.jobs,
         "train_data": _train_data(pool, work),
@@ -282,7 +281,7 @@ def main() -> None:
         "real_photo": real_note,
         "total_minutes": round((time.time() - t_start) / 60, 2),
     }  # fmt: skip
-    write_json(RESULTS / "perception.json", result)
+    write_result("perception", result)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1))
 
 

@@ -2,7 +2,7 @@
 
 One function per results file turns it into table rows (benchmark, result, target, run); the
 table replaces what lies between ``<!-- results-table:begin -->`` and ``<!-- results-table:end -->``
-in README.md. ``tests/test_readme_table.py`` fails when README's table is not what the results
+in README.md. ``tests/test_benchmark_harness.py`` fails when README's table is not what the results
 files give, so a rerun benchmark without a regenerated README (or a hand edit) cannot land.
 
     python benchmarks/readme_table.py          # rewrite README's table
@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+from harness import REPO, RESULTS
+
 README = REPO / "README.md"
 BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,8 @@ import torch
 import trimesh
 
 from hoannot.datasets.camera import Camera, look_at
-from hoannot.datasets.io import write_json
+from harness import stamp, write_result
+
 from hoannot.fitting.config import FitConfig
 from hoannot.models.hand import HandModel
 from hoannot.renderers.cameras import ViewCameras
@@ -84,7 +83,7 @@ def main() -> None:
     f, n = outs["binned"], outs["native"]
     rel = lambda x, y: float((x - y).abs().max() / y.abs().max().clamp(min=1e-12))  # noqa: E731
     res = {
-        "command": "python benchmarks/render.py " + " ".join(sys.argv[1:]),
+        **stamp(__file__, config_digest=FitConfig().digest()),
         "faces": int(hf.shape[0] + of.shape[0]),
         "image_size": [a.size, a.size],
         "frames": a.frames,
@@ -100,10 +99,8 @@ def main() -> None:
         "max_rel_diff_grad_object": rel(f[2], n[2]),
         "faces_per_pixel": HandObjectRenderer().faces_per_pixel,
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
     }
-    write_json(a.out, res)
+    write_result(a.out, res)
     print(json.dumps(res, indent=1))
 
 

@@ -31,7 +31,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -40,10 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import REPO, RESULTS, SHARED, machine_line, sha256, stamp, write_result
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-SHARED = REPO.parent / "shared" / "data"
-RESULTS = HERE / "results"
 BASE_COMMIT = "33cbbe1"  # main when issue 18 was taken up
 OBJECTS = ("010_potted_meat_can", "004_sugar_box", "006_mustard_bottle")
 THREADS = 2
@@ -197,14 +195,6 @@ def run_child(code: Path, job: dict, cache: Path) -> dict:
     return stamped(res)
 
 
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def make_captures(work: Path, objects: list[str], frames: int) -> list[dict]:
     from annotation_accuracy import derive_sequence
 
@@ -221,7 +211,7 @@ def make_captures(work: Path, objects: list[str], frames: int) -> list[dict]:
             run_init(multi, from_gt=True, seed=i)
         single = derive_sequence(multi, work / f"cap_{name}_cam0", ["cam0"])
         caps.append({"object": name, "seed": i, "multi": multi, "single": single,
-                     "data_sha256": sha(multi / "rgb") + sha(multi / "depth")})  # fmt: skip
+                     "data_sha256": sha256(multi / "rgb") + sha256(multi / "depth")})  # fmt: skip
     return caps
 
 
@@ -260,7 +250,6 @@ def main() -> None:
     frames = 2 if a.quick else a.frames
     overrides = {"iterations": 3, "grasp_iterations": 3, "object_iterations": 2, "crop_size": 32} if a.quick else {}
     caps = make_captures(work / ("quick" if a.quick else "full"), objects, frames)
-    new_commit = git("rev-parse", "HEAD")
     # after: the code under test is the package, so its fits are cached by the hoannot/ tree and
     # commits that change only benchmarks or docs reuse them; before: the base commit
     dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "hoannot", "pyproject.toml"))
@@ -300,12 +289,11 @@ def main() -> None:
     from hoannot.fitting.config import FitConfig
 
     cfg = FitConfig(**{k: v for k, v in overrides.items()})
-    meta = {"command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "git_commit": new_commit,
-            "base_commit": git("rev-parse", a.base), "code_tree": {k: v for k, v in tag.items()}, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    meta = {**stamp(__file__, config_digest=",".join(sorted(digests)), data={"hand": SHARED / "hands" / "webxr_generic_hand"}),
+            "base_commit": git("rev-parse", a.base), "code_tree": {k: v for k, v in tag.items()},
             "config_digests": sorted(digests), "settings": {"defaults": "FitConfig()", "overrides": overrides},
             "captures_data_sha256": {c["object"]: c["data_sha256"] for c in caps},
             "hand": "webxr_generic_hand/right.glb", "frames": frames, **CAPTURE, "threads": THREADS,
-            "machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "wall_minutes": round((time.perf_counter() - t_start) / 60, 1), "crop_size": cfg.crop_size,
             "iterations": cfg.iterations}  # fmt: skip
     path = work / "speed_quick.json" if a.quick else RESULTS / "speed.json"
@@ -324,10 +312,7 @@ def main() -> None:
                "object_add_delta_mm": max(r["object_add_delta_mm"] for r in rows),
                "breakdown_before": breakdown["before"], "breakdown_after": breakdown["after"],
                "frame_camera_per_s": round(fcps, 3), "gpu": prev}  # fmt: skip
-    from hoannot.datasets.io import write_json
-
-    write_json(path, res)
-    path.with_suffix(".md").write_text(markdown(res))
+    write_result(path, res, markdown(res))
     log(f"wrote {path}")
     print(path.with_suffix(".md").read_text())
 
@@ -336,8 +321,8 @@ def markdown(res: dict) -> str:
     """The report of speed.json."""
     when = {w: sorted(r[w]["measured_at"] for r in res["rows"]) for w in ("before", "after")}
     L = ["# Fit speed, before and after (`benchmarks/speed.py`)", "",
-         f"Made by `{res['command']}` on {res['date']}, {res['machine']} with {res['cpus']} CPUs, {res['threads']} torch "
-         f"threads per fit, torch {res['torch']}; before = `{str(res['base_commit'])[:12]}`, after = "
+         f"Made by `{res['command']}` on {res['date']}, {machine_line(res)}, {res['threads']} torch "
+         f"threads per fit; before = `{str(res['base_commit'])[:12]}`, after = "
          f"`{res['git_commit'][:12]}`; config digests {', '.join(res['config_digests'])}; {res['wall_minutes']} min. "
          "Raw numbers: `speed.json`. The run is resumable and reuses a fit measured earlier with the same code and "
          f"settings: the before fits ran {when['before'][0]} to {when['before'][-1]}, the after fits "
