@@ -41,7 +41,7 @@ from scipy.spatial.transform import Rotation
 
 from harness import RESULTS, SHARED, machine_line, settings_digest, stamp, write_result
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import open_sequence, write_sequence_header
 from hoannot.evaluation import metrics as M

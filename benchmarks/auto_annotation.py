@@ -94,7 +94,7 @@ def _errors(labels: Path, seq: Path) -> tuple[float, float]:
 
 def run_one(capture: Path, dst: Path, kw: dict) -> dict:
     """Copy the capture's inputs (no init, masks or joints), init, export, fit, export, score."""
-    from hoannot.datasets.io import InputError
+    from hoannot.io import InputError
     from hoannot.fitting.config import load_fit_config
     from hoannot.pipeline import run_export, run_fit, run_init
 

@@ -144,7 +144,7 @@ def write_result(out: str | os.PathLike, result: Mapping[str, Any], markdown: st
     Raises:
         OSError: a file could not be written (then neither changed).
     """
-    from hoannot.datasets.io import json_bytes, write_files
+    from hoannot.io import json_bytes, write_files
 
     path = RESULTS / f"{out}.json" if isinstance(out, str) and "/" not in out and not out.endswith(".json") else Path(out)
     res = dict(result)

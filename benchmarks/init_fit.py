@@ -36,7 +36,7 @@ import torch
 
 from harness import RESULTS, SHARED, stamp, write_result
 
-from hoannot.datasets.io import InputError, write_json
+from hoannot.io import InputError, write_json
 from hoannot.evaluation.report import run_eval
 from hoannot.fitting.config import load_fit_config
 from hoannot.pipeline import run_export, run_fit, run_init, synth_sequence

@@ -49,7 +49,7 @@ from hoannot.annotate.keypoints import detect_keypoints, load_keypoints, train_k
 from hoannot.annotate.perception import draw_overlay
 from hoannot.annotate.segmentation import load_segmentation, segment, train_segmentation
 from hoannot.annotate.training_data import TEST_YCB, default_objects, load_pool, render_pool, save_pool
-from hoannot.datasets.io import InputError, read_image, write_image
+from hoannot.io import InputError, read_image, write_image
 
 #: Eye-checked labels of the real photo (0 background, 1 hand and forearm, 2 bottle): skin and
 #: yellow colour thresholds in HSV, largest skin component, holes filled, then checked by eye

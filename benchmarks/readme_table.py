@@ -200,7 +200,7 @@ def main() -> None:
             sys.exit(f"{README}: the results table is out of date; run python benchmarks/readme_table.py")
         return
     if new != text:
-        from hoannot.datasets.io import atomic_write
+        from hoannot.io import atomic_write
 
         with atomic_write(README, "w") as f:
             f.write(new)

@@ -30,7 +30,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from hoannot.datasets.io import InputError, write_json
+from hoannot.io import InputError, write_json
 from hoannot.fitting.config import FitConfig
 
 #: the chain, in order

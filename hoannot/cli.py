@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 console = Console()
 err_console = Console(stderr=True)

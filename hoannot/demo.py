@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.fitting.config import load_fit_config
 from hoannot.pipeline import run_export, run_fit, run_init, synth_sequence
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hoannot.datasets.io import InputError, exclusive_lock, json_bytes, npz_bytes, replace_dir, write_files
+from hoannot.io import InputError, exclusive_lock, json_bytes, npz_bytes, replace_dir, write_files
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import Sequence, open_sequence
 from hoannot.fitting.config import FitConfig
@@ -63,7 +63,7 @@ def load_sequence_object(
 
 def _copy_tree(src: Path, dst: Path) -> None:
     """Replace ``dst`` by a copy of ``src`` (copied beside it first, then renamed; a failed
-    copy leaves ``dst`` as it was, :func:`hoannot.datasets.io.replace_dir`)."""
+    copy leaves ``dst`` as it was, :func:`hoannot.io.replace_dir`)."""
     replace_dir(dst, lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True))
 
 

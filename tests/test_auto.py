@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hoannot.annotate.foreground import ForegroundConfig, background_planes, segment_sequence
-from hoannot.datasets.io import read_image
+from hoannot.io import read_image
 from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.sequence import open_sequence
 from hoannot.pipeline import load_sequence_object, synth_sequence

@@ -10,7 +10,7 @@ from hoannot.baselines import cnn3d, feedback_loop, sdnet, two_stage
 from hoannot.baselines.bench import bench
 from hoannot.baselines.dataset import HandCropDataset, crop_depth, hand_centre
 from hoannot.baselines.train import load_run, make_cfg, make_dataset, train
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.datasets.sequence import open_sequence
 
 from pathlib import Path

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from hoannot.batch import KILL_FIT_ENV, RunOptions, parse_stages, run_many, run_sequence
 from hoannot.cli import app
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.fitting.config import load_fit_config
 from hoannot.fitting.schedule import make_plan
 from hoannot.pipeline import synth_sequence

@@ -162,7 +162,7 @@ def test_an_io_error_is_one_line_naming_the_path_and_changes_nothing(seq, tmp_pa
     import os
     import shutil
 
-    from hoannot.datasets import io
+    from hoannot import io
 
     if how == "read_only" and os.geteuid() == 0:
         pytest.skip("root ignores file permissions")

@@ -8,7 +8,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets import conventions as C
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 # Independent definition of both orders by name (formats.md / the HO-3D joint-order figure).
 HO3D = C.HO3D_JOINT_NAMES

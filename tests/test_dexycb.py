@@ -30,7 +30,7 @@ from hoannot.datasets.dexycb import (
     read_label,
 )
 from hoannot.datasets.ho3d import detect_layout
-from hoannot.datasets.io import InputError, write_image
+from hoannot.io import InputError, write_image
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.validate import validate_sequence
 from hoannot.evaluation.report import run_eval

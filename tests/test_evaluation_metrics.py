@@ -7,7 +7,7 @@ import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.evaluation import metrics as M
 
 RNG = np.random.default_rng(0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.evaluation import depth_benchmarks as db
 from hoannot.evaluation import metrics as M
 

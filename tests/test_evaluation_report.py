@@ -10,7 +10,7 @@ import trimesh
 from rich.table import Table
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import InputError, write_npz
+from hoannot.io import InputError, write_npz
 from hoannot.evaluation.report import METRIC_KEYS, format_table, run_eval
 
 F = 3

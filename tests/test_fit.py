@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.evaluation.report import run_eval
 from hoannot.fitting.config import load_fit_config
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
@@ -101,7 +101,7 @@ def test_a_second_fit_of_a_sequence_is_refused_while_one_runs(tmp_path):
     """Two fits on one sequence would mix their fit/ files: the second is refused, in one line,
     while the first holds fit/.lock; once it is released (the OS releases it even for a killed
     run), a fit runs."""
-    from hoannot.datasets.io import exclusive_lock
+    from hoannot.io import exclusive_lock
 
     seq, _, _, _ = _box_sequence(tmp_path)
     cfg = load_fit_config(None, iterations=1, batch_size=4, overlap=1, crop_size=32, num_points=100)

@@ -9,7 +9,7 @@ import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.models.gltf_hand import JOINT_NAMES, GltfHand
 
 GLB = Path(__file__).resolve().parents[2] / "shared" / "data" / "hands" / "webxr_generic_hand" / "right.glb"

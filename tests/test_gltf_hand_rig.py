@@ -9,7 +9,7 @@ import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.models.rig import HO3D_FINGER_CHAINS, HandRig
 
 GLB = Path(__file__).resolve().parents[2] / "shared" / "data" / "hands" / "webxr_generic_hand" / "right.glb"

@@ -13,10 +13,12 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 import smplx
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.models import open_hand
 from hoannot.models.hand import MANO_TIP_VERTEX_IDS, OPEN_HAND_PATH, HandModel, change_frame
-from hoannot.models.joint_limits import mano_limits, open_hand_flexion_axes, open_hand_limits
+from hoannot.models.hand import open_hand_axes, open_hand_flexion_axes
+from hoannot.models.joint_limits import OPEN_HAND_RANGES, box_from_axes, mano_limits
+from hoannot.models.open_hand import joint_axes
 
 torch.manual_seed(0)
 
@@ -124,7 +126,9 @@ def test_positive_flexion_curls_index_to_palm(hand, data, joint):
 
 
 def test_joint_limits(hand):
-    lim = open_hand_limits()
+    """The limits and axes in the model file are those its builder derives from the geometry."""
+    np.testing.assert_allclose(open_hand_axes(), joint_axes(), atol=1e-12)
+    lim = box_from_axes(joint_axes(), OPEN_HAND_RANGES)
     lower, upper = hand.joint_limits
     np.testing.assert_allclose(lower.numpy(), lim.lower)
     np.testing.assert_allclose(upper.numpy(), lim.upper)

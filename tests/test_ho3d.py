@@ -17,7 +17,7 @@ from hoannot.datasets.ho3d import (
     ingest_ho3d,
     read_meta,
 )
-from hoannot.datasets.io import InputError, write_image, write_pickle
+from hoannot.io import InputError, write_image, write_pickle
 from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.validate import validate_sequence
 

@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 
 from hoannot.annotate import init2d
 from hoannot.annotate.object_pose import DepthView, backproject, track_object
-from hoannot.datasets.io import InputError, read_image, write_npz
+from hoannot.io import InputError, read_image, write_npz
 from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.sequence import open_sequence, write_sequence_header
 from hoannot.evaluation.metrics import add, mpjpe_mm
@@ -230,7 +230,7 @@ def test_no_detected_hand_anywhere_is_one_clear_line(webxr_mustard, model, musta
     with pytest.raises(InputError, match=r"kp: no confident 2D joint in any view"):
         init2d.initialize_sequence(seq, model, mustard, kp, seq.root / "gt/segmentation", hand_init="joints")
     # the grasp search needs no joints, but hand pixels: masks without any are one line too
-    from hoannot.datasets.io import read_image, write_image
+    from hoannot.io import read_image, write_image
 
     nohand = tmp_path / "nohand"
     for cam in seq.camera_names:

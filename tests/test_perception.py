@@ -22,7 +22,7 @@ from hoannot.annotate.training_data import (
     render_sample,
     train_loop,
 )
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -197,7 +197,7 @@ def test_run_perception_writes_masks_joints_overlays(samples, tmp_path):
     from hoannot.annotate.perception import run_perception
     from hoannot.annotate.segmentation import SegmentationNet
     from hoannot.datasets.camera import Camera
-    from hoannot.datasets.io import read_image, write_image
+    from hoannot.io import read_image, write_image
     from hoannot.datasets.sequence import ObjectConfig, SequenceConfig, write_sequence_header
 
     seq = tmp_path / "seq"

@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 from typer.testing import CliRunner
 
 from hoannot.cli import app
-from hoannot.datasets.io import read_image
+from hoannot.io import read_image
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import open_sequence
 from hoannot.fitting.config import FitConfig

@@ -8,7 +8,7 @@ import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import InputError, read_image
+from hoannot.io import InputError, read_image
 from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.subjects import make_subject
 from hoannot.datasets.synthetic import SynthConfig, sensor_depth

@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hoannot.datasets.camera import Camera, look_at
-from hoannot.datasets.io import InputError, write_image, write_json
+from hoannot.io import InputError, write_image, write_json
 from hoannot.datasets.sequence import ObjectConfig, SequenceConfig, open_sequence, write_sequence_header
-from hoannot.datasets.validate import parse_primitive, validate_sequence
+from hoannot.datasets.validate import validate_sequence
+from hoannot.models.objects import parse_primitive
 
 W, H = 32, 24
 CAMS = ["cam0", "cam1"]
@@ -571,7 +572,7 @@ def test_a_frame_without_hand_is_fitted_a_sequence_without_hand_is_refused(captu
     """The hand may leave the view (or perception may miss it) in some frames: those are
     fitted and flagged, not refused; a sequence with no hand pixel at all is refused."""
     from hoannot.datasets.sequence import open_sequence
-    from hoannot.datasets.io import read_image
+    from hoannot.io import read_image
     from hoannot.fitting.observations import check_hand_seen
 
     root = tmp_path / "seq"

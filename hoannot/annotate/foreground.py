@@ -194,7 +194,7 @@ def segment_sequence(seq: "Sequence", obj: "ObjectModel", network: dict, cfg: Fo
         InputError: a frame where the object cannot be registered (names the frame).
     """
     from hoannot.annotate.object_pose import DepthView, track_object
-    from hoannot.datasets.io import InputError
+    from hoannot.io import InputError
 
     cams, frames = seq.cameras, list(seq.frames)
     depths = {(c.name, f): seq.read_depth(c.name, f) for f in frames for c in cams}

@@ -38,9 +38,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.camera import Camera
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.models.hand import HandModel, change_frame
-from hoannot.models.joint_limits import open_hand_flexion_axes
+from hoannot.models.hand import open_hand_flexion_axes
 
 #: the joint-limit weight of HOnnotate Eq. 11/12
 NU = 50.0

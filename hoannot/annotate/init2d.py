@@ -36,7 +36,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.camera import Camera
-from hoannot.datasets.io import InputError, read_image
+from hoannot.io import InputError, read_image
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import SEGMENTATION_LABELS, Sequence, zero_missing_joints
 from hoannot.fitting.ik import fit_keypoints

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.fitting.ik import fit_keypoints
 from hoannot.models.hand import HandModel

@@ -47,7 +47,7 @@ from hoannot.annotate.training_data import (
     normalise_rgb,
     train_loop,
 )
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 NUM_JOINTS = 21
 DEFAULT_CONFIG = {"arch": "CPM", "stages": 3, "width": 48, "crop": 64, "stride": 4, "sigma": 1.2,

@@ -29,7 +29,7 @@ import numpy as np
 
 from hoannot.annotate.training_data import crop_affine, hand_box
 from hoannot.datasets.conventions import OPENPOSE_TO_HO3D
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 NUM_JOINTS = 21
 DEFAULT_CONFIG = {"arch": "MediaPipeHands", "model_complexity": 1, "min_detection_confidence": 0.3,

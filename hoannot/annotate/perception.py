@@ -3,7 +3,7 @@
 For each camera and frame of a sequence: DeepLabV3+ labels (0 background, 1 hand,
 2 object; :mod:`hoannot.annotate.segmentation`) and 21 hand joints from a CPM on the
 crop around the predicted hand mask (:mod:`hoannot.annotate.keypoints`). Writes
-(atomically, through :mod:`hoannot.datasets.io`)::
+(atomically, through :mod:`hoannot.io`)::
 
     segmentation/<cam>/<frame:06d>.png   (H, W) uint8 labels
     keypoints2d/<cam>.npz                frames (F,), uv (F, 21, 2) float32 px,
@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hoannot.datasets.io import InputError, write_image, write_npz
+from hoannot.io import InputError, write_image, write_npz
 
 #: HO-3D skeleton edges (parent, child) for drawing.
 HO3D_BONES = (

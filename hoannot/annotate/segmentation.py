@@ -39,7 +39,7 @@ from hoannot.annotate.training_data import (
     save_pool,
     train_loop,
 )
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 DEFAULT_CONFIG = {
     "arch": "DeepLabV3Plus",

@@ -46,7 +46,7 @@ import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import InputError, write_npz
+from hoannot.io import InputError, write_npz
 from hoannot.datasets.synthetic import SKIN_TONES, SynthConfig, sensor_depth
 
 #: YCB objects used for training; the other two of ../shared/data/ycb are held out.
@@ -750,7 +750,7 @@ def train_loop(
     """
     import time
 
-    from hoannot.datasets.io import atomic_write
+    from hoannot.io import atomic_write
 
     ckpt_path = Path(ckpt_path)
     if len(dataset) == 0:

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from hoannot.datasets.io import InputError, atomic_write, write_json
+from hoannot.io import InputError, atomic_write, write_json
 
 KINDS = {"segmentation": "hoannot train-seg", "keypoints": "hoannot train-kp"}
 BUNDLED = Path(__file__).parent / "weights"

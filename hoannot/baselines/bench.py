@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from hoannot.baselines.dataset import HandCropDataset, to_camera
 from hoannot.baselines.train import load_run, make_dataset
-from hoannot.datasets.io import InputError, atomic_write, write_json
+from hoannot.io import InputError, atomic_write, write_json
 from hoannot.evaluation import metrics as M
 
 GT_KEYS = ("joints", "joints_uvd", "obj_centre", "obj_centre_uvd", "obj_corners", "joints_cam", "labels")

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 from torch.utils.data import Dataset
 
-from hoannot.datasets.io import InputError, read_image
+from hoannot.io import InputError, read_image
 from hoannot.datasets.sequence import Sequence, open_sequence
 
 HAND, OBJECT = 1, 2

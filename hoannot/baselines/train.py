@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hoannot.baselines.dataset import HandCropDataset
-from hoannot.datasets.io import InputError, atomic_write, write_json
+from hoannot.io import InputError, atomic_write, write_json
 
 METHODS = ("feedback_loop", "two_stage", "cnn3d", "sdnet")
 DATASET_KEYS = ("crop_size", "cube_m", "rot_deg", "trans_m", "scale")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 #: ho3d_joints = openpose_joints[..., OPENPOSE_TO_HO3D, :]
 OPENPOSE_TO_HO3D: tuple[int, ...] = (0, 5, 6, 7, 9, 10, 11, 17, 18, 19, 13, 14, 15, 1, 2, 3, 4, 8, 12, 16, 20)

@@ -54,7 +54,8 @@ from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.camera import Camera
 from hoannot.datasets.conventions import HO3D_TO_OPENPOSE, OPENPOSE_TO_HO3D
-from hoannot.datasets.io import InputError, atomic_write, check_ingest_destination, read_image, write_image, write_json, write_npz
+from hoannot.io import InputError, atomic_write, read_image, write_image, write_json, write_npz
+from hoannot.datasets.validate import check_ingest_destination
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import ObjectConfig, Sequence, SequenceConfig, open_sequence, write_sequence_header
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import replace_dir, write_npz, write_pickle
+from hoannot.io import replace_dir, write_npz, write_pickle
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.models.hand import HandModel, change_frame
@@ -67,7 +67,7 @@ def export_labels(
     Raises:
         OSError: a file could not be written (names it); ``out_dir`` then keeps its previous
             content (the labels are written to a staging folder that replaces it,
-            :func:`hoannot.datasets.io.replace_dir`).
+            :func:`hoannot.io.replace_dir`).
     """
     def fill(staging: Path) -> Path:
         labels = _export(seq, poses, hand_model, obj, staging, quality, ho3d)

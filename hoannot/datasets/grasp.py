@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.models.gltf_hand import FINGERS, skin
 from hoannot.models.rig import FLEX_LIMITS, HandRig, SPREAD_LIMITS
 

@@ -44,7 +44,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.camera import Camera
-from hoannot.datasets.io import InputError, atomic_write, check_ingest_destination, read_image, write_image, write_npz
+from hoannot.io import InputError, atomic_write, read_image, write_image, write_npz
+from hoannot.datasets.validate import check_ingest_destination
 from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.sequence import ObjectConfig, Sequence, SequenceConfig, open_sequence, write_sequence_header
 
@@ -297,7 +298,7 @@ def ingest_ho3d(
         The written sequence, opened.
 
     The sequence is written into a temporary sibling folder (every file through the
-    atomic helpers of :mod:`hoannot.datasets.io`) and moved to ``dst`` only when
+    atomic helpers of :mod:`hoannot.io`) and moved to ``dst`` only when
     complete, so an interrupted ingest leaves ``dst`` as it was.
 
     Raises:

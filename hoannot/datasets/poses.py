@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hoannot.datasets.io import InputError, write_npz
+from hoannot.io import InputError, write_npz
 
 
 @dataclass

@@ -19,10 +19,10 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.grasp import ObjectSDF
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.datasets.synthetic import HandSubject
 from hoannot.models.hand import HandModel
-from hoannot.models.joint_limits import open_hand_axes
+from hoannot.models.hand import open_hand_axes
 from hoannot.models.objects import ObjectModel
 
 #: MANO joint chains (joint ids 1..15) of index, middle, pinky, ring, thumb

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.camera import Camera, look_at
-from hoannot.datasets.io import InputError, write_image, write_npz
+from hoannot.io import InputError, write_image, write_npz
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import (
     HandConfig,

@@ -9,7 +9,7 @@ the values of what they read with the small functions below as they read it
 (:func:`check_depth_frame`, :func:`check_labels`, :func:`check_poses`,
 :func:`check_object_model`, :func:`check_device`).
 
-Fatal problems raise :class:`~hoannot.datasets.io.InputError` with one line naming the
+Fatal problems raise :class:`~hoannot.io.InputError` with one line naming the
 offending file; problems that do not stop annotation (e.g. mostly empty depth) become report
 warnings. Plausibility problems (a depth scale that puts the scene kilometres away, an object
 of more than :data:`MAX_OBJECT_DIAGONAL_M`, "millimetres as metres?") are warnings at
@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from hoannot.datasets.camera import Camera
-from hoannot.datasets.io import InputError, read_image
+from hoannot.io import InputError, read_image
 from hoannot.datasets.sequence import Sequence, SequenceConfig, load_cameras, load_config
+from hoannot.models.objects import parse_primitive
 
 #: Tolerance of the rigidity checks on ``T_world_cam`` (orthonormality, det, last row).
 RIGID_TOL = 1e-4
@@ -110,31 +111,6 @@ class ValidationReport:
 # ---------------------------------------------------------------------------------------
 # individual checks (each raises InputError naming ``where``)
 # ---------------------------------------------------------------------------------------
-def parse_primitive(spec: str, where: Path | str = "object.mesh") -> tuple[str, tuple[float, ...]]:
-    """Parse ``primitive:box:DX,DY,DZ`` or ``primitive:cylinder:RADIUS,HEIGHT`` (metres).
-
-    Returns:
-        (kind, dims) with kind "box" (3 dims) or "cylinder" (2 dims), all finite and > 0.
-    Raises:
-        InputError: unknown primitive or bad dimensions (names ``where``).
-    """
-    parts = spec.split(":")
-    nd = {"box": 3, "cylinder": 2}
-    if len(parts) != 3 or parts[0] != "primitive" or parts[1] not in nd:
-        raise InputError(
-            f"{where}: unknown object {spec!r} (expected a mesh file, "
-            "'primitive:box:DX,DY,DZ' or 'primitive:cylinder:RADIUS,HEIGHT' in metres)"
-        )
-    kind = parts[1]
-    try:
-        dims = tuple(float(x) for x in parts[2].split(","))
-    except ValueError:
-        dims = ()
-    if len(dims) != nd[kind] or not all(math.isfinite(d) and d > 0 for d in dims):
-        raise InputError(f"{where}: object {spec!r} needs {nd[kind]} positive sizes in metres")
-    return kind, dims
-
-
 def resolve_object(root: Path, config: SequenceConfig, ycb_dir: Path | None = None) -> tuple[str, list[str]]:
     """Check that the object of ``config`` exists.
 
@@ -601,3 +577,22 @@ def validate_sequence(
                 f"is depth_scale {cam.depth_scale} right?"
             )
     return report
+
+
+def check_ingest_destination(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse an ingest's output folder that would lose data (HO-3D and DexYCB ingests).
+
+    Raises:
+        InputError: ``dst`` is a file, a non-empty folder without ``overwrite``, a non-empty
+            folder that is not a hoannot sequence, or ``src`` itself.
+    """
+    if dst.exists():
+        if not dst.is_dir():
+            raise InputError(f"{dst}: exists and is not a directory")
+        if any(dst.iterdir()):
+            if not overwrite:
+                raise InputError(f"{dst}: exists and is not empty (pass overwrite=True to replace it)")
+            if not (dst / "sequence.yaml").is_file():
+                raise InputError(f"{dst}: not a hoannot sequence (no sequence.yaml); refusing to overwrite it")
+    if dst.resolve() == src.resolve():
+        raise InputError(f"{dst}: output folder is the input folder")

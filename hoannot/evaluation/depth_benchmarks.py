@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 
 @dataclass(frozen=True)

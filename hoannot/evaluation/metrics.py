@@ -24,7 +24,7 @@ from scipy.integrate import trapezoid  # numpy 1.x has no np.trapezoid (the medi
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 from scipy.spatial.distance import pdist
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.evaluation.physics import (  # noqa: F401 - re-exported
     contact,
     intersection_volume,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 _CHUNK = 2_000_000  # points x faces per block of the winding-number sum
 

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hoannot.datasets.conventions import HO3D_JOINT_NAMES
-from hoannot.datasets.io import InputError, json_bytes, write_files
+from hoannot.io import InputError, json_bytes, write_files
 from hoannot.evaluation import metrics as M
 from hoannot.evaluation import physics as P
 

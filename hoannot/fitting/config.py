@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 
 class EnergyWeights(BaseModel):
@@ -111,7 +111,7 @@ class FitConfig(BaseModel):
     def _device(cls, v: str) -> str:
         """``cpu``, ``cuda`` or ``cuda:N``; CUDA only where torch sees a GPU
         (:func:`hoannot.datasets.validate.check_device`)."""
-        from hoannot.datasets.io import InputError
+        from hoannot.io import InputError
         from hoannot.datasets.validate import check_device
 
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.datasets.sequence import Sequence, zero_missing_joints
 from hoannot.renderers.cameras import ViewCameras
 
@@ -140,7 +140,7 @@ def read_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray:
     p = read_labels_path(seq, cam, frame, source)
     if p is None or not p.is_file():
         raise InputError(f"{p}: segmentation missing (run `hoannot init` first)")
-    from hoannot.datasets.io import read_image
+    from hoannot.io import read_image
     from hoannot.datasets.validate import check_labels
 
     c = seq.camera(cam)
@@ -206,7 +206,7 @@ def load_observations(
             ``depth_scale``). A frame without a hand pixel is read as it is: the fit's quality
             pass flags it (:func:`check_hand_seen` refuses a sequence with no hand at all).
     """
-    from hoannot.datasets.io import read_image
+    from hoannot.io import read_image
     from hoannot.datasets.validate import check_depth_frame
 
     rng = np.random.default_rng(seed)

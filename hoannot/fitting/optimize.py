@@ -25,7 +25,7 @@ import torch
 from pytorch3d.structures import Meshes
 from pytorch3d.transforms import axis_angle_to_matrix
 
-from hoannot.datasets.io import InputError, json_bytes, npz_bytes, write_files, write_npz
+from hoannot.io import InputError, json_bytes, npz_bytes, write_files, write_npz
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.fitting import energies as E
@@ -367,7 +367,7 @@ def _merge_quality(quality: dict, q: dict, batch_frames: list[int], frames: list
 
 def save_fit(out_dir: str | Path, result: FitResult, info: dict | None = None) -> None:
     """Write ``fit/poses.npz``, ``fit/quality.json`` (and ``info.json`` when given) atomically,
-    all of them or none (:func:`hoannot.datasets.io.write_files`).
+    all of them or none (:func:`hoannot.io.write_files`).
 
     Raises:
         OSError: a file could not be written (names it); the folder's files are then unchanged.

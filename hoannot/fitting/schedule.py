@@ -31,7 +31,7 @@ from typing import Literal
 
 import numpy as np
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.fitting.config import FitConfig
 
 StepKind = Literal["track", "batch", "grasp", "object"]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 FINGERS = ("thumb", "index", "middle", "ring", "pinky")
 

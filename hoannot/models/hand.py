@@ -17,6 +17,7 @@ own in the pickle (``tip_vertex_ids``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import pickle
 from dataclasses import dataclass
@@ -28,13 +29,36 @@ from smplx import MANO
 from smplx.lbs import blend_shapes, vertices2joints
 from smplx.utils import Struct
 
-from hoannot.datasets.io import InputError
-from hoannot.models.joint_limits import JointLimits, mano_limits, open_hand_limits
+from hoannot.io import InputError
+from hoannot.models.joint_limits import JointLimits, mano_limits
 
 #: Fingertip vertex ids of the real MANO right hand (thumb, index, middle, ring, pinky).
 MANO_TIP_VERTEX_IDS = (745, 317, 444, 556, 673)
 #: Bundled open hand (MANO pickle layout).
 OPEN_HAND_PATH = Path(__file__).parent / "assets" / "open_hand" / "MANO_RIGHT.pkl"
+
+
+@functools.lru_cache(maxsize=1)
+def open_hand_axes() -> np.ndarray:
+    """Anatomical axes of the bundled open hand's joints, read from its model file.
+
+    Returns:
+        (15, 3, 3) float64, MANO joint order: ``[:, 0]`` flexion (positive rotation curls
+        towards the palm), ``[:, 1]`` abduction (positive moves the distal bone towards the
+        thumb side), ``[:, 2]`` twist (along the bone, towards distal). For the four fingers
+        these are +z, +y, -x exactly (:func:`hoannot.models.open_hand.joint_axes` builds them).
+    Raises:
+        InputError: the bundled file lacks ``joint_axes``.
+    """
+    data = _load_pickle(OPEN_HAND_PATH)
+    if "joint_axes" not in data:
+        raise InputError(f"{OPEN_HAND_PATH}: open hand model lacks joint_axes")
+    return np.array(data["joint_axes"], np.float64)
+
+
+def open_hand_flexion_axes() -> np.ndarray:
+    """(15, 3) float64 unit flexion axis per joint of the open hand (MANO joint order)."""
+    return open_hand_axes()[:, 0].copy()
 
 
 @dataclass
@@ -125,8 +149,11 @@ class HandModel(torch.nn.Module):
             self._limits = JointLimits(
                 np.asarray(data["joint_limits_lower"], np.float32), np.asarray(data["joint_limits_upper"], np.float32)
             )
+        elif self.name == "open":
+            raise InputError(f"{self.path}: open hand model lacks joint_limits_lower/upper (rebuild it: "
+                             "python -m hoannot.models.open_hand OUT.pkl)")
         else:
-            self._limits = open_hand_limits() if self.name == "open" else mano_limits()
+            self._limits = mano_limits()
 
     @property
     def limits(self) -> JointLimits:

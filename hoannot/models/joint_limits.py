@@ -9,11 +9,14 @@ the identity at rest, as in MANO). Limits are an axis-aligned box on these 45 nu
 
 Two sets:
 
-* :func:`open_hand_limits` -- for the bundled open hand (:mod:`hoannot.models.open_hand`),
-  derived from its geometry: each joint has anatomical axes (flexion, abduction, twist;
-  :func:`open_hand_axes`) and an anatomical range per axis (:data:`OPEN_HAND_RANGES`);
-  the box is the exact axis-aligned hull of ``sum_k angle_k * axis_k`` over those ranges
-  (:func:`box_from_axes`). Positive flexion curls a finger towards the palm.
+* the bundled open hand's (:mod:`hoannot.models.open_hand`), derived from its geometry:
+  each joint has anatomical axes (flexion, abduction, twist; stored in the model file as
+  ``joint_axes``, :func:`hoannot.models.hand.open_hand_axes`) and an anatomical range per
+  axis (:data:`OPEN_HAND_RANGES`); the box is the exact axis-aligned hull of
+  ``sum_k angle_k * axis_k`` over those ranges (:func:`box_from_axes`), computed when the
+  model is built and stored in its file (``joint_limits_lower`` / ``joint_limits_upper``,
+  read by :class:`hoannot.models.hand.HandModel`). Positive flexion curls a finger
+  towards the palm. This module imports no hand model.
 * :func:`mano_limits` -- for the real MANO model, the values HOnnotate uses
   (``optimization/ghope/constraints.py`` of github.com/shreyashampali/HOnnotate,
   ``minThetaVals`` / ``maxThetaVals``; components HOnnotate does not optimise are
@@ -37,7 +40,7 @@ JOINT_NAMES = (
 )  # fmt: skip
 
 #: Anatomical range per joint of the open hand: (flexion, abduction, twist), each
-#: (low, high) in radians about the axes of :func:`open_hand_axes`. MCP: flexion
+#: (low, high) in radians about the open hand's ``joint_axes``. MCP: flexion
 #: -0.35..1.6 (20 deg hyperextension, 92 deg flexion), +-0.35 ab/adduction, little twist;
 #: PIP: -0.1..1.85; DIP: -0.2..1.4 (cf. range-of-motion tables, e.g. Hume et al. 1990,
 #: J. Hand Surg. 15A); thumb CMC gets two large DOFs and some axial rotation.
@@ -111,28 +114,6 @@ def box_from_axes(axes: np.ndarray, ranges) -> JointLimits:
             lo[j] += c.min(0)
             hi[j] += c.max(0)
     return JointLimits(lo.reshape(45).astype(np.float32), hi.reshape(45).astype(np.float32))
-
-
-def open_hand_axes() -> np.ndarray:
-    """Anatomical axes of the open hand's joints, (15, 3, 3) float64.
-
-    ``[:, 0]`` flexion (positive rotation curls towards the palm), ``[:, 1]`` abduction
-    (positive moves the distal bone towards the thumb side), ``[:, 2]`` twist (along the
-    bone, towards distal). For the four fingers these are +z, +y, -x exactly.
-    """
-    from hoannot.models.open_hand import joint_axes
-
-    return joint_axes()
-
-
-def open_hand_flexion_axes() -> np.ndarray:
-    """(15, 3) float64 unit flexion axis per joint of the open hand (MANO joint order)."""
-    return open_hand_axes()[:, 0].copy()
-
-
-def open_hand_limits() -> JointLimits:
-    """Limits of the bundled open hand (see module docstring)."""
-    return box_from_axes(open_hand_axes(), OPEN_HAND_RANGES)
 
 
 _MIN_MAX_HONNOTATE = {

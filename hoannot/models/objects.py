@@ -15,6 +15,7 @@ decimation (open3d) of the vertex-merged mesh, which is what makes CPU rendering
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +23,35 @@ import numpy as np
 import torch
 import trimesh
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
 _YCB_NAMES = ("textured_simple.obj", "textured.obj")
+
+
+def parse_primitive(spec: str, where: Path | str = "object.mesh") -> tuple[str, tuple[float, ...]]:
+    """Parse ``primitive:box:DX,DY,DZ`` or ``primitive:cylinder:RADIUS,HEIGHT`` (metres).
+
+    Returns:
+        (kind, dims) with kind "box" (3 dims) or "cylinder" (2 dims), all finite and > 0.
+    Raises:
+        InputError: unknown primitive or bad dimensions (names ``where``).
+    """
+    parts = spec.split(":")
+    nd = {"box": 3, "cylinder": 2}
+    if len(parts) != 3 or parts[0] != "primitive" or parts[1] not in nd:
+        raise InputError(
+            f"{where}: unknown object {spec!r} (expected a mesh file, "
+            "'primitive:box:DX,DY,DZ' or 'primitive:cylinder:RADIUS,HEIGHT' in metres)"
+        )
+    kind = parts[1]
+    try:
+        dims = tuple(float(x) for x in parts[2].split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != nd[kind] or not all(math.isfinite(d) and d > 0 for d in dims):
+        raise InputError(f"{where}: object {spec!r} needs {nd[kind]} positive sizes in metres")
+    return kind, dims
 
 
 @dataclass
@@ -64,9 +90,7 @@ class ObjectModel:
 
 
 def _primitive(spec: str) -> trimesh.Trimesh:
-    """The mesh of a primitive spec (sizes checked by :func:`hoannot.datasets.validate.parse_primitive`)."""
-    from hoannot.datasets.validate import parse_primitive
-
+    """The mesh of a primitive spec (sizes checked by :func:`parse_primitive`)."""
     kind, dims = parse_primitive(spec, where=spec)
     if kind == "box":
         mesh = trimesh.creation.box(extents=dims)

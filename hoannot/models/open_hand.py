@@ -406,6 +406,7 @@ def build_open_hand(spacing: float = 0.0015, target_faces: int = 2000) -> dict:
         "joint_limits_lower": limits.lower,
         "joint_limits_upper": limits.upper,
         "flexion_axes": axes[:, 0].astype(np.float32),
+        "joint_axes": axes.astype(np.float64),
         "shape_names": np.array(SHAPE_NAMES),
         "version": VERSION,
         "licence": LICENCE,
@@ -414,7 +415,7 @@ def build_open_hand(spacing: float = 0.0015, target_faces: int = 2000) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m hoannot.models.open_hand OUT.pkl``: build and atomically write the model."""
-    from hoannot.datasets.io import write_pickle
+    from hoannot.io import write_pickle
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.models.gltf_hand import FINGERS, GltfHand
 
 #: WebXR joint index of the first joint of each finger's chain, ``FINGERS`` order.

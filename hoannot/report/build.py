@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import hoannot
-from hoannot.datasets.io import InputError, atomic_write, read_image
+from hoannot.io import InputError, atomic_write, read_image
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hoannot.datasets.io import InputError
+from hoannot.io import InputError
 from hoannot.report.build import HAND_RGB, OBJECT_RGB, fit_config, load_stage, posed_meshes
 
 TIMELINE = "frame"

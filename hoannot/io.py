@@ -1,4 +1,10 @@
-"""Atomic file writes and image I/O.
+"""The ground floor: hoannot's input error, atomic file writes and image I/O.
+
+This module imports nothing of hoannot, so every layer (models, renderers, datasets,
+fitting...) can use it without importing the layers above it.
+
+:class:`InputError` is bad user input: its message is one line naming the file and the
+problem, which the CLI prints with exit code 2.
 
 Every file hoannot writes goes through :func:`atomic_write`: the content is
 written to a temporary file in the destination folder and moved into place with
@@ -24,6 +30,32 @@ class InputError(ValueError):
     """Bad user input; the message is one line naming the file and the problem."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: the permissions of a new file (what ``open(path, "w")`` would give): the temporary file
+#: that :func:`atomic_write` moves into place is made private by ``mkstemp`` otherwise
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder, with a new file's usual permissions.
+
+    Raises:
+        OSError: naming ``path`` (not the temporary file).
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+    with contextlib.suppress(OSError):  # e.g. a file system without modes
+        os.fchmod(fd, _FILE_MODE)
+    return fd, tmp
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path`` and move it onto ``path`` on success.
@@ -42,10 +74,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)  # an OSError here names the folder
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -73,10 +102,7 @@ def write_files(files: dict[str | os.PathLike, bytes]) -> None:
         for p, data in files.items():
             path = Path(p)
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            except OSError as e:
-                raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+            fd, tmp = _temp_beside(path)
             staged.append((path, tmp))
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -225,22 +251,3 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         return iio.imread(path)
     except Exception as e:  # noqa: BLE001 - any decoder failure is bad input
         raise InputError(f"{path}: unreadable image ({type(e).__name__}: {e})".splitlines()[0]) from None
-
-
-def check_ingest_destination(src: Path, dst: Path, overwrite: bool) -> None:
-    """Refuse an ingest's output folder that would lose data (HO-3D and DexYCB ingests).
-
-    Raises:
-        InputError: ``dst`` is a file, a non-empty folder without ``overwrite``, a non-empty
-            folder that is not a hoannot sequence, or ``src`` itself.
-    """
-    if dst.exists():
-        if not dst.is_dir():
-            raise InputError(f"{dst}: exists and is not a directory")
-        if any(dst.iterdir()):
-            if not overwrite:
-                raise InputError(f"{dst}: exists and is not empty (pass overwrite=True to replace it)")
-            if not (dst / "sequence.yaml").is_file():
-                raise InputError(f"{dst}: not a hoannot sequence (no sequence.yaml); refusing to overwrite it")
-    if dst.resolve() == src.resolve():
-        raise InputError(f"{dst}: output folder is the input folder")
