@@ -45,10 +45,12 @@ import torch
 from harness import REPO as ROOT
 from harness import RESULTS, SHARED, stamp, write_result
 
-from hoannot.annotate.keypoints import detect_keypoints, load_keypoints, train_keypoints
+from hoannot.annotate.keypoints import detect_keypoints, load_keypoints
 from hoannot.annotate.perception import draw_overlay
-from hoannot.annotate.segmentation import load_segmentation, segment, train_segmentation
-from hoannot.annotate.training_data import TEST_YCB, default_objects, load_pool, render_pool, save_pool
+from hoannot.annotate.segmentation import load_segmentation, segment
+from hoannot.annotate.training import train_keypoints, train_segmentation
+from hoannot.synthesis.training_assets import TEST_YCB, default_objects
+from hoannot.synthesis.training_renders import load_pool, render_pool, save_pool
 from hoannot.io import InputError, read_image, write_image
 
 #: Eye-checked labels of the real photo (0 background, 1 hand and forearm, 2 bottle): skin and

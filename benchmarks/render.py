@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import trimesh
 
-from hoannot.datasets.camera import Camera, look_at
+from hoannot.camera import Camera, look_at
 from harness import stamp, write_result
 
 from hoannot.fitting.config import FitConfig

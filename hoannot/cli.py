@@ -359,9 +359,9 @@ def _train_perception(kind: str, out: Optional[Path], **kw) -> None:
         torch.set_num_threads(1)  # measured faster than 2 threads on 2 shared cores
     try:
         if kind == "segmentation":
-            from hoannot.annotate.segmentation import train_segmentation as fn
+            from hoannot.annotate.training import train_segmentation as fn
         else:
-            from hoannot.annotate.keypoints import train_keypoints as fn
+            from hoannot.annotate.training import train_keypoints as fn
         info = fn(out, **kw)
     except InputError as e:
         _fail(e)

@@ -345,15 +345,15 @@ def synth_sequence(
     noise: bool = True,
     **cfg_kw,
 ) -> Sequence:
-    """Render a synthetic capture (see :mod:`hoannot.datasets.synthetic`) of a grasp.
+    """Render a synthetic capture (see :mod:`hoannot.synthesis.capture`) of a grasp.
 
     Args:
         object_spec: mesh path, YCB folder or primitive spec.
         hand: ``"open"`` (the bundled model) or a path to a skinned glTF hand (e.g. the
             WebXR hand, an independent subject).
     """
-    from hoannot.datasets.subjects import make_subject
-    from hoannot.datasets.synthetic import SynthConfig, make_capture
+    from hoannot.synthesis.subjects import make_subject
+    from hoannot.synthesis.capture import SynthConfig, make_capture
 
     obj = load_object(object_spec, max_faces=2000)
     subject = make_subject(hand, obj, seed)

@@ -103,7 +103,7 @@ def test_look_at_puts_world_up_at_the_top_of_the_image():
     """An OpenCV camera looks along +z with image y down: a point above the target (world
     +z, the ``up`` given) must project above the image centre, one to the camera's right to
     the right of it, and the target itself at the centre."""
-    from hoannot.datasets.camera import look_at
+    from hoannot.camera import look_at
 
     T = look_at(np.array([0.5, 0.0, 0.2]), np.zeros(3), np.array([0.0, 0.0, 1.0]))
     T_cw = np.linalg.inv(T)

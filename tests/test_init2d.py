@@ -73,7 +73,7 @@ def mustard(webxr_mustard):
 
 
 def test_triangulate_recovers_points_exactly():
-    from hoannot.datasets.camera import Camera, look_at
+    from hoannot.camera import Camera, look_at
 
     K = np.array([[150.0, 0, 80], [0, 150, 60], [0, 0, 1]])
     cams = [Camera(f"c{i}", K, 160, 120, look_at(np.array(e, float), np.zeros(3))) for i, e in

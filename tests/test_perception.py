@@ -11,17 +11,10 @@ import torch
 
 from hoannot.annotate import weights as W
 from hoannot.annotate.keypoints import CPM, cpm_loss, detect_keypoints, heatmap_peaks, load_keypoints
-from hoannot.annotate.training_data import (
-    HandSampler,
-    KeypointDataset,
-    RenderConfig,
-    affine,
-    augment,
-    gaussian_heatmaps,
-    load_textured,
-    render_sample,
-    train_loop,
-)
+from hoannot.annotate.preprocess import affine
+from hoannot.annotate.training import KeypointDataset, augment, gaussian_heatmaps, train_loop
+from hoannot.synthesis.training_assets import HandSampler, load_textured
+from hoannot.synthesis.training_renders import RenderConfig, render_sample
 from hoannot.io import InputError
 
 @pytest.fixture(autouse=True, scope="module")
@@ -153,7 +146,7 @@ def test_tiny_training_reduces_loss(samples, tmp_path):
     torch.manual_seed(0)
     model = CPM({"stages": 2, "width": 8, "crop": 32})
     ds = KeypointDataset(pool, crop=32, sigma=1.0, augment=False)
-    from hoannot.annotate.keypoints import kp_loss
+    from hoannot.annotate.training import kp_loss
 
     hist = train_loop(model, kp_loss, ds, steps=30, batch_size=4, lr=5e-3, ckpt_path=tmp_path / "k.ckpt",
                       progress=False, ckpt_every=10)  # fmt: skip
@@ -196,7 +189,7 @@ def test_weights_round_trip_hash_and_errors(tmp_path, monkeypatch):
 def test_run_perception_writes_masks_joints_overlays(samples, tmp_path):
     from hoannot.annotate.perception import run_perception
     from hoannot.annotate.segmentation import SegmentationNet
-    from hoannot.datasets.camera import Camera
+    from hoannot.camera import Camera
     from hoannot.io import read_image, write_image
     from hoannot.datasets.sequence import ObjectConfig, SequenceConfig, write_sequence_header
 
@@ -235,7 +228,7 @@ def test_run_perception_writes_masks_joints_overlays(samples, tmp_path):
 def test_refine_pass_recrops_on_the_detected_joints():
     """A hand mask much larger than the hand gives a coarse first crop (12.5 px heatmap
     cells here); the second pass crops around the first pass's joints and is sharper."""
-    from hoannot.annotate.training_data import joint_box
+    from hoannot.annotate.preprocess import joint_box
 
     img = np.zeros((120, 160, 3), np.uint8)
     dot = (83.3, 47.6)

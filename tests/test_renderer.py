@@ -7,7 +7,7 @@ import pytest
 import torch
 import trimesh
 
-from hoannot.datasets.camera import Camera, look_at
+from hoannot.camera import Camera, look_at
 from hoannot.models._open3d import load as load_open3d
 from hoannot.renderers.cameras import ViewCameras, project_to_ndc, world_to_camera
 from hoannot.renderers.rasterizer import Fragments, rasterize

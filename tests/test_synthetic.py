@@ -10,8 +10,8 @@ from scipy.spatial.transform import Rotation
 
 from hoannot.io import InputError, read_image
 from hoannot.datasets.poses import GroundTruth
-from hoannot.datasets.subjects import make_subject
-from hoannot.datasets.synthetic import SynthConfig, sensor_depth
+from hoannot.synthesis.subjects import make_subject
+from hoannot.synthesis.capture import SynthConfig, sensor_depth
 from hoannot.models.hand import HandModel
 from hoannot.models.objects import load_object
 from hoannot.pipeline import synth_sequence

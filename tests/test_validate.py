@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hoannot.datasets.camera import Camera, look_at
+from hoannot.camera import Camera, look_at
 from hoannot.io import InputError, write_image, write_json
 from hoannot.datasets.sequence import ObjectConfig, SequenceConfig, open_sequence, write_sequence_header
 from hoannot.datasets.validate import validate_sequence

@@ -35,7 +35,7 @@ from scipy.ndimage import binary_closing, binary_dilation
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 from hoannot.datasets.sequence import SEGMENTATION_LABELS
 from hoannot.models._open3d import load as load_open3d
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 from hoannot.io import InputError
 from hoannot.models.hand import HandModel, change_frame
 from hoannot.models.hand import open_hand_flexion_axes

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 from hoannot.io import InputError, read_image
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import SEGMENTATION_LABELS, Sequence, zero_missing_joints

@@ -10,7 +10,7 @@ loss to Gaussian target maps, ``f_t = sum_j ||b_t^j - b_*^j||^2`` and ``F = sum_
 CPM hand models; stage 1 predicts from it alone, stages t >= 2 from it concatenated with
 ``b_{t-1}`` through 7x7 convolutions.
 
-Crops come from the hand mask (:func:`hoannot.annotate.training_data.hand_box`): a
+Crops come from the hand mask (:func:`hoannot.annotate.preprocess.hand_box`): a
 square around the hand pixels, resized to ``crop`` x ``crop``. The mask often includes
 the forearm, so with ``refine_passes`` >= 1 the joints are detected again on a crop
 around the first pass's joints (``joint_margin`` x their extent), where the hand fills
@@ -29,7 +29,6 @@ model of the committed benchmark. The network is far from converged on a CPU bud
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -38,15 +37,7 @@ import torch
 from torch import nn
 
 from hoannot.annotate import weights as W
-from hoannot.annotate.segmentation import get_pool
-from hoannot.annotate.training_data import (
-    KeypointDataset,
-    crop_affine,
-    hand_box,
-    joint_box,
-    normalise_rgb,
-    train_loop,
-)
+from hoannot.annotate.preprocess import crop_affine, hand_box, joint_box, normalise_rgb
 from hoannot.io import InputError
 
 NUM_JOINTS = 21
@@ -116,11 +107,6 @@ def cpm_loss(beliefs: list[torch.Tensor], target: torch.Tensor) -> tuple[torch.T
     """
     per_stage = [((b - target) ** 2).sum((1, 2, 3)).mean() for b in beliefs]
     return torch.stack(per_stage).sum(), per_stage
-
-
-def kp_loss(model: CPM, batch: dict) -> tuple[torch.Tensor, dict]:
-    total, per = cpm_loss(model(batch["image"]), batch["heatmaps"])
-    return total, {f"stage{t + 1}": float(v.detach()) for t, v in enumerate(per)}
 
 
 def heatmap_peaks(hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,79 +194,3 @@ def _detect_in_box(model: CPM, rgb: np.ndarray, box: tuple[float, float, float])
     return uv_crop @ Minv[:, :2].T + Minv[:, 2], peak
 
 
-def train_keypoints(
-    out_path: str | Path,
-    *,
-    ycb_dir: str | Path | None = None,
-    objects: list[str] | None = None,
-    samples: int = 600,
-    pool_cache: str | Path | None = None,
-    steps: int = 400,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    stages: int = 3,
-    batchnorm: bool = True,
-    joint_box_prob: float = 0.5,
-    refine_passes: int = 1,
-    init_weights: str | Path | None = None,
-    resume: bool = True,
-    max_minutes: float | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    progress: bool = True,
-    pool: dict | None = None,
-) -> dict:
-    """Train the CPM on hand crops of synthetic composites; save it with config and hash.
-
-    Args:
-        out_path: weights file to write (``.pt`` + ``.pt.json``); the training
-            checkpoint is ``<out_path>.ckpt`` (resumed from when present).
-        ycb_dir, objects, samples, pool_cache, pool: training views, as for
-            :func:`hoannot.annotate.segmentation.train_segmentation` (the same pool
-            cache can serve both).
-        steps, batch_size, lr: optimisation (Adam, cosine decay).
-        stages: number of CPM stages T.
-        batchnorm: batch norm after every hidden convolution.
-        joint_box_prob: share of training crops cut around the ground-truth joints
-            (:class:`~hoannot.annotate.training_data.KeypointDataset`) rather than the
-            hand mask: what the refine pass sees at test time.
-        refine_passes: second-pass crops around the detected joints at test time
-            (saved in the config; :func:`detect_keypoints`).
-        init_weights: a hoannot keypoints weights file to fine-tune.
-        resume, max_minutes, seed, device, progress: as usual.
-    Returns:
-        summary dict: ``path``, ``sha256``, ``steps``, ``first_loss``, ``final_loss``,
-        ``minutes``, ``samples``, ``losses``.
-    """
-    t0 = time.time()
-    out_path = Path(out_path)
-    if pool is None:
-        pool = get_pool(pool_cache, samples, objects, ycb_dir, seed, progress)
-    keep = np.array([(lab == 1).any() for lab in pool["label"]])
-    pool = {k: v[keep] for k, v in pool.items()}
-    model = CPM({"stages": stages, "batchnorm": batchnorm, "refine_passes": refine_passes})
-    init_note = "random"
-    if init_weights:
-        data = W.load_weights("keypoints", init_weights)
-        model = CPM(data["config"])  # older configs lack later options: defaults = as trained
-        model.load_state_dict(data["state_dict"])
-        init_note = f"hoannot weights {Path(init_weights).name}"
-    c = model.config
-    ds = KeypointDataset(pool, crop=c["crop"], stride=c["stride"], sigma=c["sigma"], joint_box_prob=joint_box_prob,
-                         joint_margin=c["joint_margin"], seed=seed)  # fmt: skip
-    torch.manual_seed(seed)
-    hist = train_loop(model, kp_loss, ds, steps=steps, batch_size=batch_size, lr=lr,
-                      ckpt_path=out_path.with_name(out_path.name + ".ckpt"), resume=resume, progress=progress,
-                      max_minutes=max_minutes, seed=seed, device=device, description="train-kp")  # fmt: skip
-    losses = hist["losses"]
-    meta = {
-        "steps": hist["step"], "batch_size": batch_size, "lr": lr, "samples": len(pool["rgb"]),
-        "objects": sorted(set(str(o) for o in pool.get("object", []))), "init": init_note,
-        "joint_box_prob": joint_box_prob, "first_loss": losses[0] if losses else None,
-        "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "train_seconds": hist["seconds"], "seed": seed,
-    }  # fmt: skip
-    digest = W.save_weights(out_path, "keypoints", model.config, model.state_dict(), meta)
-    return {"path": str(out_path), "sha256": digest, "steps": hist["step"], "first_loss": meta["first_loss"],
-            "final_loss": meta["final_loss"], "minutes": (time.time() - t0) / 60, "samples": meta["samples"],
-            "losses": losses}  # fmt: skip

@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hoannot.annotate.training_data import crop_affine, hand_box
+from hoannot.annotate.preprocess import crop_affine, hand_box
 from hoannot.datasets.conventions import OPENPOSE_TO_HO3D
 from hoannot.io import InputError
 

@@ -38,7 +38,7 @@ import numpy as np
 from scipy.ndimage import binary_erosion
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 from hoannot.io import InputError
 from hoannot.datasets.sequence import SEGMENTATION_LABELS
 from hoannot.models._open3d import load as load_open3d

@@ -4,12 +4,12 @@ The network is ``segmentation_models_pytorch.DeepLabV3Plus`` (Chen et al., "Enco
 Decoder with Atrous Separable Convolution for Semantic Image Segmentation", ECCV 2018),
 the segmentation network HOnnotate uses (Hampali et al., CVPR 2020, Sec. 3.2), built with
 ``encoder_weights=None``: nothing is downloaded at run time. A user may start from
-their own weights (:func:`train_segmentation` ``init_weights``: a hoannot segmentation
+their own weights (:func:`hoannot.annotate.training.train_segmentation` ``init_weights``: a hoannot segmentation
 file, or any ``state_dict`` whose keys match the encoder, e.g. ImageNet weights saved
 beforehand).
 
 Variants: RGB (3 input channels) and RGB-D (4: depth as an extra channel, normalised by
-:func:`hoannot.annotate.training_data.normalise_depth`).
+:func:`hoannot.annotate.preprocess.normalise_depth`).
 
 Inference (:func:`segment`) resizes the image to the working width the network was
 trained at (the training views are rendered at 320x240 and shown to the network at
@@ -19,7 +19,6 @@ scores back to the input size before the arg-max.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -28,17 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from hoannot.annotate import weights as W
-from hoannot.annotate.training_data import (
-    RenderConfig,
-    SegmentationDataset,
-    default_objects,
-    load_pool,
-    normalise_depth,
-    normalise_rgb,
-    render_pool,
-    save_pool,
-    train_loop,
-)
+from hoannot.annotate.preprocess import normalise_depth, normalise_rgb
 from hoannot.io import InputError
 
 DEFAULT_CONFIG = {
@@ -155,119 +144,3 @@ def segment(model: SegmentationNet, rgb: np.ndarray, depth: np.ndarray | None = 
     return segment_probs(model, rgb, depth).argmax(-1).astype(np.uint8)
 
 
-def seg_loss(model: SegmentationNet, batch: dict) -> tuple[torch.Tensor, dict]:
-    """Weighted per-pixel cross-entropy (:data:`CLASS_WEIGHTS`)."""
-    logits = model(batch["image"])
-    w = torch.tensor(CLASS_WEIGHTS, device=logits.device)
-    loss = F.cross_entropy(logits, batch["label"], weight=w)
-    return loss, {"ce": float(loss.detach())}
-
-
-def _init_from(model: SegmentationNet, init_weights: str | Path) -> str:
-    """Start from user weights: a hoannot segmentation file or an encoder state_dict."""
-    p = Path(init_weights)
-    if W.sidecar(p).is_file():
-        data = W.load_weights("segmentation", p)
-        model.net.load_state_dict(data["state_dict"])
-        return f"hoannot weights {p.name}"
-    if not p.is_file():
-        raise InputError(f"{p}: initial weights file not found")
-    try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{p}: unreadable weights ({type(e).__name__})") from None
-    sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-    enc = model.net.encoder.state_dict()
-    hits = {k: v for k, v in sd.items() if k in enc and enc[k].shape == v.shape}
-    if not hits:
-        raise InputError(f"{p}: no tensor matches the {model.config['encoder']} encoder")
-    model.net.encoder.load_state_dict(hits, strict=False)
-    return f"encoder tensors {len(hits)}/{len(enc)} from {p.name}"
-
-
-def get_pool(pool_cache: str | Path | None, samples: int, objects: list[str] | None, ycb_dir, seed: int,
-             progress: bool, hand: str = "open", render: RenderConfig | None = None) -> dict:  # fmt: skip
-    """Load the rendered pool from ``pool_cache`` or render it (and cache it there)."""
-    if pool_cache is not None and Path(pool_cache).is_file():
-        return load_pool(pool_cache)
-    objs = objects or default_objects(ycb_dir, "train")
-    pool = render_pool(samples, objs, hand=hand, cfg=render, seed=seed, progress=progress)
-    if pool_cache is not None:
-        save_pool(pool_cache, pool)
-    return pool
-
-
-def train_segmentation(
-    out_path: str | Path,
-    *,
-    ycb_dir: str | Path | None = None,
-    objects: list[str] | None = None,
-    samples: int = 600,
-    pool_cache: str | Path | None = None,
-    steps: int = 400,
-    batch_size: int = 8,
-    lr: float = 2e-3,
-    rgbd: bool = False,
-    encoder: str = DEFAULT_CONFIG["encoder"],
-    train_size: tuple[int, int] = (128, 96),
-    work_width: int = 128,
-    init_weights: str | Path | None = None,
-    resume: bool = True,
-    max_minutes: float | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    progress: bool = True,
-    pool: dict | None = None,
-) -> dict:
-    """Train DeepLabV3+ on synthetic composites and save it with its config and hash.
-
-    Args:
-        out_path: the weights file to write (``.pt`` + ``.pt.json``); the training
-            checkpoint is ``<out_path>.ckpt`` and a run resumes from it.
-        ycb_dir: YCB folder; its training objects (:data:`~hoannot.annotate.
-            training_data.TRAIN_YCB`) are used with the primitives. None: primitives only
-            (or ``$HOANNOT_YCB``).
-        objects: explicit object specs (overrides ``ycb_dir``).
-        samples: number of rendered views in the pool (augmented on the fly).
-        pool_cache: ``.npz`` to cache the rendered pool in (reused if present).
-        steps, batch_size, lr: optimisation (Adam, cosine decay).
-        rgbd: train the RGB-D variant (depth as a 4th channel).
-        encoder: an smp encoder name (no pretrained weights are downloaded).
-        train_size: (W, H) of the augmented training images (multiples of 32).
-        work_width: width images are resized to before the network (training views
-            are rendered at 320 px wide and shown at ``train_size`` scale, so keep
-            ``work_width / 320 == train_size[0] / render width``).
-        init_weights: optional starting weights (see :func:`_init_from`).
-        resume: continue from ``<out_path>.ckpt`` if present.
-        max_minutes: wall-time budget for this call.
-        seed, device, progress: as usual.
-        pool: an already rendered pool (tests, benchmarks).
-    Returns:
-        summary dict: ``path``, ``sha256``, ``steps``, ``final_loss``, ``first_loss``,
-        ``minutes``, ``samples``.
-    Raises:
-        InputError: bad ``init_weights`` or objects.
-    """
-    t0 = time.time()
-    out_path = Path(out_path)
-    if pool is None:
-        pool = get_pool(pool_cache, samples, objects, ycb_dir, seed, progress)
-    model = SegmentationNet({"encoder": encoder, "rgbd": rgbd, "train_size": list(train_size),
-                             "work_width": int(work_width)})  # fmt: skip
-    init_note = _init_from(model, init_weights) if init_weights else "random (no pretrained weights)"
-    ds = SegmentationDataset(pool, size=tuple(model.config["train_size"]), rgbd=rgbd, seed=seed)
-    torch.manual_seed(seed)
-    hist = train_loop(model, seg_loss, ds, steps=steps, batch_size=batch_size, lr=lr,
-                      ckpt_path=out_path.with_name(out_path.name + ".ckpt"), resume=resume, progress=progress,
-                      max_minutes=max_minutes, seed=seed, device=device, description="train-seg")  # fmt: skip
-    losses = hist["losses"]
-    meta = {
-        "steps": hist["step"], "batch_size": batch_size, "lr": lr, "samples": len(pool["rgb"]),
-        "objects": sorted(set(str(o) for o in pool.get("object", []))), "init": init_note,
-        "first_loss": losses[0] if losses else None, "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "train_seconds": hist["seconds"], "seed": seed,
-    }  # fmt: skip
-    digest = W.save_weights(out_path, "segmentation", model.config, model.net.state_dict(), meta)
-    return {"path": str(out_path), "sha256": digest, "steps": hist["step"], "first_loss": meta["first_loss"],
-            "final_loss": meta["final_loss"], "minutes": (time.time() - t0) / 60, "samples": meta["samples"],
-            "losses": losses}  # fmt: skip

@@ -52,7 +52,7 @@ import numpy as np
 import yaml
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 from hoannot.datasets.conventions import HO3D_TO_OPENPOSE, OPENPOSE_TO_HO3D
 from hoannot.io import InputError, atomic_write, read_image, write_image, write_json, write_npz
 from hoannot.datasets.validate import check_ingest_destination

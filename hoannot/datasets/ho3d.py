@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 from hoannot.io import InputError, atomic_write, read_image, write_image, write_npz
 from hoannot.datasets.validate import check_ingest_destination
 from hoannot.datasets.poses import GroundTruth

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 from hoannot.io import InputError, atomic_write, read_image, write_json
 
 SEGMENTATION_LABELS = {"background": 0, "hand": 1, "object": 2}

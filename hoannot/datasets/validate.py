@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 from hoannot.io import InputError, read_image
 from hoannot.datasets.sequence import Sequence, SequenceConfig, load_cameras, load_config
 from hoannot.models.objects import parse_primitive

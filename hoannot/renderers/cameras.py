@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 
 
 @dataclass

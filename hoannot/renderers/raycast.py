@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hoannot.datasets.camera import Camera
+from hoannot.camera import Camera
 from hoannot.models._open3d import load as load_open3d
 
 
@@ -25,7 +25,7 @@ class RayHits(NamedTuple):
         bary: (H, W, 2) float32 barycentric (u, v) of the hit in its triangle.
         normal: (H, W, 3) float32 unit triangle normal, world frame.
         rays: (H, W, 3) float64 ray directions, world frame, camera z = 1
-            (:meth:`~hoannot.datasets.camera.Camera.pixel_rays`).
+            (:meth:`~hoannot.camera.Camera.pixel_rays`).
     """
 
     depth: np.ndarray

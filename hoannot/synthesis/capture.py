@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.camera import Camera, look_at
+from hoannot.camera import Camera, look_at
 from hoannot.io import InputError, write_image, write_npz
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import (

@@ -1,12 +1,12 @@
-"""Hands that hold the object in synthetic captures (:class:`~hoannot.datasets.synthetic.HandSubject`).
+"""Hands that hold the object in synthetic captures (:class:`~hoannot.synthesis.capture.HandSubject`).
 
 * ``"open"``: hoannot's bundled open hand (MANO layout), grasping by the same rule as
-  :mod:`hoannot.datasets.grasp` (palm against the surface, then each finger joint closed
+  :mod:`hoannot.synthesis.grasp` (palm against the surface, then each finger joint closed
   proximal to distal until its segment touches the object's signed distance field).
   It needs nothing outside the package, so the built-in demo uses it; its ground truth
   includes the MANO parameters.
 * a path to a skinned glTF hand (e.g. ../shared's WebXR hand): an independent subject
-  posed by :func:`hoannot.datasets.grasp.synthesize_grasp`, so that a fit with our hand
+  posed by :func:`hoannot.synthesis.grasp.synthesize_grasp`, so that a fit with our hand
   model is scored on a hand it did not generate.
 """
 
@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from hoannot.datasets.grasp import ObjectSDF
+from hoannot.synthesis.grasp import ObjectSDF
 from hoannot.io import InputError
-from hoannot.datasets.synthetic import HandSubject
-from hoannot.models.hand import HandModel
-from hoannot.models.hand import open_hand_axes
+from hoannot.synthesis.capture import HandSubject
+from hoannot.models.hand import HandModel, open_hand_axes
 from hoannot.models.objects import ObjectModel
 
 #: MANO joint chains (joint ids 1..15) of index, middle, pinky, ring, thumb
@@ -49,7 +48,7 @@ def make_subject(hand: str, obj: ObjectModel, seed: int = 0) -> HandSubject:
     path = Path(hand)
     if path.suffix.lower() not in (".glb", ".gltf"):
         raise InputError(f"{hand}: --hand must be 'open' or a skinned glTF hand (.glb/.gltf)")
-    from hoannot.datasets.grasp import synthesize_grasp
+    from hoannot.synthesis.grasp import synthesize_grasp
     from hoannot.models.rig import HandRig
 
     rig = HandRig.from_file(path)
