@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hoannot.geometry import backproject_depth, invert_rigid, pixel_rays, project_world
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -32,12 +34,8 @@ class Camera:
 
     @property
     def T_cam_world(self) -> np.ndarray:
-        """(4, 4) inverse of ``T_world_cam``: world -> camera."""
-        R, t = self.T_world_cam[:3, :3], self.T_world_cam[:3, 3]
-        T = np.eye(4)
-        T[:3, :3] = R.T
-        T[:3, 3] = -R.T @ t
-        return T
+        """(4, 4) float64 inverse of ``T_world_cam``: world -> camera (:func:`~hoannot.geometry.invert_rigid`)."""
+        return invert_rigid(np.asarray(self.T_world_cam, np.float64))
 
     def to_dict(self) -> dict:
         return {
@@ -63,30 +61,24 @@ class Camera:
         )
 
     def project(self, points_world: np.ndarray) -> np.ndarray:
-        """Project world points to pixels.
+        """Project world points to pixels (:func:`hoannot.geometry.project_world`).
 
         Args:
             points_world: (..., 3) metres.
         Returns:
-            (..., 2) pixel coordinates (u, v); distortion is ignored.
+            (..., 2) float64 pixel coordinates (u, v); distortion is ignored.
         """
-        T = self.T_cam_world
-        p = points_world @ T[:3, :3].T + T[:3, 3]
-        uvw = p @ np.asarray(self.K).T
-        return uvw[..., :2] / uvw[..., 2:3]
-
+        p = np.asarray(points_world)
+        return project_world(p.reshape(-1, 3), np.asarray(self.K), self.T_world_cam).reshape(p.shape[:-1] + (2,))
 
     def pixel_rays(self) -> np.ndarray:
         """Ray of every pixel centre, world frame, scaled so that its camera z is 1.
 
         Returns:
-            (H, W, 3) float64: ``T_world_cam[:3, 3] + d * ray`` is the point at camera
-            depth ``d`` metres of that pixel.
+            (H, W, 3) float64: ``T_world_cam[:3, 3] + d * ray`` is the point at camera depth
+            ``d`` metres of that pixel (:func:`hoannot.geometry.pixel_rays`).
         """
-        u, v = np.meshgrid(np.arange(self.width), np.arange(self.height))
-        K = np.asarray(self.K)
-        d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones(u.shape)], -1)
-        return d @ np.asarray(self.T_world_cam)[:3, :3].T
+        return pixel_rays(self.K, self.width, self.height, self.T_world_cam)
 
     def backproject(self, depth: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """World points of the pixels with a depth value (inverse of :meth:`project`).
@@ -94,15 +86,10 @@ class Camera:
         Args:
             depth: (H, W) metres, 0 = no value. mask: (H, W) bool, optional (only these pixels).
         Returns:
-            points (N, 3) float64 world metres, and their pixels (N, 2) int64 ``(v, u)``.
+            points (N, 3) float64 world metres, and their pixels (N, 2) int64 ``(v, u)``
+            (:func:`hoannot.geometry.backproject_depth`).
         """
-        m = depth > 0 if mask is None else (depth > 0) & mask
-        v, u = np.nonzero(m)
-        z = depth[v, u].astype(np.float64)
-        K = np.asarray(self.K)
-        pc = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
-        T = np.asarray(self.T_world_cam)
-        return pc @ T[:3, :3].T + T[:3, 3], np.stack([v, u], -1)
+        return backproject_depth(depth, self.K, self.T_world_cam, mask)
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:

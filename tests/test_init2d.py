@@ -14,8 +14,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from hoannot.annotate import init2d
-from hoannot.annotate.object_pose import DepthView, backproject, track_object
+from hoannot.annotate.object_pose import DepthView, track_object
 from hoannot.io import InputError, read_image, write_npz
+from hoannot.datasets.keypoints2d import read_views
 from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.sequence import open_sequence, write_sequence_header
 from hoannot.evaluation.metrics import add, mpjpe_mm
@@ -23,6 +24,11 @@ from hoannot.models.hand import HandModel
 from hoannot.pipeline import load_sequence_object, synth_sequence
 
 from conftest import WEBXR_RIGHT, YCB
+
+
+def _load_keypoints(directory, cams, frames):
+    """The 2D joints of ``directory/<cam>.npz`` as initialisation reads them (hidden joints 0.2)."""
+    return read_views([directory / f"{c}.npz" for c in cams], cams, frames, init2d.HIDDEN_CONF)
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +107,7 @@ def test_multiview_init_and_object_registration(webxr_mustard, model, mustard, t
     base = []
     for f in seq.frames:
         pts = np.concatenate([
-            backproject(seq.read_depth(c.name, f), read_image(seq.root / "gt/segmentation" / c.name / f"{f:06d}.png") == 1, c)
+            c.backproject(seq.read_depth(c.name, f), read_image(seq.root / "gt/segmentation" / c.name / f"{f:06d}.png") == 1)[0]
             for c in seq.cameras
         ])  # fmt: skip
         mean = _joints(model, np.zeros((1, 3)), np.zeros((1, 45)), np.zeros(10), np.zeros((1, 3)))[0]
@@ -140,7 +146,7 @@ def test_object_tracking_robust_to_occluded_points(webxr_mustard, mustard):
 def test_single_view_grasp(webxr_mustard, model):
     seq = webxr_mustard
     gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
-    uv, conf = init2d.load_keypoints2d(seq.root / "gt" / "keypoints2d", seq.camera_names, seq.frames)
+    uv, conf = _load_keypoints(seq.root / "gt" / "keypoints2d", seq.camera_names, seq.frames)
     ci = int(np.argmax((conf > 0.5).sum((0, 2))))  # the camera that sees the hand best
     cam = seq.cameras[ci]
     rng = np.random.default_rng(1)
@@ -196,7 +202,7 @@ def test_bad_input_names_the_file(webxr_mustard, model, mustard, tmp_path):
         init2d.initialize_sequence(seq, model, obj, kp, tmp_path / "noseg")
     write_npz(kp / "cam1.npz", uv=np.zeros((2, 20, 2)), conf=np.zeros((2, 20)))
     with pytest.raises(InputError, match=r"kp/cam1\.npz: expected uv"):
-        init2d.load_keypoints2d(kp, seq.camera_names, seq.frames)
+        _load_keypoints(kp, seq.camera_names, seq.frames)
 
 
 def test_views_without_a_detection_carry_no_weight(tmp_path):
@@ -211,7 +217,7 @@ def test_views_without_a_detection_carry_no_weight(tmp_path):
     conf = np.full((2, 21), 0.8, np.float32)
     conf[1] = 0.0
     write_npz(tmp_path / "keypoints2d" / "cam0.npz", frames=np.array([0, 1]), uv=uv, conf=conf, confidence=conf)
-    u, c = init2d.load_keypoints2d(tmp_path / "keypoints2d", ["cam0"], [0, 1])
+    u, c = _load_keypoints(tmp_path / "keypoints2d", ["cam0"], [0, 1])
     seq = SimpleNamespace(root=tmp_path, cameras=[SimpleNamespace(name="cam0")])
     u2, c2 = read_keypoints(seq, [0, 1], "keypoints2d")
     for a, b in ((u, c), (u2, c2)):

@@ -36,7 +36,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from hoannot.camera import Camera
-from hoannot.datasets.sequence import SEGMENTATION_LABELS
+from hoannot.datasets.segmentation import SEGMENTATION_LABELS
 from hoannot.models._open3d import load as load_open3d
 
 if TYPE_CHECKING:

@@ -39,6 +39,7 @@ from scipy.spatial.transform import Rotation
 
 from hoannot.camera import Camera
 from hoannot.io import InputError
+from hoannot.geometry import project, transform_points
 from hoannot.models.hand import HandModel, change_frame
 from hoannot.models.hand import open_hand_flexion_axes
 
@@ -204,14 +205,12 @@ def search_grasp(
         d2 = knn_points(Pt[None].expand(Bh, -1, -1), V, K=1).dists[..., 0]  # (B, N) m^2
         e_pts = (d2.clamp(min=1e-12).sqrt() / 0.01).clamp(max=2.0).mean(-1)
 
-        def project(X, with_z=False):  # (B, N, 3) object frame -> uv (F, C, B, N, 2) [, z (F, C, B, N)]
-            xc = torch.einsum("fcij,bnj->fcbni", Rfc, X) + tfc[:, :, None, None]
-            z = xc[..., 2].clamp(min=1e-3)
-            u = Kc[None, :, None, None, 0, 0] * xc[..., 0] / z + Kc[None, :, None, None, 0, 2]
-            v = Kc[None, :, None, None, 1, 1] * xc[..., 1] / z + Kc[None, :, None, None, 1, 2]
-            return (torch.stack([u, v], -1), z) if with_z else torch.stack([u, v], -1)
+        def to_pixels(X, with_z=False):  # (B, N, 3) object frame -> uv (F, C, B, N, 2) [, z (F, C, B, N)]
+            xc = transform_points(X, Rfc[:, :, None], tfc[:, :, None])  # (F, C, B, N, 3)
+            uv = project(xc, Kc[None, :, None, None], min_depth=1e-3)
+            return (uv, xc[..., 2].clamp(min=1e-3)) if with_z else uv
 
-        uvv, zv = project(V[:, ::2], with_z=True)
+        uvv, zv = to_pixels(V[:, ::2], with_z=True)
         grid = torch.stack([2 * uvv[..., 0] / (W - 1) - 1, 2 * uvv[..., 1] / (H - 1) - 1], -1).reshape(F * C, Bh, -1, 2)
         samp = torch.nn.functional.grid_sample(dt, grid, align_corners=True, padding_mode="border")
         e_sil = (samp.clamp(max=40.0) / 10.0).reshape(F * C, Bh, -1).mean((0, 2))
@@ -227,7 +226,7 @@ def search_grasp(
                 dtip = knn_points(Jn[:, TIPS], ov[None].expand(Bh, -1, -1), K=1).dists[..., 0].clamp(min=1e-12).sqrt()
                 e = e + lambda_contact * (dtip / 0.01).clamp(max=3.0).mean(-1)
         if kp is not None:
-            r2 = (project(Jn) - kp[0][:, :, None]).square().sum(-1) / 15.0**2  # (F, C, B, 21)
+            r2 = (to_pixels(Jn) - kp[0][:, :, None]).square().sum(-1) / 15.0**2  # (F, C, B, 21)
             e = e + lambda_2d * (kp[1][:, :, None] * r2 / (1 + r2)).sum((0, 1, 3)) / max(F * C, 1)
         return e
 

@@ -36,16 +36,21 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from hoannot.camera import Camera
-from hoannot.io import InputError, read_image
+from hoannot.io import InputError
+from hoannot.datasets.keypoints2d import read_views
 from hoannot.datasets.poses import HandObjectPoses
-from hoannot.datasets.sequence import SEGMENTATION_LABELS, Sequence, zero_missing_joints
+from hoannot.datasets.segmentation import SEGMENTATION_LABELS, labels_path, read_labels
+from hoannot.datasets.segmentation import segmentation_dir as segmentation_dir_of
+from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.ik import fit_keypoints
+from hoannot.geometry import project, transform, transform_points, unproject
 from hoannot.models.hand import HandModel, change_frame
 from hoannot.models.objects import ObjectModel
 
 #: HOnnotate's weight of the joint-angle limit term (Eq. 11, 12).
 NU = 50.0
-#: confidence given to joints a ground-truth ``visible`` flag marks as hidden.
+#: confidence given to joints a ground-truth ``visible`` flag marks as hidden (a file with
+#: ``visible`` and no ``conf``, :mod:`hoannot.datasets.keypoints2d`).
 HIDDEN_CONF = 0.2
 #: depth of each HO-3D keypoint below the visible skin, metres (wrist, MCP, PIP/DIP, tips).
 SURFACE_OFFSET = np.array(
@@ -164,13 +169,9 @@ class _Cams:
         self.t = torch.as_tensor(T[:, :3, 3], dtype=torch.float32)
 
     def project(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """X (B, J, 3) world -> uv (B, C, J, 2) pixels, z (B, C, J) metres."""
-        pc = torch.einsum("cij,bnj->bcni", self.R, X) + self.t[None, :, None]
-        z = pc[..., 2]
-        zc = z.clamp(min=1e-3)
-        u = self.K[:, 0, 0, None] * pc[..., 0] / zc + self.K[:, 0, 2, None]
-        v = self.K[:, 1, 1, None] * pc[..., 1] / zc + self.K[:, 1, 2, None]
-        return torch.stack([u, v], -1), z
+        """X (B, J, 3) world -> uv (B, C, J, 2) pixels (depth clamped at 1 mm), z (B, C, J) metres."""
+        pc = transform_points(X[:, None], self.R, self.t)
+        return project(pc, self.K[:, None], min_depth=1e-3), pc[..., 2]
 
 
 def _huber(x: torch.Tensor, delta: float) -> torch.Tensor:
@@ -322,16 +323,6 @@ def _subset(energy: _Energy, idx: torch.Tensor) -> _Energy:
 # single camera (Eq. 12)
 
 
-def backproject_keypoints(camera: Camera, uv: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """World points of pixels ``uv`` (..., 2) at camera depth ``z`` (...) metres -> (..., 3)."""
-    K = np.asarray(camera.K)
-    x = (uv[..., 0] - K[0, 2]) / K[0, 0] * z
-    y = (uv[..., 1] - K[1, 2]) / K[1, 1] * z
-    pc = np.stack([x, y, z], -1)
-    T = camera.T_world_cam
-    return pc @ T[:3, :3].T + T[:3, 3]
-
-
 def grasp_from_2d_single_view(
     hand_model: HandModel,
     camera: Camera,
@@ -396,7 +387,7 @@ def grasp_from_2d_single_view(
         if not good.any():
             continue
         z = np.where(np.isfinite(d), d, np.median(d[good])) + SURFACE_OFFSET
-        Xw = backproject_keypoints(camera, np.nan_to_num(uv[f]), z)
+        Xw = transform(unproject(np.nan_to_num(uv[f]), z, np.asarray(camera.K)), camera.T_world_cam)
         guesses.append((Xw - t[f]) @ R[f])  # world -> object
     if not guesses:
         raise InputError("grasp_from_2d_single_view: no hand joint has a depth measurement in the chosen frames")
@@ -448,73 +439,6 @@ def grasp_from_2d_single_view(
 # a whole sequence
 
 
-def load_keypoints2d(directory: str | Path, camera_names: list[str], frames: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``<directory>/<cam>.npz`` for every camera.
-
-    Each file holds ``uv`` (N, 21, 2) pixels (HO-3D order), ``conf`` (N, 21) -- or
-    ``visible`` (N, 21) bool, as the ground truth of a synthetic capture, turned into
-    confidences 1 (visible) and ``HIDDEN_CONF`` -- and optionally ``frames`` (N,) ids
-    (else the rows are the sequence's frames in order).
-
-    Joints without a detection (NaN ``uv``, as a detector writes when it finds no hand)
-    come back as ``uv`` 0 with confidence 0, so they carry no weight downstream.
-
-    Returns:
-        uv (F, C, 21, 2) float64, conf (F, C, 21) float64 for the requested frames.
-    Raises:
-        InputError: a missing/unreadable file, a missing array, bad shapes, or a frame
-            the file lacks (names the file).
-    """
-    directory = Path(directory)
-    uvs, confs = [], []
-    for cam in camera_names:
-        path = directory / f"{cam}.npz"
-        if not path.is_file():
-            raise InputError(f"{path}: file not found (2D joints of camera {cam})")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                uv = np.asarray(z["uv"], np.float64)
-                if "conf" in z:
-                    conf = np.asarray(z["conf"], np.float64)
-                elif "visible" in z:
-                    conf = np.where(np.asarray(z["visible"], bool), 1.0, HIDDEN_CONF)
-                else:
-                    raise InputError(f"{path}: needs a 'conf' or 'visible' array")
-                ids = np.asarray(z["frames"], np.int64) if "frames" in z else None
-        except KeyError as e:
-            raise InputError(f"{path}: missing array {e}") from None
-        except InputError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a truncated zip, random bytes...: bad input
-            raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})".splitlines()[0]) from None
-        N = uv.shape[0] if uv.ndim == 3 else -1
-        if uv.ndim != 3 or uv.shape[1:] != (21, 2) or conf.shape != (N, 21):
-            raise InputError(f"{path}: expected uv (N, 21, 2) and conf (N, 21), got {uv.shape} and {conf.shape}")
-        if ids is None:
-            if N != len(frames):
-                raise InputError(f"{path}: {N} rows but the sequence has {len(frames)} frames and no 'frames' array")
-            rows = np.arange(N)
-        else:
-            index = {int(f): i for i, f in enumerate(ids)}
-            lack = [f for f in frames if f not in index]
-            if lack:
-                raise InputError(f"{path}: no 2D joints for frame(s) {lack[:5]}")
-            rows = np.array([index[f] for f in frames])
-        uv, conf = zero_missing_joints(uv[rows], conf[rows])
-        uvs.append(uv)
-        confs.append(conf)
-    return np.stack(uvs, 1), np.stack(confs, 1)
-
-
-def _read_labels(directory: Path, cam: Camera, frame: int) -> np.ndarray:
-    path = directory / cam.name / f"{frame:06d}.png"
-    if not path.is_file():
-        raise InputError(f"{path}: file not found (segmentation of camera {cam.name}, frame {frame})")
-    from hoannot.datasets.validate import check_labels
-
-    return check_labels(read_image(path), path, (int(cam.width), int(cam.height)))
-
-
 def initialize_sequence(
     seq: Sequence,
     hand_model: HandModel,
@@ -563,8 +487,8 @@ def initialize_sequence(
         raise InputError(f"--hand-init {hand_init!r}: expected one of {', '.join(HAND_INITS)}")
     frames = list(seq.frames if frames is None else frames)
     kp_dir = Path(keypoints2d_dir) if keypoints2d_dir is not None else seq.root / "keypoints2d"
-    seg_dir = Path(segmentation_dir) if segmentation_dir is not None else seq.root / "segmentation"
-    uv, conf = load_keypoints2d(kp_dir, seq.camera_names, frames)
+    seg_dir = Path(segmentation_dir) if segmentation_dir is not None else segmentation_dir_of(seq.root)
+    uv, conf = read_views([kp_dir / f"{c}.npz" for c in seq.camera_names], seq.camera_names, frames, HIDDEN_CONF)
     seen = (conf > MIN_INIT_CONF).sum((1, 2))  # (F,) confident joints over all cameras
     if hand_init == "joints" and not seen.any():
         raise InputError(f"{kp_dir}: no confident 2D joint in any view (confidence <= {MIN_INIT_CONF}): the "
@@ -577,7 +501,8 @@ def initialize_sequence(
             if not dpath.is_file():
                 raise InputError(f"{dpath}: file not found (depth of camera {cam.name}, frame {f})")
             depth = seq.read_depth(cam.name, f)
-            labels = _read_labels(seg_dir, cam, f)
+            labels = read_labels(labels_path(seg_dir, cam.name, f), (cam.width, cam.height),
+                                 f"segmentation of camera {cam.name}, frame {f}")
             rgb = seq.read_rgb(cam.name, f) if seq.rgb_path(cam.name, f).is_file() else None
             row.append(DepthView(cam, depth, labels, rgb if rgb is not None and rgb.shape[:2] == depth.shape else None))
             kdepth[fi, ci] = keypoint_depth(depth, labels, uv[fi, ci])

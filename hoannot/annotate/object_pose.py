@@ -40,7 +40,8 @@ from scipy.spatial.transform import Rotation
 
 from hoannot.camera import Camera
 from hoannot.io import InputError
-from hoannot.datasets.sequence import SEGMENTATION_LABELS
+from hoannot.datasets.segmentation import SEGMENTATION_LABELS
+from hoannot.geometry import project, transform
 from hoannot.models._open3d import load as load_open3d
 from hoannot.models.objects import ObjectModel
 
@@ -109,11 +110,6 @@ class ObjectPoseResult:
         return (1.0 - self.fitness) + self.free_space
 
 
-def backproject(depth: np.ndarray, mask: np.ndarray, camera: Camera) -> np.ndarray:
-    """World points (N, 3) float64 of the masked pixels with valid depth (:meth:`Camera.backproject`)."""
-    return camera.backproject(depth, mask)[0]
-
-
 def object_points(views: list[DepthView], erode: int = 1, max_points: int = 4000, seed: int = 0) -> np.ndarray:
     """Back-project the object-labelled pixels of all views into one world point cloud.
 
@@ -131,7 +127,7 @@ def object_points(views: list[DepthView], erode: int = 1, max_points: int = 4000
             eroded = binary_erosion(mask, iterations=erode)
             if eroded.sum() >= 0.3 * mask.sum():  # tiny masks keep their border
                 mask = eroded
-        pts.append(backproject(view.depth, mask, view.camera))
+        pts.append(view.camera.backproject(view.depth, mask)[0])
     P = np.concatenate(pts) if pts else np.zeros((0, 3))
     if len(P) > max_points:
         P = P[np.random.default_rng(seed).choice(len(P), max_points, replace=False)]
@@ -205,14 +201,14 @@ class ObjectRegistration:
         for view in views:
             cam = view.camera
             T = cam.T_cam_world
-            pc = Xw @ T[:3, :3].T + T[:3, 3]
+            pc = transform(Xw, T)
             nc = Nw @ T[:3, :3].T
             cosang = (nc * pc).sum(-1) / np.maximum(np.linalg.norm(pc, axis=-1), 1e-9)
             front = (cosang < -0.3) & (pc[:, 2] > 1e-3)  # clearly facing: no grazing silhouette points
             if not front.any():
                 continue
             p = pc[front]
-            uv = p[:, :2] / p[:, 2:3] * [cam.K[0, 0], cam.K[1, 1]] + np.asarray(cam.K)[:2, 2]
+            uv = project(p, np.asarray(cam.K))
             ui = np.round(uv).astype(np.int64)
             inside = (ui[:, 0] >= 0) & (ui[:, 0] < cam.width) & (ui[:, 1] >= 0) & (ui[:, 1] < cam.height)
             if not inside.any():
@@ -235,10 +231,10 @@ class ObjectRegistration:
                 continue
             cam = view.camera
             T = cam.T_cam_world
-            pc = Xw @ T[:3, :3].T + T[:3, 3]
+            pc = transform(Xw, T)
             cosang = ((Nw @ T[:3, :3].T) * pc).sum(-1) / np.maximum(np.linalg.norm(pc, axis=-1), 1e-9)
             front = (cosang < -0.3) & (pc[:, 2] > 1e-3)
-            uv = pc[:, :2] / np.maximum(pc[:, 2:3], 1e-3) * [cam.K[0, 0], cam.K[1, 1]] + np.asarray(cam.K)[:2, 2]
+            uv = project(pc, np.asarray(cam.K), min_depth=1e-3)
             ui = np.round(uv).astype(np.int64)
             ok = front & (ui[:, 0] >= 0) & (ui[:, 0] < cam.width) & (ui[:, 1] >= 0) & (ui[:, 1] < cam.height)
             idx = np.nonzero(ok)[0]

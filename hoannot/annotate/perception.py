@@ -7,9 +7,9 @@ crop around the predicted hand mask (:mod:`hoannot.annotate.keypoints`). Writes
 
     segmentation/<cam>/<frame:06d>.png   (H, W) uint8 labels
     keypoints2d/<cam>.npz                frames (F,), uv (F, 21, 2) float32 px,
-                                         conf (F, 21) float32 peak belief (also saved
-                                         as "confidence"), visible (F, 21) bool
-                                         (conf >= threshold), joint_order "ho3d",
+                                         conf (F, 21) float32 peak belief, visible
+                                         (F, 21) bool (conf >= threshold), joint_order
+                                         "ho3d" (:mod:`hoannot.datasets.keypoints2d`),
                                          seg_sha256 / kp_sha256 of the weights used
     perception/overlay_<cam>.png         first frame: mask tint + joints + skeleton
 """
@@ -21,7 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hoannot.io import InputError, write_image, write_npz
+from hoannot.io import InputError, write_image
+from hoannot.datasets.keypoints2d import keypoints2d_path, write_keypoints2d
+from hoannot.datasets.segmentation import labels_path, write_labels
 
 #: HO-3D skeleton edges (parent, child) for drawing.
 HO3D_BONES = (
@@ -179,7 +181,7 @@ def run_perception(
         from hoannot.annotate.foreground import segment_sequence
 
         for (cam, frame), lab in labels.items():
-            write_image(seq.root / "perception" / "network_segmentation" / cam / f"{frame:06d}.png", lab)
+            write_labels(labels_path(seq.root / "perception" / "network_segmentation", cam, frame), lab)
         labels, _, _, how = segment_sequence(seq, obj, labels, seed=seed)
     uv_all = {c: [] for c in seq.camera_names}
     conf_all = {c: [] for c in seq.camera_names}
@@ -187,7 +189,7 @@ def run_perception(
     for cam, frame in bar(jobs, "2D joints"):
         rgb = seq.read_rgb(cam, frame)
         lab = labels[cam, frame]
-        write_image(seq.segmentation_path(cam, frame), lab)
+        write_labels(seq.segmentation_path(cam, frame), lab)
         uv, conf = detect(rgb, hand_near_object(lab))
         empty += int(not (lab == 1).any())
         uv_all[cam].append(uv)
@@ -198,12 +200,8 @@ def run_perception(
             write_image(seq.root / "perception" / f"overlay_{cam}.png", draw_overlay(rgb, lab, uv, conf, min_conf))
     for cam in seq.camera_names:
         conf = np.stack(conf_all[cam]).astype(np.float32)
-        write_npz(
-            seq.root / "keypoints2d" / f"{cam}.npz",
-            frames=np.asarray(frames, np.int64), uv=np.stack(uv_all[cam]).astype(np.float32), conf=conf,
-            confidence=conf, visible=conf >= min_conf, joint_order=np.asarray("ho3d"),
-            seg_sha256=np.asarray(seg_model.sha256), kp_sha256=np.asarray(kp_model.sha256),
-        )  # fmt: skip
+        write_keypoints2d(keypoints2d_path(seq.root, cam), frames, np.stack(uv_all[cam]), conf, conf >= min_conf,
+                          seg_sha256=seg_model.sha256, kp_sha256=kp_model.sha256)
     all_conf = np.concatenate([np.stack(v) for v in conf_all.values()])
     return (
         f"perception: {len(jobs)} views ({len(seq.camera_names)} cameras x {len(frames)} frames); {how}; "

@@ -43,8 +43,9 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 from torch.utils.data import Dataset
 
-from hoannot.io import InputError, read_image
+from hoannot.io import InputError
 from hoannot.datasets.sequence import Sequence, open_sequence
+from hoannot.geometry import project, transform, unproject
 
 HAND, OBJECT = 1, 2
 MIN_HAND_PIXELS = 20
@@ -97,17 +98,15 @@ def load_sequence_labels(seq: Sequence, load_object_points: bool = True) -> Sequ
             break
     else:
         raise InputError(f"{seq.root}: no labels/labels.npz or gt/poses.npz to train on")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            frames = z["frames"].astype(np.int64)
-            joints = z["hand_joints"].astype(np.float32)
-            obj_rot = z["obj_rot"].astype(np.float32)
-            obj_transl = z["obj_transl"].astype(np.float32)
-            points = z["obj_points"].astype(np.float32) if "obj_points" in z else None
-    except KeyError as e:
-        raise InputError(f"{path}: missing array {e}") from None
-    if joints.ndim != 3 or joints.shape[1:] != (21, 3) or len(joints) != len(frames):
-        raise InputError(f"{path}: hand_joints must be (F, 21, 3), got {joints.shape}")
+    from hoannot.evaluation.report import load_labels
+
+    d = load_labels(path)
+    for k in ("obj_rot", "obj_transl"):
+        if k not in d:
+            raise InputError(f"{path}: missing array '{k}'")
+    frames, joints = d["frames"], d["hand_joints"].astype(np.float32)
+    obj_rot, obj_transl = d["obj_rot"].astype(np.float32), d["obj_transl"].astype(np.float32)
+    points = d["obj_points"].astype(np.float32) if "obj_points" in d else None
     if points is None and load_object_points:
         try:
             from hoannot.models.objects import load_object
@@ -121,19 +120,13 @@ def load_sequence_labels(seq: Sequence, load_object_points: bool = True) -> Sequ
 
 
 def read_segmentation(seq: Sequence, cam: str, frame: int) -> np.ndarray | None:
-    """(H, W) uint8 labels from ``segmentation/`` or else ``gt/segmentation/``; None if neither."""
+    """(H, W) uint8 labels from ``segmentation/`` or else ``gt/segmentation/``; None if neither.
+
+    Raises:
+        InputError: a malformed segmentation image (:meth:`Sequence.read_segmentation`).
+    """
     seg = seq.read_segmentation(cam, frame)
-    if seg is None:
-        p = seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png"
-        seg = read_image(p) if p.is_file() else None
-    return seg
-
-
-def backproject(uv: np.ndarray, z: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Pixels (..., 2) with depth (...) metres -> camera points (..., 3) metres."""
-    x = (uv[..., 0] - K[0, 2]) / K[0, 0] * z
-    y = (uv[..., 1] - K[1, 2]) / K[1, 1] * z
-    return np.stack([x, y, z], -1)
+    return seq.read_segmentation(cam, frame, "gt") if seg is None else seg
 
 
 def hand_centre(depth: np.ndarray, seg: np.ndarray, K: np.ndarray) -> np.ndarray | None:
@@ -151,7 +144,7 @@ def hand_centre(depth: np.ndarray, seg: np.ndarray, K: np.ndarray) -> np.ndarray
     v, u = np.nonzero((seg == HAND) & (depth > 0))
     if len(u) < MIN_HAND_PIXELS:
         return None
-    pts = backproject(np.stack([u, v], -1).astype(np.float64), depth[v, u].astype(np.float64), K)
+    pts = unproject(np.stack([u, v], -1).astype(np.float64), depth[v, u].astype(np.float64), np.asarray(K))
     return pts.mean(0)
 
 
@@ -164,10 +157,9 @@ def crop_geometry(centre: torch.Tensor, cube: torch.Tensor, K: torch.Tensor) -> 
     Returns:
         (p_c (B, 2) pixels, r (B, 2) half-size in pixels along u and v).
     """
-    fx, fy, cx, cy = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
     z = centre[:, 2]
-    p_c = torch.stack([fx * centre[:, 0] / z + cx, fy * centre[:, 1] / z + cy], -1)
-    r = torch.stack([0.5 * cube * fx / z, 0.5 * cube * fy / z], -1)
+    p_c = project(centre, K)
+    r = torch.stack([0.5 * cube * K[:, 0, 0] / z, 0.5 * cube * K[:, 1, 1] / z], -1)
     return p_c, r
 
 
@@ -218,17 +210,13 @@ def rotate_points_inplane(points: torch.Tensor, centre: torch.Tensor, K: torch.T
     Returns:
         (B, N, 3) metres.
     """
-    fx, fy, cx, cy = (K[:, None, 0, 0], K[:, None, 1, 1], K[:, None, 0, 2], K[:, None, 1, 2])
-    z = points[..., 2]
-    u = fx * points[..., 0] / z + cx
-    v = fy * points[..., 1] / z + cy
-    uc = fx[:, 0] * centre[:, 0] / centre[:, 2] + cx[:, 0]
-    vc = fy[:, 0] * centre[:, 1] / centre[:, 2] + cy[:, 0]
-    du, dv = u - uc[:, None], v - vc[:, None]
+    uv = project(points, K[:, None])
+    uvc = project(centre, K)
+    du, dv = uv[..., 0] - uvc[:, None, 0], uv[..., 1] - uvc[:, None, 1]
     c, s = torch.cos(-theta)[:, None], torch.sin(-theta)[:, None]
-    u2 = uc[:, None] + c * du - s * dv
-    v2 = vc[:, None] + s * du + c * dv
-    return torch.stack([(u2 - cx) / fx * z, (v2 - cy) / fy * z, z], -1)
+    u2 = uvc[:, None, 0] + c * du - s * dv
+    v2 = uvc[:, None, 1] + s * du + c * dv
+    return unproject(torch.stack([u2, v2], -1), points[..., 2], K[:, None])
 
 
 def to_camera(points_n: torch.Tensor, centre: torch.Tensor, cube: torch.Tensor) -> torch.Tensor:
@@ -251,18 +239,15 @@ def uvd_to_camera(uvd_n: torch.Tensor, centre: torch.Tensor, cube: torch.Tensor,
     u = p_c[:, None, 0] + r[:, None, 0] * uvd_n[..., 0]
     v = p_c[:, None, 1] + r[:, None, 1] * uvd_n[..., 1]
     z = centre[:, None, 2] + 0.5 * cube[:, None] * uvd_n[..., 2]
-    x = (u - K[:, None, 0, 2]) / K[:, None, 0, 0] * z
-    y = (v - K[:, None, 1, 2]) / K[:, None, 1, 1] * z
-    return torch.stack([x, y, z], -1)
+    return unproject(torch.stack([u, v], -1), z, K[:, None])
 
 
 def camera_to_uvd(points: torch.Tensor, centre: torch.Tensor, cube: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`uvd_to_camera`: (B, N, 3) metres -> (B, N, 3) crop-normalised uvd."""
     p_c, r = crop_geometry(centre, cube, K)
     z = points[..., 2]
-    u = K[:, None, 0, 0] * points[..., 0] / z + K[:, None, 0, 2]
-    v = K[:, None, 1, 1] * points[..., 1] / z + K[:, None, 1, 2]
-    return torch.stack([(u - p_c[:, None, 0]) / r[:, None, 0], (v - p_c[:, None, 1]) / r[:, None, 1],
+    uv = project(points, K[:, None])
+    return torch.stack([(uv[..., 0] - p_c[:, None, 0]) / r[:, None, 0], (uv[..., 1] - p_c[:, None, 1]) / r[:, None, 1],
                         (z - centre[:, None, 2]) / (0.5 * cube[:, None])], -1)
 
 
@@ -327,11 +312,11 @@ class HandCropDataset(Dataset):
                     centre = hand_centre(depth, seg, cam.K)
                     if centre is None:
                         continue
-                    joints_c = lab.hand_joints[fi] @ T[:3, :3].T + T[:3, 3]
-                    obj_c = lab.obj_transl[fi] @ T[:3, :3].T + T[:3, 3]
+                    joints_c = transform(lab.hand_joints[fi], T)
+                    obj_c = transform(lab.obj_transl[fi][None], T)[0]
                     corners = None
                     if lab.obj_corners is not None:
-                        corners = (lab.obj_corners @ R_obj[fi].T + lab.obj_transl[fi]) @ T[:3, :3].T + T[:3, 3]
+                        corners = transform(lab.obj_corners @ R_obj[fi].T + lab.obj_transl[fi], T)
                     self.items.append(dict(seq=si, cam=ci, frame=frame, centre=centre, K=np.asarray(cam.K),
                                            T_world_cam=np.asarray(cam.T_world_cam), joints=joints_c,
                                            obj_centre=obj_c, corners=corners, depth_scale=cam.depth_scale))

@@ -56,8 +56,11 @@ from hoannot.camera import Camera
 from hoannot.datasets.conventions import HO3D_TO_OPENPOSE, OPENPOSE_TO_HO3D
 from hoannot.io import InputError, atomic_write, read_image, write_image, write_json, write_npz
 from hoannot.datasets.validate import check_ingest_destination
+from hoannot.datasets.keypoints2d import write_keypoints2d
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
+from hoannot.datasets.segmentation import write_labels
 from hoannot.datasets.sequence import ObjectConfig, Sequence, SequenceConfig, open_sequence, write_sequence_header
+from hoannot.geometry import transform
 
 #: DexYCB object ids (``ycb_ids``, ``seg`` values) -> YCB model names (toolkit ``dex_ycb.py``).
 DEXYCB_YCB_CLASSES: dict[int, str] = {
@@ -426,10 +429,6 @@ def dexycb_hint(path: str | Path) -> str | None:
 # ---------------------------------------------------------------------------------------
 # ingest
 # ---------------------------------------------------------------------------------------
-def _to_world(T: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return p @ T[:3, :3].T + T[:3, 3]
-
-
 def ingest_dexycb(
     src: str | Path,
     dst: str | Path,
@@ -597,7 +596,7 @@ def _ground_truth(ids, labels, order, T_world, meta, betas, hand_model, basis):
         hand = next((s for s in order if (s, f) in labels and labels[s, f].has_hand), None)
         if hand is not None:
             lab = labels[hand, f]
-            joints[i] = _to_world(T_world[hand], lab.joint_3d[0][list(OPENPOSE_TO_HO3D)])
+            joints[i] = transform(lab.joint_3d[0][list(OPENPOSE_TO_HO3D)], T_world[hand])
             valid[i] = True
         mano = next((s for s in order if (s, f) in labels and labels[s, f].has_mano), None)
         if mano is not None:
@@ -671,13 +670,12 @@ def _write_gt_images(stage, meta, ids, labels, grasp_id):
             seg = np.zeros(lab.seg.shape, np.uint8)
             seg[lab.seg == DEXYCB_HAND_LABEL] = 1
             seg[lab.seg == grasp_id] = 2
-            write_image(stage / "gt" / "segmentation" / s / f"{f:06d}.png", seg)
+            write_labels(stage / "gt" / "segmentation" / s / f"{f:06d}.png", seg)
             if lab.has_hand:
                 j2 = lab.joint_2d[0][list(OPENPOSE_TO_HO3D)]
                 ok = ~np.all(j2 == -1, axis=-1)
                 uv[i][ok], vis[i] = j2[ok], ok
-        write_npz(stage / "gt" / "keypoints2d" / f"{s}.npz", frames=np.asarray(ids, np.int64), uv=uv, visible=vis,
-                  joint_order=np.asarray("ho3d"))  # fmt: skip
+        write_keypoints2d(stage / "gt" / "keypoints2d" / f"{s}.npz", ids, uv, visible=vis)
 
 
 # ---------------------------------------------------------------------------------------
@@ -764,7 +762,7 @@ def export_dexycb(
                 go_c, tr_c = change_frame(hand_model, t(T[:3, :3]), t(T[:3, 3]), t(poses.global_orient),
                                           t(poses.transl), b)  # fmt: skip
         for i, frame in enumerate(int(f) for f in poses.frames):  # files numbered 0..F-1 (meta: hoannot.frames)
-            j_c = _to_world(T, joints_w[i])
+            j_c = transform(joints_w[i], T)
             uvw = j_c @ K.T
             pose_m = np.zeros((1, 51), np.float32)
             if coeffs is not None:

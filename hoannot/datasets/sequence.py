@@ -6,8 +6,10 @@ Layout (everything below ``SEQ/``)::
     calibration/cameras.json      {"cameras": [Camera.to_dict(), ...]}
     rgb/<cam>/<frame:06d>.png|jpg colour, (H, W, 3) uint8
     depth/<cam>/<frame:06d>.png   depth, (H, W) uint16; metres = value * depth_scale
-    segmentation/<cam>/<frame:06d>.png  optional labels (0 background, 1 hand, 2 object)
-    keypoints2d/<cam>.npz         optional 2D joints: "uv" (F, 21, 2) px, "conf" (F, 21), HO-3D order
+    segmentation/<cam>/<frame:06d>.png  optional labels (0 background, 1 hand, 2 object),
+                                  see :mod:`hoannot.datasets.segmentation`
+    keypoints2d/<cam>.npz         optional 2D joints, HO-3D order, see :mod:`hoannot.datasets.keypoints2d`
+    gt/segmentation/, gt/keypoints2d/  the same, ground truth (synthetic captures, ingests)
     gt/poses.npz                  optional ground truth (synthetic captures), see poses.py
     init/poses.npz                written by ``hoannot init`` (HandObjectPoses + "source")
     fit/poses.npz, fit/ckpt/      written by ``hoannot fit``
@@ -30,8 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hoannot.camera import Camera
 from hoannot.io import InputError, atomic_write, read_image, write_json
-
-SEGMENTATION_LABELS = {"background": 0, "hand": 1, "object": 2}
+from hoannot.datasets.segmentation import read_labels, segmentation_path
 
 
 def zero_missing_joints(uv: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,8 +113,9 @@ class Sequence:
     def depth_path(self, cam: str, frame: int) -> Path:
         return self.root / "depth" / cam / f"{frame:06d}.png"
 
-    def segmentation_path(self, cam: str, frame: int) -> Path:
-        return self.root / "segmentation" / cam / f"{frame:06d}.png"
+    def segmentation_path(self, cam: str, frame: int, source: str = "segmentation") -> Path:
+        """Labels of one image: ``segmentation/`` (``source="segmentation"``) or ``gt/segmentation/`` (``"gt"``)."""
+        return segmentation_path(self.root, cam, frame, source)
 
     # ---- reading -----------------------------------------------------------
     def read_rgb(self, cam: str, frame: int) -> np.ndarray:
@@ -127,10 +129,23 @@ class Sequence:
         raw = read_image(self.depth_path(cam, frame))
         return raw.astype(np.float32) * np.float32(camera.depth_scale)
 
-    def read_segmentation(self, cam: str, frame: int) -> np.ndarray | None:
-        """(H, W) uint8 labels (see ``SEGMENTATION_LABELS``) or None if absent."""
-        p = self.segmentation_path(cam, frame)
-        return read_image(p) if p.is_file() else None
+    def read_segmentation(self, cam: str, frame: int, source: str = "segmentation",
+                          required: bool = False) -> np.ndarray | None:
+        """(H, W) uint8 labels of one image (0 background, 1 hand, 2 object), checked.
+
+        Args:
+            cam, frame: the image. source: ``"segmentation"`` or ``"gt"`` (``gt/segmentation/``).
+            required: a missing file is an error (else None).
+        Raises:
+            InputError: a malformed image (:func:`hoannot.datasets.segmentation.read_labels`),
+                a missing one with ``required``, an unknown ``source``.
+        """
+        p = self.segmentation_path(cam, frame, source)
+        if not required and not p.is_file():
+            return None
+        c = self.camera(cam)
+        hint = "run `hoannot init` first" if source == "segmentation" else "ground truth of a synthetic capture"
+        return read_labels(p, (int(c.width), int(c.height)), f"segmentation of camera {cam}, frame {frame}; {hint}")
 
     def camera(self, name: str) -> Camera:
         for c in self.cameras:

@@ -28,6 +28,7 @@ import numpy as np
 
 from hoannot.camera import Camera
 from hoannot.io import InputError, read_image
+from hoannot.datasets.segmentation import segmentation_dir
 from hoannot.datasets.sequence import Sequence, SequenceConfig, load_cameras, load_config
 from hoannot.models.objects import parse_primitive
 
@@ -497,13 +498,11 @@ def validate_sequence(
     )
 
     # existence first (cheap), so a missing file is reported before any decoding
-    seg_dirs = {"segmentation": root / "segmentation", "gt": root / "gt" / "segmentation"}
-    if segmentation is not None and segmentation not in seg_dirs:
-        raise InputError(f"segmentation {segmentation!r}: expected segmentation or gt")
-    seg_dir = seg_dirs.get(segmentation or "segmentation")
+    seg_source = segmentation or "segmentation"
+    segmentation_dir(root, seg_source)  # an unknown source is refused here
 
     def seg_path(cam: str, f: int) -> Path:
-        return seg_dir / cam / f"{f:06d}.png"
+        return sequence.segmentation_path(cam, f, seg_source)
 
     kinds = [("rgb", sequence.rgb_path), ("depth", sequence.depth_path)]
     if segmentation is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hoannot.io import InputError
+from hoannot.geometry import unproject
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,12 @@ def uvd_to_xyz(uvd: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> n
         uvd: (..., 3) pixels, pixels, depth (any unit). fx, fy, cx, cy: pixels (signs kept).
 
     Returns:
-        (..., 3) ``((u-cx) d/fx, (v-cy) d/fy, d)`` in the depth's unit.
+        (..., 3) ``((u-cx) d/fx, (v-cy) d/fy, d)`` in the depth's unit
+        (:func:`hoannot.geometry.unproject`).
     """
     uvd = np.asarray(uvd, dtype=np.float64)
-    u, v, d = uvd[..., 0], uvd[..., 1], uvd[..., 2]
-    return np.stack([(u - cx) * d / fx, (v - cy) * d / fy, d], axis=-1)
+    K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    return unproject(uvd[..., :2], uvd[..., 2], K)
 
 
 def load_joints(root: str | Path, dataset: str, method: str | None = None) -> np.ndarray:

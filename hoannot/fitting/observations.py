@@ -9,13 +9,15 @@ at the crop size, which is what makes CPU fitting affordable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from hoannot.io import InputError
-from hoannot.datasets.sequence import Sequence, zero_missing_joints
+from hoannot.datasets.keypoints2d import keypoints2d_path, read_views
+from hoannot.datasets.segmentation import segmentation_dir
+from hoannot.datasets.sequence import Sequence
+from hoannot.geometry import backproject_depth, crop_nearest
 from hoannot.renderers.cameras import ViewCameras
 
 
@@ -64,51 +66,21 @@ class Observations:
         return self
 
 
-def keypoints_path(seq: Sequence, cam: str, source: str):
-    """``keypoints2d/<cam>.npz`` (perception) or ``gt/keypoints2d/<cam>.npz`` (synthetic)."""
-    return (seq.root / "gt" / "keypoints2d" if source == "gt" else seq.root / "keypoints2d") / f"{cam}.npz"
-
-
 def read_keypoints(seq: Sequence, frames: list[int], source: str) -> tuple[np.ndarray, np.ndarray]:
-    """2D joints of ``frames`` in every camera.
+    """2D joints of ``frames`` in every camera, from ``keypoints2d/`` or ``gt/keypoints2d/``
+    (``source`` ``"keypoints2d"`` or ``"gt"``; :mod:`hoannot.datasets.keypoints2d`).
 
-    A file holds ``frames`` (F,), ``uv`` (F, 21, 2) original pixels in HO-3D order, and
-    ``confidence`` (F, 21) in [0, 1] or ``visible`` (F, 21) bool (used as 0/1 confidence).
+    A joint a file marks only as not ``visible`` has confidence 0.
 
     Returns:
-        uv (B, C, 21, 2) float32, confidence (B, C, 21) float32 (0 for frames a file lacks
-        and for joints without a detection, whose NaN ``uv`` becomes 0).
+        uv (B, C, 21, 2) float32 original pixels, HO-3D order; confidence (B, C, 21) float32
+        (0 for frames a file lacks and for joints without a detection, whose ``uv`` is 0).
     Raises:
         InputError: a missing or malformed file (names it).
     """
-    B, C = len(frames), len(seq.cameras)
-    uv = np.zeros((B, C, 21, 2), np.float32)
-    conf = np.zeros((B, C, 21), np.float32)
-    for ci, cam in enumerate(seq.cameras):
-        p = keypoints_path(seq, cam.name, source)
-        if not p.is_file():
-            raise InputError(f"{p}: 2D joints missing")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                fr, u = z["frames"].astype(np.int64), z["uv"].astype(np.float32)
-                c = z["confidence"] if "confidence" in z.files else z["visible"]
-                c = np.asarray(c, np.float32)
-        except Exception as e:  # noqa: BLE001 - a truncated zip, random bytes...: bad input
-            raise InputError(f"{p}: unreadable 2D joints ({type(e).__name__}: {e})".splitlines()[0]) from None
-        if u.shape != (len(fr), 21, 2) or c.shape != (len(fr), 21):
-            raise InputError(f"{p}: expected uv (F, 21, 2) and confidence (F, 21), got {u.shape} and {c.shape}")
-        u, c = zero_missing_joints(u, c)
-        index = {int(f): i for i, f in enumerate(fr)}
-        for b, f in enumerate(frames):
-            if int(f) in index:
-                uv[b, ci], conf[b, ci] = u[index[int(f)]], c[index[int(f)]]
-    return uv, conf
-
-
-def read_labels_path(seq: Sequence, cam: str, frame: int, source: str) -> Path | None:
-    """The segmentation file of one image for ``source`` (``"segmentation"`` or ``"gt"``)."""
-    return {"segmentation": seq.segmentation_path(cam, frame),
-            "gt": seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png"}.get(source)  # fmt: skip
+    names = seq.camera_names
+    uv, conf = read_views([keypoints2d_path(seq.root, c, source) for c in names], names, frames, 0.0, missing="zero")
+    return uv.astype(np.float32), conf.astype(np.float32)
 
 
 def check_hand_seen(seq: Sequence, source: str) -> None:
@@ -125,26 +97,18 @@ def check_hand_seen(seq: Sequence, source: str) -> None:
     for f in seq.frames:
         if any((read_labels(seq, c.name, f, source) == 1).any() for c in seq.cameras):
             return
-    p = read_labels_path(seq, seq.cameras[0].name, seq.frames[0], source)
-    raise InputError(f"{p.parent.parent if p is not None else seq.root}: no hand pixel (label 1) in any frame's "
+    raise InputError(f"{segmentation_dir(seq.root, source)}: no hand pixel (label 1) in any frame's "
                      "segmentation; fix the segmentation (or rerun hoannot init)")  # fmt: skip
 
 
 def read_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray:
-    """Segmentation of one image: ``segmentation/`` (perception) or ``gt/segmentation/``.
+    """Segmentation of one image: ``segmentation/`` (perception) or ``gt/segmentation/`` (``"gt"``).
 
     Raises:
         InputError: no segmentation file exists for this image, or it is not an (H, W) uint8
-            image of labels 0, 1, 2 (:func:`hoannot.datasets.validate.check_labels`).
+            image of labels 0, 1, 2 (:meth:`~hoannot.datasets.sequence.Sequence.read_segmentation`).
     """
-    p = read_labels_path(seq, cam, frame, source)
-    if p is None or not p.is_file():
-        raise InputError(f"{p}: segmentation missing (run `hoannot init` first)")
-    from hoannot.io import read_image
-    from hoannot.datasets.validate import check_labels
-
-    c = seq.camera(cam)
-    return check_labels(read_image(p), p, (int(c.width), int(c.height)))
+    return seq.read_segmentation(cam, frame, source, required=True)
 
 
 def square_box(mask: np.ndarray, margin: float = 0.2, min_size: float = 32.0) -> np.ndarray:
@@ -158,25 +122,6 @@ def square_box(mask: np.ndarray, margin: float = 0.2, min_size: float = 32.0) ->
     side = max(x1 - x0, y1 - y0, min_size) * (1 + 2 * margin)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     return np.array([cx - side / 2, cy - side / 2, side, side])
-
-
-def _resample(img: np.ndarray, box: np.ndarray, S: int) -> np.ndarray:
-    """Nearest-neighbour crop: output pixel i samples original u = x0 + (i + 0.5) w / S."""
-    H, W = img.shape[:2]
-    x0, y0, w, h = box
-    u = np.floor(x0 + (np.arange(S) + 0.5) * w / S + 0.5).astype(int)
-    v = np.floor(y0 + (np.arange(S) + 0.5) * h / S + 0.5).astype(int)
-    inside = ((v >= 0) & (v < H))[:, None] & ((u >= 0) & (u < W))[None, :]
-    out = img[np.clip(v, 0, H - 1)[:, None], np.clip(u, 0, W - 1)[None, :]]
-    return np.where(inside, out, 0)
-
-
-def backproject(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """World points of the pixels of (H, W) ``mask`` with depth > 0: (N, 3) float64 metres."""
-    v, u = np.nonzero(mask & (depth > 0))
-    z = depth[v, u]
-    pc = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], -1)
-    return pc @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
 
 
 def load_observations(
@@ -222,15 +167,15 @@ def load_observations(
         for ci in range(len(seq.cameras))
     ])  # fmt: skip
     cams = ViewCameras.from_cameras(seq.cameras, boxes, (crop_size, crop_size))
-    labels = np.stack([[_resample(labels_full[b][ci], boxes[ci], crop_size) for ci in range(len(seq.cameras))]
+    labels = np.stack([[crop_nearest(labels_full[b][ci], boxes[ci], crop_size) for ci in range(len(seq.cameras))]
                        for b in range(len(frames))]).astype(np.int64)  # fmt: skip
-    depth = np.stack([[_resample(depth_full[b][ci], boxes[ci], crop_size) for ci in range(len(seq.cameras))]
+    depth = np.stack([[crop_nearest(depth_full[b][ci], boxes[ci], crop_size) for ci in range(len(seq.cameras))]
                       for b in range(len(frames))]).astype(np.float32)  # fmt: skip
     pts = {1: [], 2: []}
     for b in range(len(frames)):
         for cls in (1, 2):
             p = np.concatenate([
-                backproject(depth_full[b][ci], c.K, c.T_world_cam, labels_full[b][ci] == cls)
+                backproject_depth(depth_full[b][ci], c.K, c.T_world_cam, labels_full[b][ci] == cls)[0]
                 for ci, c in enumerate(seq.cameras)
             ])  # fmt: skip
             if len(p) > num_points:

@@ -4,7 +4,8 @@ PyTorch3D's rasterizer works in its own NDC space (+X left, +Y up, the shorter i
 side spanning [-1, 1]). :func:`project_to_ndc` maps world points straight into that
 space from OpenCV intrinsics and extrinsics, so no PyTorch3D camera object (and no
 convention flip) is involved: the pixel with OpenCV centre (u, v) = (i, j) is exactly
-the rasterizer's pixel (row j, column i).
+the rasterizer's pixel (row j, column i). The pinhole maths (world -> camera, projection,
+crop intrinsics) is :mod:`hoannot.geometry`'s; only the NDC mapping is the renderer's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from hoannot.camera import Camera
+from hoannot.geometry import crop_intrinsics, normalized_to_pixels, project, transform_points
 
 
 @dataclass
@@ -80,29 +82,6 @@ class ViewCameras:
         return ViewCameras(f32(Ks), f32(Rs), f32(ts), (int(H), int(W)))
 
 
-def crop_intrinsics(K: np.ndarray, box, size: tuple[int, int]) -> np.ndarray:
-    """Intrinsics of a crop resampled to ``size``.
-
-    Args:
-        K: (3, 3) original intrinsics.
-        box: (x0, y0, w, h) crop in original continuous pixel coordinates
-            (pixel u covers [u - 0.5, u + 0.5)).
-        size: (H, W) of the resampled crop.
-    Returns:
-        (3, 3) float64: crop pixel i has its centre at original u = x0 + (i + 0.5) * w / W.
-    """
-    x0, y0, w, h = (float(b) for b in box)
-    H, W = size
-    sx, sy = W / w, H / h
-    Kc = np.array(K, dtype=np.float64).copy()
-    Kc[0, 0] *= sx
-    Kc[0, 1] *= sx
-    Kc[0, 2] = (K[0, 2] - x0) * sx - 0.5
-    Kc[1, 1] *= sy
-    Kc[1, 2] = (K[1, 2] - y0) * sy - 0.5
-    return Kc
-
-
 def world_to_camera(points: torch.Tensor, cams: ViewCameras) -> torch.Tensor:
     """Transform world points into each camera.
 
@@ -112,7 +91,7 @@ def world_to_camera(points: torch.Tensor, cams: ViewCameras) -> torch.Tensor:
     Returns:
         (B, C, P, 3) camera-frame points (OpenCV), metres.
     """
-    return torch.einsum("cij,bpj->bcpi", cams.R_cw, points) + cams.t_cw[None, :, None, :]
+    return transform_points(points[:, None], cams.R_cw, cams.t_cw)
 
 
 def project_to_ndc(points_cam: torch.Tensor, cams: ViewCameras) -> torch.Tensor:
@@ -129,7 +108,7 @@ def project_to_ndc(points_cam: torch.Tensor, cams: ViewCameras) -> torch.Tensor:
     S = float(min(H, W))
     z = points_cam[..., 2:3]
     zs = torch.where(z.abs() < 1e-8, torch.full_like(z, 1e-8), z)
-    uv = torch.einsum("cij,bcpj->bcpi", cams.K[:, :2, :], points_cam / zs)
+    uv = normalized_to_pixels(points_cam[..., :2] / zs, cams.K[:, None])
     x = -(uv[..., 0:1] + 0.5 - W / 2.0) * (2.0 / S)
     y = -(uv[..., 1:2] + 0.5 - H / 2.0) * (2.0 / S)
     return torch.cat([x, y, z], dim=-1)
@@ -143,6 +122,4 @@ def project_points(points_world: torch.Tensor, cams: ViewCameras) -> torch.Tenso
     Returns:
         (B, C, P, 2) pixel (u, v), OpenCV convention (pixel centres at integers).
     """
-    pc = world_to_camera(points_world, cams)
-    z = pc[..., 2:3].clamp(min=1e-6)
-    return torch.einsum("cij,bcpj->bcpi", cams.K[:, :2, :], pc / z)
+    return project(world_to_camera(points_world, cams), cams.K[:, None], min_depth=1e-6)

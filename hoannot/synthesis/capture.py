@@ -30,7 +30,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hoannot.camera import Camera, look_at
-from hoannot.io import InputError, write_image, write_npz
+from hoannot.io import InputError, write_image
+from hoannot.datasets.keypoints2d import write_keypoints2d
+from hoannot.datasets.segmentation import write_labels
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import (
     HandConfig,
@@ -40,6 +42,7 @@ from hoannot.datasets.sequence import (
     open_sequence,
     write_sequence_header,
 )
+from hoannot.geometry import project, transform
 from hoannot.models.objects import ObjectModel
 from hoannot.renderers.raycast import raycast
 
@@ -361,21 +364,18 @@ def make_capture(out: str | Path, obj: ObjectModel, subject: HandSubject, cfg: S
                 depth = np.where(label > 0, depth, z_obj + cfg.background_m)
             write_image(out / "rgb" / cam.name / f"{frame:06d}.png", np.clip(rgb, 0, 255).astype(np.uint8))
             write_image(out / "depth" / cam.name / f"{frame:06d}.png", sensor_depth(depth, cfg, rng))
-            write_image(out / "gt" / "segmentation" / cam.name / f"{frame:06d}.png", label)
+            write_labels(out / "gt" / "segmentation" / cam.name / f"{frame:06d}.png", label)
             # 2D keypoints; a keypoint is visible when nothing is in front of it
-            pc = kp_w @ cam.T_cam_world[:3, :3].T + cam.T_cam_world[:3, 3]
-            uv = pc[:, :2] / pc[:, 2:3] * [cam.K[0, 0], cam.K[1, 1]] + cam.K[:2, 2]
+            pc = transform(kp_w, cam.T_cam_world)
+            uv = project(pc, cam.K)
             ui = np.clip(np.round(uv).astype(int), 0, [cam.width - 1, cam.height - 1])
             seen = depth[ui[:, 1], ui[:, 0]]
             vis = (label[ui[:, 1], ui[:, 0]] == 1) & (np.abs(seen - pc[:, 2]) < 0.015)
             uv_all[cam.name].append(uv.astype(np.float32))
             vis_all[cam.name].append(vis)
     for cam in cams:
-        write_npz(
-            out / "gt" / "keypoints2d" / f"{cam.name}.npz",
-            frames=np.array(frames), uv=np.stack(uv_all[cam.name]), visible=np.stack(vis_all[cam.name]),
-            joint_order=np.asarray("ho3d"),
-        )
+        write_keypoints2d(out / "gt" / "keypoints2d" / f"{cam.name}.npz", frames, np.stack(uv_all[cam.name]),
+                          visible=np.stack(vis_all[cam.name]))
     params = None
     if subject.mano is not None:
         params = _mano_world(subject.mano, obj_rot, obj_transl, np.array(frames))

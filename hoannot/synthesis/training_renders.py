@@ -42,6 +42,7 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from hoannot.io import InputError, write_npz
+from hoannot.geometry import pixel_rays, project, unproject
 from hoannot.synthesis.capture import SKIN_TONES, SynthConfig, sensor_depth
 from hoannot.synthesis.training_assets import HandSampler, TexturedMesh, _forearm, default_objects, load_textured
 
@@ -145,7 +146,7 @@ def render_sample(
         z = rng.uniform(*cfg.distance)
         # object centre somewhere in the central part of the view
         u0, v0 = rng.uniform(0.3, 0.7) * W, rng.uniform(0.3, 0.7) * H
-        c_obj = z * np.array([(u0 - K[0, 2]) / f, (v0 - K[1, 2]) / f, 1.0])
+        c_obj = unproject(np.array([u0, v0]), np.float64(z), K)
         R_obj = Rotation.random(random_state=int(rng.integers(1 << 31))).as_matrix()
         ov = obj.vertices @ R_obj.T + c_obj
         hv, kp = hand.sample(rng)
@@ -168,8 +169,7 @@ def render_sample(
         scene = o3d.t.geometry.RaycastingScene()
         for v, fc in meshes:
             scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(fc.astype(np.uint32)))
-        uu, vv = np.meshgrid(np.arange(W), np.arange(H))
-        dirs = np.stack([(uu - K[0, 2]) / f, (vv - K[1, 2]) / f, np.ones(uu.shape)], -1)
+        dirs = pixel_rays(K, W, H)
         rays = np.concatenate([np.zeros_like(dirs), dirs], -1).reshape(-1, 6).astype(np.float32)
         ans = scene.cast_rays(o3d.core.Tensor(rays))
         t_hit = ans["t_hit"].numpy().reshape(H, W)
@@ -233,7 +233,7 @@ def render_sample(
     depth_m = sensor_depth(depth, scfg, rng).astype(np.float32) * scfg.depth_scale
     # 2D joints and their visibility (not hidden behind the object; self-occlusion by
     # the hand still counts as visible, the pixel shows the hand)
-    uv = kp[:, :2] / kp[:, 2:3] * f + K[:2, 2]
+    uv = project(kp, K)
     inside = (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
     oscene = o3d.t.geometry.RaycastingScene()
     oscene.add_triangles(o3d.core.Tensor(ov.astype(np.float32)), o3d.core.Tensor(obj.faces.astype(np.uint32)))
