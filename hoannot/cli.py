@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hoannot.io import InputError
+from hoannot.fitting.config import FitConfig
 
 console = Console()
 err_console = Console(stderr=True)
@@ -61,6 +62,13 @@ app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
 
 ManoOpt = typer.Option(None, "--mano-model-path", help="MANO_RIGHT.pkl or its folder (default: bundled open hand).")
 YcbOpt = typer.Option(None, "--ycb-dir", help="Folder of YCB models, for objects given by id only.")
+
+
+def _config_option(model: type, field: str, *decls: str):
+    """An option that sets a config field: default None (the config's own), help text the
+    field's description, so the two cannot drift apart."""
+    desc = model.model_fields[field].description
+    return typer.Option(None, *decls, help=desc + ".")
 
 
 def _fail(e: Exception) -> None:
@@ -143,13 +151,13 @@ def init(
 def fit(
     seq: Path = typer.Argument(..., help="Sequence folder with init/poses.npz."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of FitConfig fields."),
-    iterations: Optional[int] = typer.Option(None, help="Adam iterations per batch."),
-    batch_size: Optional[int] = typer.Option(None, help="Frames optimised jointly."),
-    crop_size: Optional[int] = typer.Option(None, help="Render crop size, pixels."),
-    schedule: Optional[str] = typer.Option(None, help="auto (multi with >1 camera), multi or single (HOnnotate 4.2/4.3)."),
-    track_iterations: Optional[int] = typer.Option(None, help="Multi-camera per-frame tracking iterations (0: off)."),
-    keypoints: Optional[str] = typer.Option(None, help="2D joints for E_j2d: auto, keypoints2d, gt or none."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda."),
+    iterations: Optional[int] = _config_option(FitConfig, "iterations"),
+    batch_size: Optional[int] = _config_option(FitConfig, "batch_size"),
+    crop_size: Optional[int] = _config_option(FitConfig, "crop_size"),
+    schedule: Optional[str] = _config_option(FitConfig, "schedule"),
+    track_iterations: Optional[int] = _config_option(FitConfig, "track_iterations"),
+    keypoints: Optional[str] = _config_option(FitConfig, "keypoints"),
+    device: Optional[str] = _config_option(FitConfig, "device"),
     weight: list[str] = typer.Option([], "--weight", help="Energy weight, e.g. --weight mask=20 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from fit/ckpt/state.npz."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one per core; the result depends on it)."),
@@ -245,7 +253,7 @@ def run(
     init_from_gt: bool = typer.Option(False, "--init-from-gt/--init-auto",
                                       help="Initial poses from ground truth + noise, or init --auto."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of FitConfig fields."),
-    iterations: Optional[int] = typer.Option(None, help="Adam iterations per batch."),
+    iterations: Optional[int] = _config_option(FitConfig, "iterations"),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
     seed: int = 0,

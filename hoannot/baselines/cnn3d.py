@@ -21,15 +21,24 @@ TSDF). Regressor: 3D conv/pool blocks and two FC layers -> 21 joints relative to
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 import torch.nn.functional as F
 from torch import nn
 
+from hoannot.baselines.settings import CropSettings
 from hoannot.baselines.dataset import camera_to_uvd
 from hoannot.baselines.nets import joint_loss, mlp
 
-DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
-                rot_deg=30.0, trans_m=0.01, scale=0.1, grid=24, trunc_m=0.05, widths=[8, 16, 32], hidden=256,
-                refine=True, refine_width=4)
+class Settings(CropSettings):
+    """3D CNN on a TSDF (Deng et al., 2017): the voxel grid and the refinement FCN."""
+
+    epochs: int = Field(30, ge=0, description="epochs of the main stage")
+    grid: int = Field(24, ge=4, description="voxels per side of the TSDF grid")
+    trunc_m: float = Field(0.05, gt=0, description="TSDF truncation distance, metres")
+    refine: bool = Field(True, description="use the TSDF refinement FCN")
+    refine_width: int = Field(4, ge=1, description="channels of the refinement FCN")
+
+DEFAULTS = Settings().model_dump()
 ABLATION = {"overrides": {"refine": False}, "retrain": True, "what": "without the TSDF refinement FCN"}
 
 

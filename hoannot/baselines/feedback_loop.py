@@ -33,15 +33,28 @@ Ablation switch: ``updates = 0`` gives the initial predictor (paper: NYU 12.2 ->
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 import torch.nn.functional as F
 from torch import nn
 
+from hoannot.baselines.settings import CropSettings
 from hoannot.baselines.nets import Regressor2D, joint_loss
 
-DEFAULTS = dict(epochs=60, localizer_epochs=5, synth_epochs=15, updater_epochs=20, batch_size=32, lr=1e-3,
-                weight_decay=0.0, crop_size=48, cube_m=0.3, rot_deg=30.0, trans_m=0.01, scale=0.1,
-                widths=[8, 16, 32], hidden=256, pca_components=30, object=True, w_object=0.5,
-                hinge_lambda=0.6, updates=2, init_noise=0.15, localize=True)
+class Settings(CropSettings):
+    """Feedback loop (Oberweger et al., ICCV 2015): its stages and its update loop."""
+
+    localizer_epochs: int = Field(5, ge=0, description="epochs of the hand-centre localiser (refines the crop centre)")
+    synth_epochs: int = Field(15, ge=0, description="epochs of the synthesiser (pose -> depth crop)")
+    updater_epochs: int = Field(20, ge=0, description="epochs of the updater (crop and synthesised crop -> pose update)")
+    pca_components: int = Field(30, ge=1, description="dimension of the PCA pose embedding the predictor regresses")
+    object: bool = Field(True, description="also regress the object's centre")
+    w_object: float = Field(0.5, ge=0, description="weight of the object loss")
+    hinge_lambda: float = Field(0.6, ge=0, le=1, description="updater hinge loss: an update must shrink the error by this factor")
+    updates: int = Field(2, ge=0, description="feedback updates at inference (0: the initial predictor alone)")
+    init_noise: float = Field(0.15, ge=0, description="updater training: noise of the perturbed start poses, normalised crop units")
+    localize: bool = Field(True, description="run the localiser stage")
+
+DEFAULTS = Settings().model_dump()
 ABLATION = {"overrides": {"updates": 0}, "retrain": False, "what": "initial predictor (no feedback updates)"}
 
 

@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field
 from scipy.ndimage import distance_transform_edt
 from torch import nn
 
+from hoannot.baselines.settings import CropSettings
 from hoannot.baselines.dataset import camera_to_uvd, to_camera, to_normalised
 from hoannot.baselines.nets import Regressor2D, joint_loss
 
@@ -50,11 +52,23 @@ PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14, 15, 3, 
 BONES = np.array([(PARENTS[j], j) for j in range(21) if PARENTS[j] >= 0])  # (20, 2) parent, child
 LEVELS = ([0, 1, 4, 7, 10, 13], [2, 5, 8, 11, 14], [3, 6, 9, 12, 15], [16, 17, 18, 19, 20])
 
-DEFAULTS = dict(epochs=60, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
-                rot_deg=30.0, trans_m=0.01, scale=0.1, widths=[16, 32, 64], hidden=512,
-                sd_loss=True, w_angle=0.1, w_ratio=0.1,
-                refine=False, refine_steps=30, gmm_components=5, w_prior=1e-3, w_2d=1.0, w_temporal=0.5,
-                sigma_m=0.01)
+class Settings(CropSettings):
+    """SDNet: the skeleton-difference loss (Eq. 2-7) and the hierarchical refinement."""
+
+    widths: list[int] = Field([16, 32, 64], min_length=1, description="channels of the CNN trunk's stages")
+    hidden: int = Field(512, ge=1, description="width of the fully connected layer")
+    sd_loss: bool = Field(True, description="add the skeleton-difference loss (False: plain joint loss)")
+    w_angle: float = Field(0.1, ge=0, description="weight of the bone-angle term L_angle")
+    w_ratio: float = Field(0.1, ge=0, description="weight of the bone-length ratio term L_ratio")
+    refine: bool = Field(False, description="hierarchical refinement at inference")
+    refine_steps: int = Field(30, ge=0, description="refinement: optimiser steps per level of the kinematic tree")
+    gmm_components: int = Field(5, ge=1, description="refinement: components of the bone-length Gaussian mixture")
+    w_prior: float = Field(1e-3, ge=0, description="refinement: weight of the bone-length prior")
+    w_2d: float = Field(1.0, ge=0, description="refinement: weight of the 2D projection feasibility term")
+    w_temporal: float = Field(0.5, ge=0, description="refinement: weight of the temporal term")
+    sigma_m: float = Field(0.01, gt=0, description="refinement: std of the data term, metres")
+
+DEFAULTS = Settings().model_dump()
 ABLATION = {"overrides": {"sd_loss": False}, "retrain": True, "what": "plain joint loss (no skeleton-difference loss)"}
 
 

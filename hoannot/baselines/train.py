@@ -2,8 +2,10 @@
 
 A method module (``hoannot.baselines.<name>``) provides:
 
-* ``DEFAULTS: dict`` -- its small CPU settings (``epochs``, ``batch_size``, ``lr``,
-  ``crop_size``, ``cube_m``, augmentation ranges and method switches);
+* ``Settings`` -- a pydantic model of its small CPU settings, each field described
+  (:class:`hoannot.baselines.settings.CropSettings`: ``epochs``, ``batch_size``, ``lr``,
+  ``crop_size``, ``cube_m``, augmentation ranges; plus its own switches), and ``DEFAULTS``,
+  that model's dump;
 * ``ABLATION: dict`` -- ``{"overrides": {...}, "retrain": bool, "what": str}``: the
   configuration of its paper's ablation partner, and whether that needs its own training
   run (``False``: same weights, different inference, e.g. the feedback loop's initial
@@ -56,14 +58,28 @@ def get_method(name: str) -> ModuleType:
 
 
 def make_cfg(method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The method's DEFAULTS with ``overrides`` applied (unknown keys raise InputError)."""
+    """The method's settings (its ``Settings`` model, :mod:`hoannot.baselines.settings`) with
+    ``overrides`` applied, as a plain dict plus ``seed`` and ``method``.
+
+    Raises:
+        InputError: an unknown setting, or a value the setting's type or bounds refuse.
+    """
+    from pydantic import ValidationError
+
     mod = get_method(method)
-    cfg = dict(mod.DEFAULTS)
-    for k, v in (overrides or {}).items():
-        if k not in cfg and k not in ("seed",):
-            raise InputError(f"{method}: unknown setting {k!r} (known: {', '.join(sorted(cfg))})")
-        cfg[k] = v
-    cfg.setdefault("seed", 0)
+    over = dict(overrides or {})
+    seed = over.pop("seed", 0)
+    known = mod.Settings.model_fields
+    for k in over:
+        if k not in known:
+            raise InputError(f"{method}: unknown setting {k!r} (known: {', '.join(sorted([*known, 'seed']))})")
+    try:
+        cfg = mod.Settings(**over).model_dump()
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InputError(f"{method}: setting {'.'.join(str(x) for x in err['loc'])!r}: {err['msg']} "
+                         f"(given {err.get('input')!r})") from None  # fmt: skip
+    cfg["seed"] = seed
     cfg["method"] = method
     return cfg
 

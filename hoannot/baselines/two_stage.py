@@ -23,15 +23,24 @@ stage 1 is trained; paper: with segmentation 7.4 % better on the max-error metri
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 import torch.nn.functional as F
 from torch import nn
 
+from hoannot.baselines.settings import CropSettings
 from hoannot.baselines.dataset import OBJECT, to_normalised, uvd_to_camera
 from hoannot.baselines.nets import Regressor2D
 
-DEFAULTS = dict(epochs=60, seg_epochs=20, batch_size=32, lr=1e-3, weight_decay=0.0, crop_size=48, cube_m=0.3,
-                rot_deg=30.0, trans_m=0.01, scale=0.1, widths=[8, 16, 32], hidden=256,
-                segmentation=True, seg_threshold=0.5, seg_levels=3, w_object=1.0)
+class Settings(CropSettings):
+    """Two-stage (Goudie and Galata, 2017): object segmentation, then regression."""
+
+    seg_epochs: int = Field(20, ge=0, description="epochs of stage 1, the object segmentation FCN")
+    segmentation: bool = Field(True, description="use the segmentation stage (False: the regressor alone)")
+    seg_threshold: float = Field(0.5, ge=0, le=1, description="object probability above which a pixel is masked as object")
+    seg_levels: int = Field(3, ge=1, description="down-sampling levels of the segmentation FCN")
+    w_object: float = Field(1.0, ge=0, description="weight of the object-centre loss")
+
+DEFAULTS = Settings().model_dump()
 ABLATION = {"overrides": {"segmentation": False}, "retrain": True, "what": "regressor without the segmentation stage"}
 
 

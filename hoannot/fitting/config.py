@@ -20,13 +20,13 @@ class EnergyWeights(BaseModel):
     and not negative."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    mask: float = Field(20.0, ge=0)  # alpha, E_mask (Eq. 4)
-    depth: float = Field(20.0, ge=0)  # beta, E_dpt (Eq. 5)
-    j2d: float = Field(5e-5, ge=0)  # gamma, E_j2d (Eq. 6), used when 2D joints exist
-    points3d: float = Field(50.0, ge=0)  # delta, E_3D (Eq. 7)
-    joint: float = Field(100.0, ge=0)  # epsilon, E_joint (Eq. 8)
-    penetration: float = Field(50.0, ge=0)  # zeta, E_phy (Eq. 9-10)
-    temporal: float = Field(100.0, ge=0)  # eta, E_tc
+    mask: float = Field(20.0, ge=0, description="alpha: weight of E_mask, the silhouette term (HOnnotate Eq. 4)")
+    depth: float = Field(20.0, ge=0, description="beta: weight of E_dpt, the Tukey depth term (Eq. 5)")
+    j2d: float = Field(5e-5, ge=0, description="gamma: weight of E_j2d, the 2D joint term (Eq. 6), used when 2D joints exist")
+    points3d: float = Field(50.0, ge=0, description="delta: weight of E_3D, the point-to-mesh term (Eq. 7)")
+    joint: float = Field(100.0, ge=0, description="epsilon: weight of E_joint, the joint-angle limits (Eq. 8)")
+    penetration: float = Field(50.0, ge=0, description="zeta: weight of E_phy, hand-object penetration (Eq. 9-10)")
+    temporal: float = Field(100.0, ge=0, description="eta: weight of E_tc, temporal consistency")
 
 
 class FitConfig(BaseModel):
@@ -40,17 +40,17 @@ class FitConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # counts and sizes are bounded below
-    weights: EnergyWeights = EnergyWeights()
-    schedule: Literal["auto", "multi", "single"] = "auto"  # auto: multi with > 1 camera
+    weights: EnergyWeights = Field(EnergyWeights(), description="weights of the energy terms (HOnnotate Eq. 3)")
+    schedule: Literal["auto", "multi", "single"] = Field("auto", description="auto (multi with more than one camera), multi (HOnnotate Sec. 4.2) or single (Sec. 4.3)")
     # multi-camera per-frame tracking before the batches (0: off). Off by default: measured on
     # WebXR hand + YCB can (2 cams x 4 frames, 30 batch its) tracking 30 its first gave MPJPE
     # 10.8 mm vs 8.2 mm without (single frames with the shape not yet fitted settle in worse poses).
-    track_iterations: int = Field(0, ge=0)
-    grasp_frames: int = Field(10, ge=1)  # single-camera: frames of the random subset for the grasp (Eq. 12)
-    grasp_iterations: int = Field(100, ge=0)  # single-camera: grasp pose iterations
-    object_iterations: int = Field(30, ge=0)  # single-camera: per-frame object pose iterations
-    keypoints: Literal["auto", "keypoints2d", "gt", "none"] = "auto"  # 2D joints for E_j2d
-    penetration_w: float = Field(0.5, ge=0)  # E_phy steepness per cm (paper: w = 5, see energies.penetration_energy)
+    track_iterations: int = Field(0, ge=0, description="multi-camera: Adam iterations of per-frame tracking before the batches (0: off)")
+    grasp_frames: int = Field(10, ge=1, description="single camera: frames of the random subset the grasp is fitted on (Eq. 12)")
+    grasp_iterations: int = Field(100, ge=0, description="single camera: Adam iterations of the grasp step")
+    object_iterations: int = Field(30, ge=0, description="single camera: Adam iterations of the per-frame object step")
+    keypoints: Literal["auto", "keypoints2d", "gt", "none"] = Field("auto", description="2D joints for E_j2d: auto (keypoints2d/ when present), keypoints2d, gt or none")
+    penetration_w: float = Field(0.5, ge=0, description="E_phy steepness per cm (the paper: w = 5; see energies.penetration_energy)")
     # E_tc parts: velocity ||x_t - x_{t-1}||^2 and acceleration ||x_{t+1} - 2x_t + x_{t-1}||^2,
     # each scaled by its factor here and then by eta. The velocity part pulls every moving frame
     # towards its neighbours (measured: object ADD 0.6 mm without E_tc, 3.7 mm with it,
@@ -60,51 +60,51 @@ class FitConfig(BaseModel):
     # hand MPJPE / ADD: 5.75 / 0.87 mm at 1, 5.54 / 0.53 at 0.3, 5.24 / 0.29 at 0.1, 4.99 / 0.21
     # at 0.03; the same capture with our own hand model as the data hand: 0.84 mm at 0.1, and 1.85 mm
     # at 1 when the hand E_3D was still the closest-vertex term).
-    tc_velocity: float = Field(0.0, ge=0)
-    tc_acceleration: float = Field(0.03, ge=0)
+    tc_velocity: float = Field(0.0, ge=0, description="E_tc: factor of the velocity part ||x_t - x_{t-1}||^2 (then times eta)")
+    tc_acceleration: float = Field(0.03, ge=0, description="E_tc: factor of the acceleration part ||x_{t+1} - 2 x_t + x_{t-1}||^2 (then times eta)")
     # grasp stability, a third E_tc part: velocity of the wrist pose in the object's frame and of
     # the finger angles (energies.hand_in_object_frame); None = 10 for the single-camera
     # schedule, 0 for multi-camera. Measured (WebXR hand + YCB can, 6 frames, 100 iterations):
     # 1 camera hand 12.0 / 10.1 / 9.6 / 9.6 mm, ADD 1.1 / 1.1 / 1.2 / 2.0 mm at 0 / 1 / 10 / 100
     # (one view lets the hand drift along the line of sight); 5 cameras 5.8 -> 6.3 mm at 10.
-    tc_grasp: Optional[float] = Field(None, ge=0)
+    tc_grasp: Optional[float] = Field(None, ge=0, description="E_tc: factor of the hand's motion in the object frame (None: 10 single camera, 0 multi-camera)")
     # HOnnotate Sec. 4.2: 100 Adam iterations per batch. Measured (WebXR hand + YCB can, 5 cameras
     # x 6 frames): hand MPJPE 6.29 mm at 60 iterations, 5.82 mm at 100.
-    iterations: int = Field(100, ge=0)
-    batch_size: int = Field(20, ge=1)
-    overlap: int = Field(2, ge=0)
-    crop_size: int = Field(80, ge=8)
-    num_points: int = Field(1500, ge=1)
-    lr_rot: float = Field(0.01, gt=0)
+    iterations: int = Field(100, ge=0, description="Adam iterations per batch (HOnnotate Sec. 4.2: 100)")
+    batch_size: int = Field(20, ge=1, description="frames optimised jointly in a batch")
+    overlap: int = Field(2, ge=0, description="frames shared by consecutive batches (held fixed in the later one)")
+    crop_size: int = Field(80, ge=8, description="side of the square render crop around hand and object, pixels")
+    num_points: int = Field(1500, ge=1, description="depth points per frame for E_3D")
+    lr_rot: float = Field(0.01, gt=0, description="Adam step size of rotations (global_orient, object), radians")
     # measured on WebXR hand + YCB can, 6 frames, 60 iterations: 5 cameras 6.3 / 6.5 / 6.3 mm
     # hand MPJPE at 0.005 / 0.01 / 0.02; one camera 9.9 / 12.7 / 15.3 mm (a single view leaves
     # fingers under-constrained, and a faster articulation wanders further from a good start);
     # not free: benchmarks/fit.py (2 cameras x 8 frames) hand 6.13 -> 6.69 mm, ADD 1.31 -> 0.91 mm
-    lr_pose: float = Field(0.005, gt=0)
-    lr_transl: float = Field(0.002, gt=0)
-    lr_betas: float = Field(0.05, gt=0)
-    fit_betas: bool = True
-    betas_prior: float = Field(0.1, ge=0)
-    tukey_c_cm: float = Field(2.0, gt=0)
-    points3d_truncate_cm: float = Field(2.0, gt=0)  # E_3D: a point farther than this from the mesh counts as an outlier
+    lr_pose: float = Field(0.005, gt=0, description="Adam step size of hand_pose, radians")
+    lr_transl: float = Field(0.002, gt=0, description="Adam step size of translations, metres")
+    lr_betas: float = Field(0.05, gt=0, description="Adam step size of the hand shape betas")
+    fit_betas: bool = Field(True, description="estimate the hand shape in the first multi-frame step")
+    betas_prior: float = Field(0.1, ge=0, description="weight of the ||betas||^2 prior")
+    tukey_c_cm: float = Field(2.0, gt=0, description="E_dpt: Tukey constant, cm")
+    points3d_truncate_cm: float = Field(2.0, gt=0, description="E_3D: a point farther than this from the mesh counts as an outlier, cm")
     # E_3D closest-triangle search: 0 = the exact closest triangle (points3d_search); K = only
     # the K triangles with the nearest centroids (approximate; see
     # energies.point_to_surface_energy). The benchmarks in benchmarks/results/ ran with 0. With
     # the BVH search (the CPU default) the exact search is the fast one: E_3D costs 0.04 s per
     # iteration on annotation_accuracy's capture (5 cameras x 6 frames), against 1.85 s for the
     # brute-force search that K = 32 made about 5x faster (benchmarks/results/speed.md).
-    points3d_candidates: int = Field(0, ge=0)
+    points3d_candidates: int = Field(0, ge=0, description="E_3D: 0 = the exact closest triangle; K = among the K nearest centroids only (approximate)")
     # E_3D's exact closest-triangle search: bvh (open3d's Embree BVH, CPU), brute (every
     # triangle, pytorch3d; no host synchronisation); auto = bvh on CPU, brute on CUDA
-    points3d_search: Literal["auto", "bvh", "brute"] = "auto"
-    sigma_px2: float = Field(0.15, gt=0)
-    faces_per_pixel: int = Field(8, ge=1)
-    object_max_faces: int = Field(1000, ge=4)
-    segmentation: Literal["segmentation", "gt"] = "segmentation"
+    points3d_search: Literal["auto", "bvh", "brute"] = Field("auto", description="E_3D's closest-triangle search: bvh (open3d Embree, CPU), brute (pytorch3d), auto (bvh on CPU, brute on CUDA)")
+    sigma_px2: float = Field(0.15, gt=0, description="soft rasterizer blur sigma, pixels^2")
+    faces_per_pixel: int = Field(8, ge=1, description="soft rasterizer: faces blended per pixel")
+    object_max_faces: int = Field(1000, ge=4, description="faces of the decimated object mesh that is rendered")
+    segmentation: Literal["segmentation", "gt"] = Field("segmentation", description="masks the fit reads: segmentation/ or gt/segmentation/")
     # rasterizer (hoannot.renderers.rasterizer): auto = binned on CPU, PyTorch3D's forward on CUDA
-    backend: Literal["auto", "binned", "pytorch3d", "native"] = "auto"
-    device: str = "cpu"
-    seed: int = 0
+    backend: Literal["auto", "binned", "pytorch3d", "native"] = Field("auto", description="rasterizer: auto (binned on CPU, PyTorch3D's forward on CUDA), binned, pytorch3d or native")
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    seed: int = Field(0, description="random seed (point sampling, grasp frames)")
 
     @field_validator("device")
     @classmethod

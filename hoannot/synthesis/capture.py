@@ -22,11 +22,12 @@ A capture is a sequence folder (see :mod:`hoannot.datasets.sequence`) plus groun
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial.transform import Rotation
 
 from hoannot.camera import Camera, look_at
@@ -70,57 +71,35 @@ class HandSubject:
     mano: dict | None = None
 
 
-@dataclass
-class SynthConfig:
-    """What to render.
+class SynthConfig(BaseModel):
+    """What to render: the cameras, the frames, the scene and the sensor model of a
+    synthetic capture (the fields' descriptions give units; the hole model is in the
+    module docstring)."""
 
-    Attributes:
-        name: sequence name.
-        cameras: number of cameras C, on a ring around the object.
-        frames: number of frames F.
-        width, height: image size, pixels.
-        focal: focal length, pixels (320 x 240 at 300 px ~ a RealSense at half size).
-        distance: camera distance to the world origin, metres.
-        rotation_deg: total object rotation over the sequence, degrees.
-        translation_m: amplitude of the object's translation, metres.
-        depth_scale: metres per uint16 unit on disk.
-        noise: apply the sensor model (noise, holes); quantisation always applies.
-        edge_jump, edge_dropout, dropout: hole model parameters (see module docstring).
-        background_m: ``scene="wall"``: depth of a background wall behind the object, metres
-            from each camera (0 for none).
-        scene: the backdrop. ``"wall"``: a fronto-parallel wall per camera at
-            ``background_m`` (smooth colour field). ``"slanted"``: one textured plane behind
-            the object per camera (seen by that camera only: a ring of cameras has no one
-            "behind"), tilted 25-50 degrees from the camera's axis.
-            ``"table"``: a textured table 12-20 cm under the object with 3-5 boxes of clutter
-            on it, and a textured wall behind it. The ``"slanted"`` and ``"table"``
-            geometry is real: it is ray-cast like the hand and the object, so it occludes
-            them and has the sensor's noise and holes.
-        lighting: a directional light of random direction and strength plus ambient on top
-            of the head-light shading (``False``: head light only).
-        seed: random seed (poses, colours, noise).
-    """
-
-    name: str = "synthetic"
-    cameras: int = 2
-    frames: int = 8
-    width: int = 320
-    height: int = 240
-    focal: float = 300.0
-    distance: float = 0.5
-    rotation_deg: float = 30.0
-    translation_m: float = 0.03
-    depth_scale: float = 0.0005
-    noise: bool = True
-    edge_jump: float = 0.01
-    edge_dropout: float = 0.5
-    dropout: float = 0.01
-    background_m: float = 0.35
-    seed: int = 0
-    object_symmetric: bool = False
-    scene: Literal["wall", "slanted", "table"] = "wall"
-    lighting: bool = False
-    extra: dict = field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str = Field("synthetic", description="sequence name")
+    cameras: int = Field(2, ge=1, description="number of cameras C, on a ring around the object")
+    frames: int = Field(8, ge=1, description="number of frames F")
+    width: int = Field(320, ge=8, description="image width, pixels")
+    height: int = Field(240, ge=8, description="image height, pixels")
+    focal: float = Field(300.0, gt=0, description="focal length, pixels (320 x 240 at 300 px ~ a RealSense at half size)")
+    distance: float = Field(0.5, gt=0, description="camera distance to the world origin, metres")
+    rotation_deg: float = Field(30.0, description="total object rotation over the sequence, degrees")
+    translation_m: float = Field(0.03, ge=0, description="amplitude of the object's translation, metres")
+    depth_scale: float = Field(0.0005, gt=0, description="metres per uint16 unit on disk")
+    noise: bool = Field(True, description="apply the sensor model (noise, holes); quantisation always applies")
+    edge_jump: float = Field(0.01, ge=0, description="hole model: a depth step larger than this at an edge, metres")
+    edge_dropout: float = Field(0.5, ge=0, le=1, description="hole model: probability of losing a pixel at such an edge")
+    dropout: float = Field(0.01, ge=0, le=1, description="hole model: probability of losing any pixel")
+    background_m: float = Field(0.35, ge=0, description='scene "wall": depth of the wall behind the object, metres from each camera (0: none)')
+    seed: int = Field(0, description="random seed (poses, colours, noise)")
+    object_symmetric: bool = Field(False, description="the object is symmetric (ADD-S in evaluation)")
+    scene: Literal["wall", "slanted", "table"] = Field("wall", description=(
+        'the backdrop: "wall" a fronto-parallel wall per camera at background_m (smooth colour field); "slanted" one '
+        "textured plane behind the object per camera, tilted 25-50 degrees from its axis; \"table\" a textured table "
+        "12-20 cm under the object with 3-5 boxes of clutter and a textured wall behind; both are ray-cast like the hand "
+        "and object (they occlude them and have the sensor's noise and holes)"))
+    lighting: bool = Field(False, description="a directional light of random direction and strength plus ambient on top of the head light")
 
 
 def ring_cameras(cfg: SynthConfig, rng: np.random.Generator) -> list[Camera]:

@@ -33,12 +33,12 @@ order), ``visible`` (21,) bool (inside the image and not hidden behind the objec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import trimesh
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial.transform import Rotation
 
 from hoannot.io import InputError, write_npz
@@ -91,30 +91,19 @@ def _shade(normals: np.ndarray, view: np.ndarray, light: np.ndarray, ambient: fl
     return ambient + (1 - ambient) * diff, spec * ph
 
 
-@dataclass
-class RenderConfig:
-    """Geometry and sampling ranges of one composite view.
+class RenderConfig(BaseModel):
+    """Geometry and sampling ranges of one composite view."""
 
-    Attributes:
-        width, height: image size, px.
-        focal: focal length at this size, px (jittered by ``focal_jitter``).
-        distance: (min, max) object distance from the camera, metres.
-        forearm: probability of adding a forearm.
-        hand_front: probability that the hand is placed in front of the object.
-        min_hand_px, min_object_px: reject views with fewer visible pixels (scaled to
-            the image area relative to 320x240).
-    """
-
-    width: int = 320
-    height: int = 240
-    focal: float = 300.0
-    focal_jitter: float = 0.15
-    distance: tuple[float, float] = (0.32, 0.75)
-    forearm: float = 0.7
-    hand_front: float = 0.5
-    min_hand_px: int = 400
-    min_object_px: int = 200
-    extra: dict = field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    width: int = Field(320, ge=8, description="image width, pixels")
+    height: int = Field(240, ge=8, description="image height, pixels")
+    focal: float = Field(300.0, gt=0, description="focal length at this size, pixels (jittered by focal_jitter)")
+    focal_jitter: float = Field(0.15, ge=0, lt=1, description="relative jitter of the focal length")
+    distance: tuple[float, float] = Field((0.32, 0.75), description="(min, max) object distance from the camera, metres")
+    forearm: float = Field(0.7, ge=0, le=1, description="probability of adding a forearm (labelled hand)")
+    hand_front: float = Field(0.5, ge=0, le=1, description="probability that the hand is placed in front of the object")
+    min_hand_px: int = Field(400, ge=0, description="reject views with fewer visible hand pixels (scaled to the image area relative to 320x240)")
+    min_object_px: int = Field(200, ge=0, description="reject views with fewer visible object pixels (scaled as min_hand_px)")
 
 
 def render_sample(
