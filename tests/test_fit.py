@@ -93,7 +93,18 @@ def test_resume_refuses_a_checkpoint_of_other_inputs(tmp_path):
     calib.write_text(json.dumps(cams))
     with pytest.raises(InputError, match="checkpoint was made from other inputs"):
         fit_sequence(open_sequence(seq.root), init, hand, obj, cfg, tmp_path / "f", resume=True, progress=False)
-    calib.write_bytes(saved)  # the inputs of the checkpoint again: it resumes
+    calib.write_bytes(saved)
+    # a segmentation made again (init --auto rerun) can keep its file size: the content counts
+    from hoannot.fitting.optimize import inputs_digest
+
+    mask = seq.segmentation_path(seq.cameras[0].name, seq.frames[0])
+    saved_mask = mask.read_bytes()
+    before = inputs_digest(seq, init)
+    mask.write_bytes(saved_mask[:-20] + bytes(b ^ 1 for b in saved_mask[-20:-12]) + saved_mask[-12:])
+    assert mask.stat().st_size == len(saved_mask) and inputs_digest(seq, init) != before
+    with pytest.raises(InputError, match="checkpoint was made from other inputs"):
+        fit_sequence(open_sequence(seq.root), init, hand, obj, cfg, tmp_path / "f", resume=True, progress=False)
+    mask.write_bytes(saved_mask)  # the inputs of the checkpoint again: it resumes
     assert len(fit_sequence(seq, init, hand, obj, cfg, tmp_path / "f", resume=True, progress=False).poses) == 4
 
 
