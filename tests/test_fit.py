@@ -391,3 +391,25 @@ def test_the_gpu_paths_iteration_reads_nothing_back_to_the_host(tmp_path, monkey
     opt.step()
     assert calls == [], sorted({c[1] for c in calls})
     assert torch.isfinite(loss)
+
+
+def test_init_from_gt_starts_frames_without_a_hand_label_from_the_nearest_labelled_one(tmp_path):
+    """DexYCB labels frames before the hand enters the view with NaN joints: ``init --from-gt``
+    starts them from the nearest labelled frame instead of refusing the sequence; a ground
+    truth without any hand label is still refused."""
+    from hoannot.annotate.initialize import from_ground_truth
+
+    seq, _, hand, obj = _box_sequence(tmp_path)
+    gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
+    gt.hand_joints = gt.hand_joints.copy()
+    gt.hand_joints[0] = np.nan
+    gt.hand_params = None  # through the keypoint fit, as for a dataset's labels
+    p = from_ground_truth(gt, hand, obj.points.mean(0), rot_deg=0.0, transl_mm=0.0, pose_noise_rad=0.0)
+    assert np.isfinite(p.hand_pose).all() and np.isfinite(p.transl).all()
+    np.testing.assert_allclose(p.hand_pose[0], p.hand_pose[1], atol=1e-6)  # frame 0 took frame 1's hand
+    np.testing.assert_allclose(p.transl[0], p.transl[1], atol=1e-6)
+    assert not np.allclose(p.hand_pose[2], p.hand_pose[1])
+    assert "1 of 4 frames without a hand label" in p.source
+    gt.hand_joints[:] = np.nan
+    with pytest.raises(InputError, match="no \\(finite\\) hand keypoints"):
+        from_ground_truth(gt, hand, obj.points.mean(0))

@@ -67,23 +67,34 @@ def from_ground_truth(
         transl_mm: translation error of hand and object, millimetres, every frame.
         pose_noise_rad: std of Gaussian noise on the 45 finger angles, radians.
         seed: random seed.
+    A frame whose ground truth has no hand (non-finite keypoints: DexYCB labels frames
+    before the hand enters the view so) starts from the hand of the nearest labelled frame;
+    ``source`` counts them.
+
     Returns:
         world-frame poses; ``source`` says what was done.
     Raises:
-        InputError: ground truth without hand keypoints.
+        InputError: ground truth without any frame of finite hand keypoints.
     """
-    if gt.hand_joints.size == 0 or not np.isfinite(gt.hand_joints).all():
-        raise InputError("ground truth has no (finite) hand keypoints to initialise from")
-    rng = np.random.default_rng(seed)
     F = len(gt.frames)
-    if gt.hand_params is not None and gt.hand_model == hand_model.name:
-        p = gt.hand_params
-        go, pose, betas, transl = p.global_orient, p.hand_pose, p.betas, p.transl
+    labelled = (np.isfinite(gt.hand_joints).reshape(F, -1).all(1) if gt.hand_joints.size else np.zeros(F, bool))
+    if not labelled.any():
+        raise InputError("ground truth has no (finite) hand keypoints to initialise from")
+    idx = np.flatnonzero(labelled)
+    nearest = idx[np.abs(np.arange(F)[:, None] - idx[None]).argmin(1)]  # (F,) the labelled frame each one starts from
+    rng = np.random.default_rng(seed)
+    params = gt.hand_params
+    if params is not None and gt.hand_model == hand_model.name and np.isfinite(params.hand_pose[idx]).all():
+        go, pose, transl = params.global_orient[nearest], params.hand_pose[nearest], params.transl[nearest]
+        betas = params.betas
         how = "ground-truth parameters"
     else:
-        ik = fit_keypoints(hand_model, gt.hand_joints)
-        go, pose, betas, transl = ik["global_orient"], ik["hand_pose"], ik["betas"], ik["transl"]
+        ik = fit_keypoints(hand_model, gt.hand_joints[idx])
+        at = np.searchsorted(idx, nearest)
+        go, pose, transl, betas = ik["global_orient"][at], ik["hand_pose"][at], ik["transl"][at], ik["betas"]
         how = f"model fitted to ground-truth keypoints ({float(ik['mpjpe_mm'].mean()):.1f} mm)"
+    if not labelled.all():
+        how += f"; {F - len(idx)} of {F} frames without a hand label start from the nearest labelled frame"
     # hand: rotate about the posed wrist joint, then translate
     import torch
 
