@@ -11,9 +11,10 @@ Conventions (as everywhere in hoannot):
 * ``T_world_cam`` (4, 4) maps camera coordinates to world coordinates; its inverse
   (:func:`invert_rigid`) is ``T_cam_world``.
 
-Every function takes numpy arrays or torch tensors (the same code serves both; outputs have
-the inputs' type and dtype) and broadcasts leading dimensions like kornia's
-``project_points``: ``points (*, 3)`` with ``K (*, 3, 3)``. To project N points with each of
+The point functions (transforms, projection, unprojection) take numpy arrays or torch
+tensors (one code for both; the output has the inputs' type, and their dtype when they share
+one) and broadcast leading dimensions like kornia's ``project_points``: ``points (*, 3)``
+with ``K (*, 3, 3)``; the depth-map, ray and crop functions are numpy. To project N points with each of
 C cameras pass ``points (C, N, 3)`` (or ``(1, N, 3)``) and ``K[:, None]`` of shape (C, 1, 3, 3).
 Distortion is not modelled (images are undistorted).
 """
@@ -87,8 +88,8 @@ def normalized_to_pixels(xyw: Array, K: Array) -> Array:
     """Rays ``(x, y, w)`` (*, 3) -> pixels ``K[:2] (x, y, w)`` (*, 2).
 
     ``u = fx x + s y + cx w``, ``v = fy y + cy w`` with ``K`` (*, 3, 3) broadcasting on ``*``;
-    ``w = 1`` for normalised image coordinates ``(x / z, y / z, 1)``. (torch: one einsum,
-    whose gradient is the renderer's since 2026.)
+    ``w = 1`` for normalised image coordinates ``(x / z, y / z, 1)``. On tensors this is the
+    einsum the renderer has always used, so fits (values and gradients) are unchanged by it.
     """
     if isinstance(xyw, torch.Tensor):
         return torch.einsum("...ij,...j->...i", K[..., :2, :], xyw)
