@@ -11,9 +11,10 @@ Conventions (as everywhere in hoannot):
 * ``T_world_cam`` (4, 4) maps camera coordinates to world coordinates; its inverse
   (:func:`invert_rigid`) is ``T_cam_world``.
 
-Every function takes numpy arrays or torch tensors (the same code serves both; outputs have
-the inputs' type and dtype) and broadcasts leading dimensions like kornia's
-``project_points``: ``points (*, 3)`` with ``K (*, 3, 3)``. To project N points with each of
+The point functions (transforms, projection, unprojection) take numpy arrays or torch
+tensors (one code for both; the output has the inputs' type, and their dtype when they share
+one) and broadcast leading dimensions like kornia's ``project_points``: ``points (*, 3)``
+with ``K (*, 3, 3)``; the depth-map, ray and crop functions are numpy. To project N points with each of
 C cameras pass ``points (C, N, 3)`` (or ``(1, N, 3)``) and ``K[:, None]`` of shape (C, 1, 3, 3).
 Distortion is not modelled (images are undistorted).
 """
@@ -83,19 +84,23 @@ def transform(points: Array, T: Array) -> Array:
 # ---------------------------------------------------------------------------------------
 # pinhole projection
 # ---------------------------------------------------------------------------------------
-def normalized_to_pixels(xy: Array, K: Array) -> Array:
-    """Normalised image coordinates ``(x / z, y / z)`` (*, 2) -> pixels ``(u, v)`` (*, 2).
+def normalized_to_pixels(xyw: Array, K: Array) -> Array:
+    """Rays ``(x, y, w)`` (*, 3) -> pixels ``K[:2] (x, y, w)`` (*, 2).
 
-    ``u = fx x + s y + cx``, ``v = fy y + cy`` with ``K`` (*, 3, 3) broadcasting on ``*``.
+    ``u = fx x + s y + cx w``, ``v = fy y + cy w`` with ``K`` (*, 3, 3) broadcasting on ``*``;
+    ``w = 1`` for normalised image coordinates ``(x / z, y / z, 1)``. On tensors this is the
+    einsum the renderer has always used, so fits (values and gradients) are unchanged by it.
     """
-    x, y = xy[..., 0], xy[..., 1]
-    u = K[..., 0, 0] * x + K[..., 0, 1] * y + K[..., 0, 2]
-    v = K[..., 1, 1] * y + K[..., 1, 2]
+    if isinstance(xyw, torch.Tensor):
+        return torch.einsum("...ij,...j->...i", K[..., :2, :], xyw)
+    x, y, w = xyw[..., 0], xyw[..., 1], xyw[..., 2]
+    u = K[..., 0, 0] * x + K[..., 0, 1] * y + K[..., 0, 2] * w
+    v = K[..., 1, 1] * y + K[..., 1, 2] * w
     return _stack([u, v])
 
 
 def pixels_to_normalized(uv: Array, K: Array) -> Array:
-    """Inverse of :func:`normalized_to_pixels`: pixels (*, 2) -> ``(x / z, y / z)`` (*, 2)."""
+    """Inverse of :func:`normalized_to_pixels`: pixels (*, 2) -> ``(x / z, y / z)`` (*, 2) (``w = 1``)."""
     y = (uv[..., 1] - K[..., 1, 2]) / K[..., 1, 1]
     x = (uv[..., 0] - K[..., 0, 2] - K[..., 0, 1] * y) / K[..., 0, 0]
     return _stack([x, y])
@@ -107,15 +112,16 @@ def project(points_cam: Array, K: Array, min_depth: float | None = None) -> Arra
     Args:
         points_cam: (*, 3) OpenCV camera frame, metres.
         K: (*, 3, 3) intrinsics, broadcasting against the points' ``*``.
-        min_depth: clamp z to at least this (metres) before dividing -- keeps the
-            gradient finite for points at or behind the camera; None: no clamp.
+        min_depth: divide the point by ``max(z, min_depth)`` (metres) -- keeps the projection
+            and its gradient finite for points at or behind the camera (their pixels mean
+            nothing); None: no clamp.
     Returns:
         (*, 2) pixels ``(u, v)``, same type and dtype as ``points_cam``.
     """
     z = points_cam[..., 2:3]
     if min_depth is not None:
         z = z.clamp(min=min_depth) if isinstance(z, torch.Tensor) else np.maximum(z, min_depth)
-    return normalized_to_pixels(points_cam[..., :2] / z, K)
+    return normalized_to_pixels(points_cam / z, K)
 
 
 def unproject(uv: Array, z: Array, K: Array) -> Array:

@@ -88,12 +88,15 @@ def test_backproject_then_project_is_the_pixel(skew):
 
 
 def test_project_clamps_depth():
+    """Points at or behind the camera get a finite projection and gradient; in front of
+    ``min_depth`` nothing changes."""
     K, _ = _camera(5)
-    p = torch.tensor([[0.1, 0.1, -0.5]], requires_grad=True)
+    p = torch.tensor([[0.1, 0.1, -0.5], [0.1, -0.05, 0.0], [0.02, 0.03, 0.4]], requires_grad=True)
     uv = project(p, torch.tensor(K, dtype=torch.float32), min_depth=1e-3)
-    np.testing.assert_allclose(uv.detach().numpy(), [[K[0, 0] * 100 + K[0, 2], K[1, 1] * 100 + K[1, 2]]], rtol=1e-5)
     uv.sum().backward()
-    assert torch.isfinite(p.grad).all()
+    assert torch.isfinite(uv).all() and torch.isfinite(p.grad).all()
+    torch.testing.assert_close(uv[2], project(p[2].detach(), torch.tensor(K, dtype=torch.float32)))
+    np.testing.assert_allclose(uv[2].detach().numpy(), [K[0, 0] * 0.05 + K[0, 2], K[1, 1] * 0.075 + K[1, 2]], rtol=1e-6)
 
 
 @pytest.mark.parametrize("box,S", [((10.3, 7.8, 40.0, 40.0), 40), ((5.2, 3.1, 60.0, 60.0), 20), ((-8.4, -6.3, 30.0, 30.0), 45)])

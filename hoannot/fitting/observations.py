@@ -78,7 +78,7 @@ def read_keypoints(seq: Sequence, frames: list[int], source: str) -> tuple[np.nd
     Raises:
         InputError: a missing or malformed file (names it).
     """
-    names = seq.camera_names
+    names = [c.name for c in seq.cameras]
     uv, conf = read_views([keypoints2d_path(seq.root, c, source) for c in names], names, frames, 0.0, missing="zero")
     return uv.astype(np.float32), conf.astype(np.float32)
 

@@ -108,7 +108,7 @@ def project_to_ndc(points_cam: torch.Tensor, cams: ViewCameras) -> torch.Tensor:
     S = float(min(H, W))
     z = points_cam[..., 2:3]
     zs = torch.where(z.abs() < 1e-8, torch.full_like(z, 1e-8), z)
-    uv = normalized_to_pixels(points_cam[..., :2] / zs, cams.K[:, None])
+    uv = normalized_to_pixels(points_cam / zs, cams.K[:, None])
     x = -(uv[..., 0:1] + 0.5 - W / 2.0) * (2.0 / S)
     y = -(uv[..., 1:2] + 0.5 - H / 2.0) * (2.0 / S)
     return torch.cat([x, y, z], dim=-1)
