@@ -154,6 +154,9 @@ def fit(
     resume: bool = typer.Option(False, "--resume", help="Continue from fit/ckpt/state.npz."),
     refit: Optional[str] = typer.Option(None, "--refit", help="Re-fit only these frames of the finished fit, neighbours "
                                         "fixed: flagged, 12:20 (inclusive), or 3,5,7; the fit's own settings."),
+    chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames", help="Fit chunks of N frames in parallel, then "
+                                               "re-fit the seams (multi-camera schedule)."),
+    workers: int = typer.Option(2, "--workers", help="With --chunk-frames: chunks fitted at once (Ray tasks or processes)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one per core; the result depends on it)."),
     deterministic: bool = typer.Option(False, "--deterministic",
                                        help="One thread, deterministic kernels: the same labels on any machine (CPU)."),
@@ -173,6 +176,8 @@ def fit(
             except ValueError:
                 raise InputError(f"--weight {w!r}: expected NAME=NUMBER") from None
         if refit is not None:
+            if chunk_frames is not None:
+                raise InputError("--refit and --chunk-frames: pick one")
             _refit(seq, refit, config, resume, deterministic, weights,
                    dict(iterations=iterations, batch_size=batch_size, crop_size=crop_size, schedule=schedule,
                         track_iterations=track_iterations, keypoints=keypoints, device=device),
@@ -181,7 +186,8 @@ def fit(
         cfg = load_fit_config(config, iterations=iterations, batch_size=batch_size, crop_size=crop_size,
                               schedule=schedule, track_iterations=track_iterations, keypoints=keypoints,
                               device=device, weights=weights or None)  # fmt: skip
-        result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir, threads=threads, deterministic=deterministic)
+        result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir, threads=threads, deterministic=deterministic,
+                         chunk_frames=chunk_frames, workers=workers)  # fmt: skip
     except InputError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -278,6 +284,9 @@ def run(
                                       help="Initial poses from ground truth + noise, or init --auto."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of FitConfig fields."),
     iterations: Optional[int] = typer.Option(None, help="Adam iterations per batch."),
+    chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames", help="Fit each sequence in chunks of N frames in "
+                                               "parallel, then re-fit the seams (fit --chunk-frames)."),
+    workers: int = typer.Option(2, "--workers", help="With --chunk-frames: chunks of a sequence fitted at once."),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
     seed: int = 0,
@@ -287,7 +296,7 @@ def run(
 
     try:
         code = run_cli(seqs, stages, ray_address, summary, init_from_gt, config, iterations, mano_model_path, ycb_dir,
-                       seed, console)  # fmt: skip
+                       seed, console, chunk_frames=chunk_frames, workers=workers)  # fmt: skip
     except InputError as e:
         _fail(e)
     raise typer.Exit(code=code)

@@ -226,6 +226,9 @@ def run_fit(
     progress: bool = True,
     threads: int | None = None,
     deterministic: bool = False,
+    chunk_frames: int | None = None,
+    workers: int = 2,
+    executor: str = "auto",
 ):
     """Fit ``init/poses.npz`` to the observations; writes ``fit/poses.npz`` and ``fit/quality.json``.
 
@@ -238,6 +241,11 @@ def run_fit(
         deterministic: one thread and ``torch.use_deterministic_algorithms``: the same labels
             on any machine's thread count (CPU only). Both settings are restored afterwards and
             recorded in ``fit/info.json``.
+        chunk_frames: fit chunks of this many frames in parallel, ``workers`` at a time (Ray
+            tasks, or processes: ``executor``), then re-fit the seams
+            (:func:`hoannot.fitting.chunked.fit_chunked`; multi-camera schedule only; each
+            chunk on one torch thread, ``threads`` is for the seams). ``fit/info.json`` records
+            the chunks and seams.
     Returns:
         :class:`hoannot.fitting.optimize.FitResult`.
     Raises:
@@ -280,10 +288,20 @@ def run_fit(
         if threads is not None:
             torch.set_num_threads(int(threads))
         with exclusive_lock(seq.root / "fit" / ".lock", "`hoannot fit` on this sequence"):  # two fits would mix fit/
-            result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
+            extra = {}
+            if chunk_frames is not None:
+                from hoannot.fitting.chunked import fit_chunked
+
+                result, rec = fit_chunked(seq, hand_model, obj, cfg, seq.root / "fit", chunk_frames, workers, resume,
+                                          executor=executor, mano_model_path=mano_model_path, ycb_dir=ycb_dir)  # fmt: skip
+                extra = {"chunked": {"chunk_frames": chunk_frames, "workers": workers, "executor": rec["executor"],
+                                     "chunks": rec["chunks"], "seams": rec["seams"],
+                                     "seconds_chunks": rec["seconds_chunks"], "seconds_seams": rec["seconds_seams"]}}  # fmt: skip
+            else:
+                result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
             save_fit(seq.root / "fit", result, {
                 "config": cfg.model_dump(), "seconds": time.perf_counter() - t0, "hand_model": hand_model.name,
-                "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic})  # fmt: skip
+                "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic, **extra})  # fmt: skip
             shutil.rmtree(seq.root / "fit" / "refit", ignore_errors=True)  # an earlier re-fit's before state is stale now
     finally:
         torch.set_num_threads(saved[0])
