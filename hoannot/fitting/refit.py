@@ -122,14 +122,15 @@ def carry_over(poses: HandObjectPoses, src: int, dst: int, hand_model: HandModel
         for name in POSE_FIELDS:
             getattr(poses, name)[dst] = getattr(poses, name)[src]
         return
-    f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    device = next(iter(hand_model.buffers()), torch.zeros(0)).device  # the model stays where it is
+    f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
     with torch.no_grad():
         R = axis_angle_to_matrix(f32(poses.obj_rot[[src, dst]]))
         R_rel = R[1] @ R[0].T
         t_rel = f32(poses.obj_transl[dst]) - R_rel @ f32(poses.obj_transl[src])
-        go, tr = change_frame(hand_model.to("cpu"), R_rel, t_rel, f32(poses.global_orient[[src]]),
+        go, tr = change_frame(hand_model, R_rel, t_rel, f32(poses.global_orient[[src]]),
                               f32(poses.transl[[src]]), f32(poses.betas[: hand_model.num_betas]))  # fmt: skip
-    poses.global_orient[dst], poses.transl[dst] = go[0].numpy(), tr[0].numpy()
+    poses.global_orient[dst], poses.transl[dst] = go[0].cpu().numpy(), tr[0].cpu().numpy()
     poses.hand_pose[dst] = poses.hand_pose[src]
 
 
