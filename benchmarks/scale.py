@@ -29,8 +29,8 @@ import datetime
 import hashlib
 import json
 import os
-import subprocess
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,7 +58,7 @@ def package_digest() -> str:
 
 
 def git_commit() -> str:
-    run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=REPO).stdout.strip()  # noqa: E731
+    run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=REPO).stdout.strip()
     return run("rev-parse", "--short", "HEAD") + ("+dirty" if run("status", "--porcelain", "hoannot") else "")
 
 
@@ -180,7 +180,7 @@ def main() -> None:
                 data[f"ycb/{o}/{f.name}"] = sha256(f)
     res = {
         "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]), "git_commit": git_commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config_digest": cfg.digest(), "package_digest": package_digest(), "data_sha256": data,
         "frames": a.frames, "cameras": a.cameras, "image_size": f"{a.width}x{a.height}", "iterations": a.iterations,
         "crop_size": a.crop_size, "chunk_frames": a.chunk_frames, "workers": a.workers, "executor": a.executor,

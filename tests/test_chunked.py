@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import WEBXR_RIGHT
 
 from hoannot.datasets.io import InputError
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
@@ -17,8 +18,6 @@ from hoannot.fitting.chunked import chunk_ranges
 from hoannot.fitting.config import load_fit_config
 from hoannot.fitting.parameters import PoseParameters
 from hoannot.pipeline import load_hand_model, run_fit, run_init, synth_sequence
-
-from conftest import WEBXR_RIGHT
 
 CFG = dict(iterations=20, batch_size=4, overlap=1, crop_size=32, num_points=300)
 POSE_FIELDS = ("global_orient", "hand_pose", "transl", "obj_rot", "obj_transl")

@@ -8,17 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import WEBXR_RIGHT
 from typer.testing import CliRunner
 
 from hoannot.cli import app
 from hoannot.datasets.io import InputError
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
+from hoannot.datasets.sequence import open_sequence
 from hoannot.fitting.parameters import PoseParameters
 from hoannot.fitting.refit import contiguous_runs, parse_frames
 from hoannot.pipeline import load_hand_model, synth_sequence
-from hoannot.datasets.sequence import open_sequence
-
-from conftest import WEBXR_RIGHT
 
 runner = CliRunner()
 BAD_FRAME = 2  # its initial hand and object are moved 5 cm: the short fit leaves it wrong, and flags it

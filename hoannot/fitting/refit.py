@@ -123,7 +123,7 @@ def carry_over(poses: HandObjectPoses, src: int, dst: int, hand_model: HandModel
             getattr(poses, name)[dst] = getattr(poses, name)[src]
         return
     device = next(iter(hand_model.buffers()), torch.zeros(0)).device  # the model stays where it is
-    f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
+    f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)
     with torch.no_grad():
         R = axis_angle_to_matrix(f32(poses.obj_rot[[src, dst]]))
         R_rel = R[1] @ R[0].T
