@@ -50,7 +50,8 @@ from hoannot.fitting.config import FitConfig, load_fit_config
 from hoannot.fitting.ik import fit_keypoints
 from hoannot.fitting.optimize import fit_sequence, save_fit
 from hoannot.fitting.schedule import batches
-from hoannot.pipeline import load_hand_model, load_sequence_object, run_export, run_init, synth_sequence
+from hoannot.pipeline import run_export, run_init, synth_sequence
+from hoannot.datasets.loaders import load_hand_model, load_sequence_object
 
 THREADS = 2
 DATA_DIRS = ("rgb", "depth", "segmentation", "gt", "init")

@@ -84,7 +84,8 @@ def run_capture(work: Path, name: str, variants: dict, fit: bool = False) -> dic
     from hoannot.datasets.sequence import open_sequence
     from hoannot.fitting.ik import fit_keypoints
     from hoannot.models.hand import change_frame
-    from hoannot.pipeline import load_hand_model, load_sequence_object, run_init
+    from hoannot.pipeline import run_init
+    from hoannot.datasets.loaders import load_hand_model, load_sequence_object
 
     cap = make_capture(work, name)
     dst = work / "search" / name

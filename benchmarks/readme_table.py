@@ -148,11 +148,21 @@ def fit(r: dict) -> list[Row]:
              f"{r['object_add_mm_before']:.1f} -> {r['object_add_mm_after']:.1f} mm", "memory and time per frame")]  # fmt: skip
 
 
+def scale(r: dict) -> list[Row]:
+    caps = r["captures"]
+    return [(f"`scale.py` ({r['cameras']} cameras x {r['frames']} frames, chunks of {r['chunk_frames']} on "
+             f"{r['workers']} workers)", f"wall ratio {_span([c['wall_ratio'] for c in caps], '{:.2f}')} (load "
+             f"{max(c['sequential']['loadavg_before'][0] for c in caps):.1f} on {r.get('cpu_count', '?')} cores); hand "
+             f"{_span([c['hand_mpjpe_delta_mm'] for c in caps], '{:+.2f}')} mm, object "
+             f"{_span([c['object_add_delta_mm'] for c in caps], '{:+.2f}')} mm against the sequential fit",
+             "<= 0.65, 0.3 / 0.2 mm")]  # fmt: skip
+
+
 #: results file (stem) -> its rows, in the order of the table
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
     "grasp_search": grasp_search, "init_fit": init_fit, "perception": perception, "baselines": baselines,
-    "render": render, "fit": fit,
+    "render": render, "fit": fit, "scale": scale,
 }  # fmt: skip
 
 

@@ -58,7 +58,7 @@ def _child(job: dict) -> dict:
     from hoannot.datasets.sequence import open_sequence
     from hoannot.fitting.config import load_fit_config
     from hoannot.fitting.optimize import fit_sequence
-    from hoannot.pipeline import load_hand_model, load_sequence_object
+    from hoannot.datasets.loaders import load_hand_model, load_sequence_object
 
     seq = open_sequence(job["seq"])
     cfg = load_fit_config(None, **job["overrides"])

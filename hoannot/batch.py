@@ -53,6 +53,8 @@ class RunOptions:
         seed: init seed (noise, perception sampling).
         fit: the fit settings (:func:`hoannot.fitting.config.load_fit_config`).
         mano_model_path, ycb_dir: as for ``hoannot fit``.
+        chunk_frames, workers: ``fit --chunk-frames N --workers W`` (None: the sequence in one
+            process; :func:`hoannot.fitting.chunked.fit_chunked`).
     """
 
     init_from_gt: bool = False
@@ -60,6 +62,8 @@ class RunOptions:
     fit: FitConfig = field(default_factory=FitConfig)
     mano_model_path: str | None = None
     ycb_dir: str | None = None
+    chunk_frames: int | None = None
+    workers: int = 2
 
 
 def parse_stages(text: str) -> list[str]:
@@ -222,7 +226,8 @@ def _run_stage(root: Path, stage: str, options: RunOptions, row: dict) -> None:
             with np.load(ckpt) as z:
                 row["resumed_from_step"] = int(z["next_step"])
         _kill_hook(root)
-        run_fit(root, options.fit, resume=True, mano_model_path=mano, ycb_dir=ycb, progress=False)
+        run_fit(root, options.fit, resume=True, mano_model_path=mano, ycb_dir=ycb, progress=False,
+                chunk_frames=options.chunk_frames, workers=options.workers)  # fmt: skip
     elif stage == "export":
         run_export(root, "fit", mano, ycb)
     else:
@@ -410,7 +415,7 @@ def summary_table(rows: list[dict], mode: str = "", stages: list[str] = STAGES) 
 
 
 def run_cli(seqs, stages, ray_address, summary, init_from_gt, config, iterations, mano_model_path, ycb_dir, seed,
-            console: Console) -> int:  # fmt: skip
+            console: Console, chunk_frames: int | None = None, workers: int = 2) -> int:  # fmt: skip
     """``hoannot run``: options -> :func:`run_many`; prints where the summary went.
 
     Returns:
@@ -423,7 +428,7 @@ def run_cli(seqs, stages, ray_address, summary, init_from_gt, config, iterations
     names = parse_stages(stages)
     options = RunOptions(init_from_gt=init_from_gt, seed=seed, fit=load_fit_config(config, iterations=iterations),
                          mano_model_path=str(mano_model_path) if mano_model_path else None,
-                         ycb_dir=str(ycb_dir) if ycb_dir else None)  # fmt: skip
+                         ycb_dir=str(ycb_dir) if ycb_dir else None, chunk_frames=chunk_frames, workers=workers)  # fmt: skip
     if ray_address is None and _import_ray(None) is None:
         console.print("Ray is not installed (pip install 'hoannot[ray]'): running the sequences one after another",
                       markup=False, soft_wrap=True)  # fmt: skip

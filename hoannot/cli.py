@@ -160,6 +160,11 @@ def fit(
     device: Optional[str] = _config_option(FitConfig, "device"),
     weight: list[str] = typer.Option([], "--weight", help="Energy weight, e.g. --weight mask=20 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from fit/ckpt/state.npz."),
+    refit: Optional[str] = typer.Option(None, "--refit", help="Re-fit only these frames of the finished fit, neighbours "
+                                        "fixed: flagged, 12:20 (inclusive), or 3,5,7; the fit's own settings."),
+    chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames", help="Fit chunks of N frames in parallel, then "
+                                               "re-fit the seams (multi-camera schedule)."),
+    workers: int = typer.Option(2, "--workers", help="With --chunk-frames: chunks fitted at once (Ray tasks or processes)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one per core; the result depends on it)."),
     deterministic: bool = typer.Option(False, "--deterministic",
                                        help="One thread, deterministic kernels: the same labels on any machine (CPU)."),
@@ -178,10 +183,19 @@ def fit(
                 weights[k.strip()] = float(v)
             except ValueError:
                 raise InputError(f"--weight {w!r}: expected NAME=NUMBER") from None
+        if refit is not None:
+            if chunk_frames is not None:
+                raise InputError("--refit and --chunk-frames: pick one")
+            _refit(seq, refit, config, resume, deterministic, weights,
+                   dict(iterations=iterations, batch_size=batch_size, crop_size=crop_size, schedule=schedule,
+                        track_iterations=track_iterations, keypoints=keypoints, device=device),
+                   mano_model_path, ycb_dir, threads)  # fmt: skip
+            return
         cfg = load_fit_config(config, iterations=iterations, batch_size=batch_size, crop_size=crop_size,
                               schedule=schedule, track_iterations=track_iterations, keypoints=keypoints,
                               device=device, weights=weights or None)  # fmt: skip
-        result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir, threads=threads, deterministic=deterministic)
+        result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir, threads=threads, deterministic=deterministic,
+                         chunk_frames=chunk_frames, workers=workers)  # fmt: skip
     except InputError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -193,6 +207,30 @@ def fit(
     n_flag = int(q["flag"].sum()) if "flag" in q else 0
     console.print(f"fitted {len(result.poses)} frames; mean IoU hand {q['iou_hand'].mean():.2f}, "
                   f"object {q['iou_object'].mean():.2f}; {n_flag} frame(s) flagged; wrote {seq / 'fit'}")  # fmt: skip
+
+
+def _refit(seq, frames, config, resume, deterministic, weights, options, mano_model_path, ycb_dir, threads) -> None:
+    """``fit --refit``: :func:`hoannot.pipeline.run_refit`, then one line per run."""
+    from hoannot.pipeline import run_refit
+
+    for flag, given in (("--config", config is not None), ("--resume", resume), ("--deterministic", deterministic)):
+        if given:
+            raise InputError(f"--refit uses the settings of the fit it corrects (fit/info.json); drop {flag}")
+    given = [f"--{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None]
+    given += [f"--weight {k}={v:g}" for k, v in weights.items()] + ([f"--threads {threads}"] if threads else [])
+    command = " ".join([f"hoannot fit {seq} --refit {frames}", *given])
+    result, record = run_refit(seq, frames, {**options, "weights": weights or None}, mano_model_path, ycb_dir,
+                               threads, command=command)  # fmt: skip
+    if result is None:
+        console.print(record["note"], soft_wrap=True)
+        return
+    for r in record["runs"]:
+        console.print(f"re-fitted frames {r['frames'][0]}-{r['frames'][-1]} (fixed {r['fixed']}; starts "
+                      f"{', '.join(r['starts'])}): energy {r['energy_before']:.4g} -> {r['energy_after']:.4g}",
+                      soft_wrap=True, markup=False)  # fmt: skip
+    q = result.quality
+    console.print(f"{len(record['frames'])} frame(s) re-fitted, {int(q['flag'].sum())} still flagged; wrote {seq / 'fit'} "
+                  f"(before: {seq / 'fit' / 'refit'})", soft_wrap=True, markup=False)  # fmt: skip
 
 
 @app.command()
@@ -254,6 +292,9 @@ def run(
                                       help="Initial poses from ground truth + noise, or init --auto."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of FitConfig fields."),
     iterations: Optional[int] = _config_option(FitConfig, "iterations"),
+    chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames", help="Fit each sequence in chunks of N frames in "
+                                               "parallel, then re-fit the seams (fit --chunk-frames)."),
+    workers: int = typer.Option(2, "--workers", help="With --chunk-frames: chunks of a sequence fitted at once."),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
     seed: int = 0,
@@ -263,7 +304,7 @@ def run(
 
     try:
         code = run_cli(seqs, stages, ray_address, summary, init_from_gt, config, iterations, mano_model_path, ycb_dir,
-                       seed, console)  # fmt: skip
+                       seed, console, chunk_frames=chunk_frames, workers=workers)  # fmt: skip
     except InputError as e:
         _fail(e)
     raise typer.Exit(code=code)

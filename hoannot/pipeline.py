@@ -16,49 +16,10 @@ import numpy as np
 
 from hoannot.io import InputError, exclusive_lock, json_bytes, npz_bytes, replace_dir, write_files
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
+from hoannot.datasets.loaders import load_hand_model, load_sequence_object
 from hoannot.datasets.sequence import Sequence, open_sequence
 from hoannot.fitting.config import FitConfig
-from hoannot.models.hand import HandModel
 from hoannot.models.objects import ObjectModel, load_object, resolve_mesh_path
-
-
-def load_hand_model(seq: Sequence, mano_model_path: str | Path | None = None) -> HandModel:
-    """The hand model to fit: ``--mano-model-path`` if given, else ``sequence.yaml``'s
-    ``hand.model`` (``"open"`` = the bundled open hand, or a path to MANO_RIGHT.pkl)."""
-    spec = mano_model_path or seq.config.hand.model
-    if spec in (None, "", "open"):
-        return HandModel(None)
-    path = Path(spec)
-    if not path.is_absolute() and not path.exists():
-        path = seq.root / path
-    return HandModel(path)
-
-
-def load_sequence_object(
-    seq: Sequence, ycb_dir: str | Path | None = None, max_faces: int = 1000, strict: bool = True
-) -> ObjectModel:
-    """The object named by ``sequence.yaml`` (mesh path, primitive, or YCB id in ``ycb_dir``).
-
-    Args:
-        strict: refuse an object larger than :data:`hoannot.datasets.validate.
-            MAX_OBJECT_DIAGONAL_M` (millimetres as metres?; ``init`` only warns:
-            :func:`hoannot.datasets.validate.check_object_model`).
-    Raises:
-        InputError: no mesh given and no ``ycb_dir`` holding the id; a missing, unreadable
-            or non-finite mesh, a bad primitive; with ``strict``, an object too large.
-    """
-    from hoannot.datasets.validate import check_object_model
-
-    oc = seq.config.object
-    spec = oc.mesh
-    if not spec:
-        if ycb_dir is None:
-            raise InputError(f"{seq.root / 'sequence.yaml'}: object {oc.id!r} has no mesh; pass --ycb-dir")
-        spec = str(Path(ycb_dir) / oc.id)
-    obj = load_object(spec, root=seq.root, max_faces=max_faces, symmetric=oc.symmetric, name=oc.id)
-    where = seq.root / "sequence.yaml" if spec.startswith("primitive:") else resolve_mesh_path(spec, seq.root)
-    check_object_model(obj, where, strict, what=f"object {spec!r}")
-    return obj
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -226,6 +187,9 @@ def run_fit(
     progress: bool = True,
     threads: int | None = None,
     deterministic: bool = False,
+    chunk_frames: int | None = None,
+    workers: int = 2,
+    executor: str = "auto",
 ):
     """Fit ``init/poses.npz`` to the observations; writes ``fit/poses.npz`` and ``fit/quality.json``.
 
@@ -238,6 +202,11 @@ def run_fit(
         deterministic: one thread and ``torch.use_deterministic_algorithms``: the same labels
             on any machine's thread count (CPU only). Both settings are restored afterwards and
             recorded in ``fit/info.json``.
+        chunk_frames: fit chunks of this many frames in parallel, ``workers`` at a time (Ray
+            tasks, or processes: ``executor``), then re-fit the seams
+            (:func:`hoannot.fitting.chunked.fit_chunked`; multi-camera schedule only; each
+            chunk on one torch thread, ``threads`` is for the seams). ``fit/info.json`` records
+            the chunks and seams.
     Returns:
         :class:`hoannot.fitting.optimize.FitResult`.
     Raises:
@@ -280,14 +249,155 @@ def run_fit(
         if threads is not None:
             torch.set_num_threads(int(threads))
         with exclusive_lock(seq.root / "fit" / ".lock", "`hoannot fit` on this sequence"):  # two fits would mix fit/
-            result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
+            extra = {}
+            if chunk_frames is not None:
+                from hoannot.fitting.chunked import fit_chunked
+
+                result, rec = fit_chunked(seq, hand_model, obj, cfg, seq.root / "fit", chunk_frames, workers, resume,
+                                          executor=executor, mano_model_path=mano_model_path, ycb_dir=ycb_dir)  # fmt: skip
+                extra = {"chunked": {"chunk_frames": chunk_frames, "workers": workers, "executor": rec["executor"],
+                                     "chunks": rec["chunks"], "seams": rec["seams"],
+                                     "seconds_chunks": rec["seconds_chunks"], "seconds_seams": rec["seconds_seams"]}}  # fmt: skip
+            else:
+                result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
             save_fit(seq.root / "fit", result, {
                 "config": cfg.model_dump(), "seconds": time.perf_counter() - t0, "hand_model": hand_model.name,
-                "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic})  # fmt: skip
+                "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic, **extra})  # fmt: skip
+            shutil.rmtree(seq.root / "fit" / "refit", ignore_errors=True)  # an earlier re-fit's before state is stale now
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
     return result
+
+
+#: fit options a re-fit takes from the command line; the others are the fit's own (fit/info.json)
+REFIT_OVERRIDES = ("iterations", "device", "weights")
+
+
+def run_refit(
+    seq_dir: str | Path,
+    frames: str,
+    overrides: dict | None = None,
+    mano_model_path: str | Path | None = None,
+    ycb_dir: str | Path | None = None,
+    threads: int | None = None,
+    command: str | None = None,
+):
+    """``hoannot fit SEQ --refit FRAMES``: re-fit some frames of a finished fit with their
+    neighbours held fixed (:func:`hoannot.fitting.refit.refit_frames`), every other frame's
+    entries of ``fit/poses.npz`` and ``fit/quality.json`` kept byte for byte.
+
+    The settings are those of the fit (``fit/info.json``; the device ``cpu`` unless
+    overridden) with ``overrides`` (only the keys of :data:`REFIT_OVERRIDES`) on top, so the re-fitted frames' quality is measured as the
+    others'. Writes, all at once (:func:`hoannot.io.write_files`): ``fit/poses.npz``,
+    ``fit/quality.json``, ``fit/info.json`` (a ``refits`` entry appended) and ``fit/refit/``:
+    ``before_poses.npz`` and ``before_quality.json`` (the re-fitted frames as they were) and
+    ``refit.json`` (frames, runs, fixed neighbours, chosen starts, energies before/after,
+    command, config digest). A later re-fit replaces ``fit/refit/``. Holds ``fit/.lock``.
+
+    Args:
+        frames: ``"flagged"``, ``"12:20"`` (inclusive), ``"3,5,7"``
+            (:func:`hoannot.fitting.refit.parse_frames`).
+        overrides: e.g. ``{"iterations": 50}``; ``weights`` a partial dict.
+        threads: torch CPU threads (None: torch's default).
+        command: the command line, recorded.
+    Returns:
+        (:class:`hoannot.fitting.refit.RefitResult`, its ``refit.json`` dict); the result is
+        None when nothing was selected (``flagged`` with no flagged frame: nothing written).
+    Raises:
+        InputError: no fit yet (``fit/poses.npz``, ``quality.json``), a bad frame selection,
+            an override that is not allowed, bad inputs (as :func:`run_fit`), another fit of
+            this sequence running.
+        OSError: a file could not be written; ``fit/`` is then as it was.
+    """
+    import datetime
+    import json
+
+    import torch
+
+    from hoannot.datasets.validate import open_validated
+    from hoannot.fitting.config import load_fit_config
+    from hoannot.fitting.refit import parse_frames, refit_frames
+
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None and v != {}}
+    bad = sorted(set(overrides) - set(REFIT_OVERRIDES))
+    if bad:
+        raise InputError(f"--refit uses the settings of the fit it corrects (fit/info.json); drop --"
+                         f"{bad[0].replace('_', '-')} (allowed: --iterations, --device, --weight)")  # fmt: skip
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads {threads}: expected 1 or more")
+    seq_dir = Path(seq_dir)
+    fit_dir = seq_dir / "fit"
+    for name in ("poses.npz", "quality.json"):
+        if not (fit_dir / name).is_file():
+            raise InputError(f"{fit_dir / name}: no fit to re-fit yet; run `hoannot fit {seq_dir}` first")
+    info_path = fit_dir / "info.json"
+    info = {}
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"{info_path}: unreadable JSON ({type(e).__name__})") from None
+    base = {**(info.get("config") or {}), "device": "cpu"}  # the device is this run's (--device), not the fit's
+    if "weights" in overrides:
+        overrides["weights"] = {**base.get("weights", {}), **overrides["weights"]}
+    cfg = load_fit_config(None, **{**base, **overrides})
+    seq = open_validated(seq_dir, "fit", Path(ycb_dir) if ycb_dir else None, segmentation=cfg.segmentation)
+    poses = HandObjectPoses.load(fit_dir / "poses.npz", seq.frames)
+    try:
+        raw_quality = json.loads((fit_dir / "quality.json").read_text())
+        q_frames = [int(f) for f in raw_quality["frames"]]
+        flags = dict(zip(q_frames, (bool(x) for x in raw_quality.get("flag", [False] * len(q_frames)))))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{fit_dir / 'quality.json'}: not a fit's quality file ({type(e).__name__})") from None
+    selected = parse_frames(frames, seq.frames, flags)
+    if not selected:
+        return None, {"frames": [], "note": f"--refit {frames}: no frame selected (none flagged)"}
+    hand_model = load_hand_model(seq, mano_model_path)
+    obj = load_sequence_object(seq, ycb_dir, cfg.object_max_faces)
+    t0 = time.perf_counter()
+    saved = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        with exclusive_lock(fit_dir / ".lock", "`hoannot fit` on this sequence"):
+            result = refit_frames(seq, poses, selected, hand_model, obj, cfg)
+            qi = {f: i for i, f in enumerate(q_frames)}
+            before_q = {k: [v[qi[f]] for f in selected] if isinstance(v, list) and len(v) == len(q_frames) else v
+                        for k, v in raw_quality.items()}  # fmt: skip
+            new_q = {k: list(v) if isinstance(v, list) and len(v) == len(q_frames) else v for k, v in raw_quality.items()}
+            ri = {int(f): i for i, f in enumerate(result.quality["frames"])}
+            for k, v in new_q.items():
+                if k == "frames" or not isinstance(v, list) or len(v) != len(q_frames):
+                    continue
+                for f in selected:  # a key the re-fit does not compute (an estimate of another pass) is cleared
+                    v[qi[f]] = np.asarray(result.quality[k][ri[f]]).tolist() if k in result.quality else None
+            arrays = {f.name: np.asarray(getattr(result.poses, f.name)) for f in fields(HandObjectPoses)}
+            arrays["source"] = np.asarray(poses.source)
+            before = poses.select(selected)
+            record = {
+                "frames": selected, "selection": frames, "command": command,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "config_digest": cfg.digest(), "seconds": round(time.perf_counter() - t0, 3),
+                "runs": [{"frames": r.frames, "fixed": r.fixed, "starts": r.starts, "energy_before": r.energy_before,
+                          "energy_start": r.energy_start, "energy_after": r.energy_after,
+                          "frame_energy_before": r.frame_energy_before, "frame_energy_after": r.frame_energy_after}
+                         for r in result.runs],
+            }  # fmt: skip
+            info = {**info, "refits": [*info.get("refits", []), {k: record[k] for k in
+                                                                 ("frames", "selection", "command", "date", "config_digest", "seconds")}]}  # fmt: skip
+            write_files({
+                fit_dir / "poses.npz": npz_bytes(**arrays),
+                fit_dir / "quality.json": json_bytes(new_q),
+                fit_dir / "info.json": json_bytes(info),
+                fit_dir / "refit" / "before_poses.npz": npz_bytes(**{f.name: np.asarray(getattr(before, f.name))
+                                                                     for f in fields(HandObjectPoses)}),
+                fit_dir / "refit" / "before_quality.json": json_bytes(before_q),
+                fit_dir / "refit" / "refit.json": json_bytes(record),
+            })  # fmt: skip
+    finally:
+        torch.set_num_threads(saved)
+    return result, record
 
 
 def run_export(

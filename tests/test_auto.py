@@ -10,7 +10,8 @@ from hoannot.annotate.foreground import ForegroundConfig, background_planes, seg
 from hoannot.io import read_image
 from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.sequence import open_sequence
-from hoannot.pipeline import load_sequence_object, synth_sequence
+from hoannot.pipeline import synth_sequence
+from hoannot.datasets.loaders import load_sequence_object
 
 
 @pytest.fixture(scope="module")

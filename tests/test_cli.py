@@ -74,7 +74,7 @@ def test_init_auto_from_segmentation_and_2d_joints(seq, tmp_path):
     """``init --auto`` needs no poses: 2D joints + masks (here the capture's own, copied from
     gt/ so that perception errors do not enter) -> Eq. 11 per frame + object registration."""
     from hoannot.datasets.poses import GroundTruth, HandObjectPoses
-    from hoannot.pipeline import load_hand_model
+    from hoannot.datasets.loaders import load_hand_model
     from hoannot.datasets.sequence import open_sequence
 
     import shutil

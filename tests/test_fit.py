@@ -20,7 +20,8 @@ from hoannot.fitting.config import load_fit_config
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.fitting.optimize import fit_sequence
 from hoannot.fitting.schedule import batches, make_plan
-from hoannot.pipeline import load_hand_model, load_sequence_object, run_export, run_fit, run_init, synth_sequence
+from hoannot.pipeline import run_export, run_fit, run_init, synth_sequence
+from hoannot.datasets.loaders import load_hand_model, load_sequence_object
 from hoannot.datasets.sequence import open_sequence
 
 from conftest import WEBXR_RIGHT, YCB

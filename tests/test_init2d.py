@@ -21,7 +21,8 @@ from hoannot.datasets.poses import GroundTruth
 from hoannot.datasets.sequence import open_sequence, write_sequence_header
 from hoannot.evaluation.metrics import add, mpjpe_mm
 from hoannot.models.hand import HandModel
-from hoannot.pipeline import load_sequence_object, synth_sequence
+from hoannot.pipeline import synth_sequence
+from hoannot.datasets.loaders import load_sequence_object
 
 from conftest import WEBXR_RIGHT, YCB
 

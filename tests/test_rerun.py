@@ -21,7 +21,8 @@ from hoannot.datasets.sequence import open_sequence
 from hoannot.fitting.config import FitConfig
 from hoannot.models.hand import HandModel
 from hoannot.models.objects import load_object
-from hoannot.pipeline import load_sequence_object, synth_sequence
+from hoannot.pipeline import synth_sequence
+from hoannot.datasets.loaders import load_sequence_object
 
 runner = CliRunner()
 OBJECT = "primitive:box:0.05,0.07,0.1"

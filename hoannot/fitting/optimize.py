@@ -127,6 +127,95 @@ def _quality(params, obs, hand_model, obj, obj_normals, renderer, cfg) -> dict[s
     return q
 
 
+@dataclass
+class FitContext:
+    """What every step of a fit shares: the models on the fit's device, the renderer, and the
+    config the energies see (``tc_grasp`` resolved for the schedule; the checkpoint digest and
+    the recorded config keep the settings as given).
+
+    Attributes:
+        hand_model: on ``device``.  obj: its vertices (V, 3) and faces on ``device``.
+        obj_normals: (V, 3) float32 object-frame vertex normals.
+        renderer: the fit's renderer.  ecfg: the energies' config.
+        keypoints: the 2D joints the fit reads (``"keypoints2d"``, ``"gt"`` or ``"none"``).
+        device: the torch device (a string).
+    """
+
+    hand_model: HandModel
+    obj: ObjectModel
+    obj_normals: torch.Tensor
+    renderer: HandObjectRenderer
+    ecfg: FitConfig
+    keypoints: str
+    device: str
+
+    @staticmethod
+    def make(seq: Sequence, hand_model: HandModel, obj: ObjectModel, cfg: FitConfig) -> "FitContext":
+        """The context of a fit of ``seq`` with ``cfg``."""
+        device = str(torch.device(cfg.device))
+        ecfg = cfg.model_copy(update={"tc_grasp": cfg.grasp_weight(resolve_schedule(cfg, len(seq.cameras)))})
+        keypoints = cfg.keypoints
+        if keypoints == "auto":
+            keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
+        verts, faces = obj.verts.to(device), obj.faces.to(device)
+        objd = ObjectModel(obj.name, obj.mesh, verts, faces, obj.points, obj.diameter, obj.symmetric)
+        normals = Meshes([verts], [faces]).verts_normals_padded()[0]
+        renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
+        return FitContext(hand_model.to(device), objd, normals, renderer, ecfg, keypoints, device)
+
+    def observations(self, seq: Sequence, frames: list[int], seed: int) -> Observations:
+        """The observations of ``frames`` as the fit's steps read them, on the device.
+
+        Raises:
+            InputError: as :func:`hoannot.fitting.observations.load_observations`.
+        """
+        c = self.ecfg
+        return load_observations(seq, frames, c.crop_size, c.num_points, c.segmentation, seed, self.keypoints).to(self.device)
+
+    def energies(self, params, obs: Observations) -> dict[str, torch.Tensor]:
+        """Every term's per-frame energy (B,) of ``params`` (see :func:`_energies`)."""
+        return _energies(params, obs, self.hand_model, self.obj, self.obj_normals, self.renderer, self.ecfg)
+
+    def quality(self, params, obs: Observations) -> dict[str, np.ndarray]:
+        """The per-frame quality of ``params`` (the arrays of :class:`FitResult`)."""
+        return _quality(params, obs, self.hand_model, self.obj, self.obj_normals, self.renderer, self.ecfg)
+
+
+def run_step(params, groups, obs: Observations, ctx: FitContext, iterations: int, root: Path, where: str,
+             on_check=None, on_iteration=None) -> None:  # fmt: skip
+    """Minimise the weighted energy (HOnnotate Eq. 3) of ``params`` with Adam for
+    ``iterations`` iterations, frozen frames held (:meth:`PoseParameters.zero_frozen_grads`).
+
+    Args:
+        params: :class:`PoseParameters` or :class:`GraspParameters` (changed in place).
+        groups: Adam parameter groups (:func:`_step_parameters`).
+        where: names the step in a divergence error (``"batch step 2, frames 18-37"``).
+        on_check: called every :data:`CHECK_EVERY` iterations with the energies as text.
+        on_iteration: called after every iteration.
+    Raises:
+        InputError: a non-finite energy (names ``root``, ``where`` and the terms).
+    """
+    opt = torch.optim.Adam(groups)
+    for it in range(iterations):
+        opt.zero_grad(set_to_none=True)
+        terms = ctx.energies(params, obs)
+        loss = _total(terms, params, ctx.ecfg)
+        check = it % CHECK_EVERY == 0 or it == iterations - 1
+        if check:  # the only host read of the loop: one every CHECK_EVERY iterations
+            vals = torch.stack([loss.detach()] + [v.detach().mean() for v in terms.values()]).tolist()
+            if not np.isfinite(vals[0]):
+                bad = [k for k, v in zip(terms, vals[1:]) if not np.isfinite(v)] or ["the pose parameters"]
+                raise InputError(f"{root}: fit diverged ({where}, iteration {it}): non-finite {', '.join(bad)}; check "
+                                 "this sequence's keypoints2d/, segmentation/ and depth")  # fmt: skip
+        loss.backward()
+        params.zero_frozen_grads()
+        opt.step()
+        if check and on_check is not None:
+            on_check(" ".join(f"{k}={v:.3g}" for k, v in zip(terms, vals[1:])))
+        if on_iteration is not None:
+            on_iteration()
+
+
 def inputs_digest(seq: Sequence, init: HandObjectPoses) -> str:
     """Short hash of what a fit starts from: the initial poses of the sequence's frames, the
     sequence header and calibration, the 2D joints, and the name and content of every depth
@@ -208,23 +297,14 @@ def fit_sequence(
         raise InputError(f"initial poses lack frame {e}") from None
     current.source = "fit"
     plan = make_plan(cfg, len(frames), len(seq.cameras))
-    # what the energies see: tc_grasp resolved for the schedule (the checkpoint digest and the
-    # recorded config keep the settings as given)
-    ecfg = cfg.model_copy(update={"tc_grasp": cfg.grasp_weight(resolve_schedule(cfg, len(seq.cameras)))})
-    keypoints = cfg.keypoints
-    if keypoints == "auto":
-        keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
     ckpt = Path(out_dir) / "ckpt" / "state.npz" if out_dir is not None else None
     inputs = inputs_digest(seq, current) if ckpt is not None else ""
     quality: dict[str, np.ndarray] = {}
     first = 0
     if resume and ckpt is not None and ckpt.is_file():
         current, first, quality = _load_state(ckpt, cfg.digest(), inputs)
-    hand_model = hand_model.to(device)
-    obj_verts, obj_faces = obj.verts.to(device), obj.faces.to(device)
-    objd = ObjectModel(obj.name, obj.mesh, obj_verts, obj_faces, obj.points, obj.diameter, obj.symmetric)
-    obj_normals = Meshes([obj_verts], [obj_faces]).verts_normals_padded()[0]
-    renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
+    ctx = FitContext.make(seq, hand_model, obj, cfg)
+    hand_model, objd, obj_normals, renderer, ecfg = ctx.hand_model, ctx.obj, ctx.obj_normals, ctx.renderer, ctx.ecfg
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -240,8 +320,7 @@ def fit_sequence(
             bar.update(task, description=f"{step.kind} {si + 1}/{len(plan)} frames {step_frames[0]}-{step_frames[-1]}")
             torch.manual_seed(cfg.seed + si)
             try:
-                obs = load_observations(seq, step_frames, cfg.crop_size, cfg.num_points, cfg.segmentation,
-                                        cfg.seed + si, keypoints).to(device)  # fmt: skip
+                obs = ctx.observations(seq, step_frames, cfg.seed + si)
             except InputError:  # bad input (hoannot.datasets.validate): the error line alone, no half bar
                 bar.live.transient = True
                 raise
@@ -252,25 +331,9 @@ def fit_sequence(
                 if start_energy[1] < start_energy[0]:
                     current = candidate
             params, groups = _step_parameters(step, current.select(step_frames), hand_model, cfg, str(device))
-            opt = torch.optim.Adam(groups)
-            for it in range(step.iterations):
-                opt.zero_grad(set_to_none=True)
-                terms = _energies(params, obs, hand_model, objd, obj_normals, renderer, ecfg)
-                loss = _total(terms, params, ecfg)
-                check = it % CHECK_EVERY == 0 or it == step.iterations - 1
-                if check:  # the only host read of the loop: one every CHECK_EVERY iterations
-                    vals = torch.stack([loss.detach()] + [v.detach().mean() for v in terms.values()]).tolist()
-                    if not np.isfinite(vals[0]):
-                        bad = [k for k, v in zip(terms, vals[1:]) if not np.isfinite(v)] or ["the pose parameters"]
-                        raise InputError(f"{seq.root}: fit diverged ({step.kind} step {si + 1}, frames {step_frames[0]}-"
-                                         f"{step_frames[-1]}, iteration {it}): non-finite {', '.join(bad)}; check this "
-                                         "sequence's keypoints2d/, segmentation/ and depth")  # fmt: skip
-                loss.backward()
-                params.zero_frozen_grads()
-                opt.step()
-                if check:
-                    bar.update(task, energies=" ".join(f"{k}={v:.3g}" for k, v in zip(terms, vals[1:])))
-                bar.advance(task)
+            where = f"{step.kind} step {si + 1}, frames {step_frames[0]}-{step_frames[-1]}"
+            run_step(params, groups, obs, ctx, step.iterations, seq.root, where,
+                     lambda text: bar.update(task, energies=text), lambda: bar.advance(task))  # fmt: skip
             if step.kind == "grasp":  # the grasp holds for every frame: re-pose all of them
                 current = _merge(current, params.to_poses(hand_model), step_frames)  # its frames' object poses
                 whole = GraspParameters(current, hand_model, hand_model.num_betas, str(device))
@@ -334,6 +397,8 @@ def _step_parameters(step: Step, poses: HandObjectPoses, hand_model: HandModel, 
     else:
         params = PoseParameters(poses, hand_model.num_betas, device)
         params.frozen[: step.frozen] = True
+        if step.frozen_end:
+            params.frozen[-step.frozen_end :] = True
         groups = [
             {"params": [params.global_orient, params.obj_delta], "lr": cfg.lr_rot},
             {"params": [params.hand_pose], "lr": cfg.lr_pose},

@@ -46,6 +46,8 @@ class Step:
         indices: positions of its frames in the sequence's frame list (sorted).
         iterations: Adam iterations.
         frozen: how many leading frames stay fixed (batch overlaps).
+        frozen_end: how many trailing frames stay fixed (the neighbours of a re-fitted window,
+            :mod:`hoannot.fitting.refit`).
         fit_betas: also estimate the hand shape.
         init_from_previous: first copy the previous frame's result into this frame.
     """
@@ -54,6 +56,7 @@ class Step:
     indices: tuple[int, ...]
     iterations: int
     frozen: int = 0
+    frozen_end: int = 0
     fit_betas: bool = False
     init_from_previous: bool = False
 

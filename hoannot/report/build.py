@@ -611,6 +611,57 @@ def provenance(seq: Sequence, stage: str, info: dict, cfg_source: str, cfg_diges
     return rows
 
 
+def load_refit(seq: Sequence, frames: list[int]) -> dict | None:
+    """The last re-fit of ``fit/`` (``fit/refit/``, :func:`hoannot.pipeline.run_refit`), or None.
+
+    Returns:
+        ``record`` (``refit.json``), ``poses`` (the re-fitted frames' poses before it, world
+        frame), ``quality`` (theirs before it, as :func:`load_quality`), ``frames`` (those of
+        them in ``frames``) and ``starts`` ({frame: start taken}).
+    Raises:
+        InputError: a damaged ``fit/refit/`` (names the file).
+    """
+    d = seq.root / "fit" / "refit"
+    if not (d / "refit.json").is_file():
+        return None
+    record = _read_json(d / "refit.json")
+    poses = HandObjectPoses.load(d / "before_poses.npz", seq.frames)
+    quality = load_quality(d / "before_quality.json")
+    shown = set(frames)
+    starts = {f: s for r in record.get("runs", []) for f, s in zip(r.get("frames", []), r.get("starts", []))}
+    return {"record": record, "poses": poses, "quality": quality, "starts": starts,
+            "frames": [int(f) for f in poses.frames if int(f) in shown]}  # fmt: skip
+
+
+def _before_row(refit: dict, f: int, cams: list[str], stats: dict) -> dict:
+    """A re-fitted frame's numbers and panels before the re-fit (page data)."""
+    q = refit["quality"]
+    i = int(np.flatnonzero(q["frames"] == f)[0])
+    val = lambda k: _fmt(q[k][i]) if k in q else "–"  # noqa: E731
+    return {"flag": bool(q["flag"][i]) if "flag" in q else False, "iou_hand": val("iou_hand"),
+            "iou_object": val("iou_object"), "depth": val("depth_residual_mm"), "start": refit["starts"].get(f, "–"),
+            "views": [{"camera": c, "h": stats[(f, c)]["thumb_size"][0], "w": stats[(f, c)]["thumb_size"][1],
+                       "panels": [{"name": p, "full": f"before/img/{c}/{f:06d}_{p}.jpg",
+                                   "thumb": f"before/thumb/{c}/{f:06d}_{p}.jpg"} for p in PANELS],
+                       "iou_hand": _fmt(stats[(f, c)]["iou_hand"]), "iou_object": _fmt(stats[(f, c)]["iou_object"]),
+                       "depth": _fmt(stats[(f, c)]["depth_residual_mm"])} for c in cams]}  # fmt: skip
+
+
+def refit_rows(refit: dict, q: dict[str, np.ndarray]) -> list[dict]:
+    """One row per re-fitted frame: start taken, IoUs, depth residual and flag before -> after."""
+    qi = {int(f): i for i, f in enumerate(q["frames"])}
+    rows = []
+    for f in refit["frames"]:
+        b = _before_row(refit, f, [], {})
+        i = qi.get(f)
+        val = lambda k, i=i: _fmt(q[k][i]) if i is not None and k in q else "–"  # noqa: E731
+        rows.append({"frame": f, "anchor": f"f{f:06d}", "start": b["start"],
+                     "iou_hand": (b["iou_hand"], val("iou_hand")), "iou_object": (b["iou_object"], val("iou_object")),
+                     "depth": (b["depth"], val("depth_residual_mm")),
+                     "flag": (b["flag"], bool(i is not None and "flag" in q and q["flag"][i]))})  # fmt: skip
+    return rows
+
+
 # ---- the report --------------------------------------------------------------------------
 
 
@@ -646,7 +697,7 @@ def build_report(
     """
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
-    from hoannot.pipeline import load_hand_model, load_sequence_object
+    from hoannot.datasets.loaders import load_hand_model, load_sequence_object
 
     if width < 8:
         raise InputError(f"--width {width}: expected at least 8 pixels")
@@ -673,6 +724,7 @@ def build_report(
         except InputError as e:  # e.g. no segmentation yet: the images are still worth a look
             quality, quality_source, note = None, "none", f"no per-frame quality: {e}"
 
+    refit = load_refit(seq, frames) if stage == "fit" else None
     root = seq.root / "report"
     tmp = seq.root / ".report.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -680,6 +732,10 @@ def build_report(
     try:
         stats = render_panels(seq, poses, hand_model, obj, tmp, frames, cfg.segmentation, width, device,
                               cfg.backend, progress)  # fmt: skip
+        before_stats = {}
+        if refit is not None:  # the re-fitted frames as they were, panels under before/
+            before_stats = render_panels(seq, refit["poses"], hand_model, obj, tmp / "before", refit["frames"],
+                                         cfg.segmentation, width, device, cfg.backend, False)  # fmt: skip
         q = quality or {"frames": np.asarray(frames, np.int64)}
         qi = {int(f): i for i, f in enumerate(q["frames"])}
         cams = seq.camera_names
@@ -700,6 +756,7 @@ def build_report(
                     "iou_hand": _fmt(stats[(f, c)]["iou_hand"]), "iou_object": _fmt(stats[(f, c)]["iou_object"]),
                     "depth": _fmt(stats[(f, c)]["depth_residual_mm"]),
                 } for c in cams],
+                "before": _before_row(refit, f, cams, before_stats) if refit is not None and f in refit["frames"] else None,
             })  # fmt: skip
         lut = _colormap()
         env = Environment(loader=PackageLoader("hoannot.report", "templates"), autoescape=True,
@@ -710,6 +767,7 @@ def build_report(
             note=note, charts=timeline_charts(q, frames) if quality is not None else [],
             flagged=flagged_rows(q, frames) if quality is not None else None,
             error_names=[k.removesuffix("_error_est_mm") for k in _error_keys(q)],
+            refitted=refit_rows(refit, q) if refit is not None else None,
             frames=frame_rows, panels=PANELS, svg_w=SVG_W, svg_h=SVG_H,
             colours={"hand": _rgb_hex(HAND_RGB), "object": _rgb_hex(OBJECT_RGB), "missed": _rgb_hex(MISSED_RGB),
                      "extra": _rgb_hex(EXTRA_RGB), "swapped": _rgb_hex(SWAPPED_RGB)},

@@ -103,7 +103,7 @@ def write_recording(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hoannot.pipeline import load_hand_model, load_sequence_object
+    from hoannot.datasets.loaders import load_hand_model, load_sequence_object
 
     rr = check_rerun(path)
     path = Path(path)
