@@ -172,9 +172,12 @@ def fit(
     ycb_dir: Optional[Path] = YcbOpt,
 ) -> None:
     """Fit hand and object poses to the observations (writes fit/)."""
+    import time
+
     from hoannot.fitting.config import load_fit_config
     from hoannot.pipeline import run_fit
 
+    started = time.time()
     try:
         weights = {}
         for w in weight:
@@ -200,7 +203,13 @@ def fit(
         _fail(e)
     except KeyboardInterrupt:
         ckpt = seq / "fit" / "ckpt" / "state.npz"
-        what = f"`hoannot fit {seq} --resume` continues from {ckpt}" if ckpt.is_file() else "no step had finished yet"
+        ours = ckpt.is_file() and ckpt.stat().st_mtime >= started  # an older one may be of other settings
+        if refit is not None:
+            what = "the re-fit wrote nothing; fit/ is as it was"
+        elif ours or (resume and ckpt.is_file()):
+            what = f"`hoannot fit {seq} --resume` continues from {ckpt}"
+        else:
+            what = "no step of this run had finished yet"
         err_console.print(f"interrupted: {what}", soft_wrap=True)
         raise typer.Exit(code=130) from None
     q = result.quality

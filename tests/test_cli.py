@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +235,30 @@ def test_ctrl_c_in_any_command_is_one_line(seq, monkeypatch):
     monkeypatch.setattr(hoannot.pipeline, "run_export", interrupted)
     r = invoke("export", seq)
     assert r.exit_code == 130 and r.output.strip() == "interrupted", r.output
+
+
+def test_ctrl_c_before_the_first_step_does_not_point_to_an_older_checkpoint(seq, monkeypatch):
+    """A checkpoint left by an earlier fit (maybe of other settings) is not this run's: Ctrl-C
+    before the first step says so instead of suggesting --resume; one this run wrote is named."""
+    import hoannot.pipeline
+
+    ckpt = seq / "fit" / "ckpt" / "state.npz"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"an older run's checkpoint")
+    os.utime(ckpt, (1e9, 1e9))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hoannot.pipeline, "run_fit", interrupted)
+    r = invoke("fit", seq)
+    assert r.exit_code == 130 and "no step of this run had finished yet" in r.output, r.output
+
+    def one_step_then_interrupted(*a, **k):
+        ckpt.write_bytes(b"this run's checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hoannot.pipeline, "run_fit", one_step_then_interrupted)
+    r = invoke("fit", seq)
+    ckpt.unlink()
+    assert r.exit_code == 130 and "--resume` continues from" in r.output, r.output
