@@ -257,7 +257,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/hoannot_qa")
     ap.add_argument("--calibrate", action="store_true", help="write hoannot/fitting/qa_calibration.json")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from hoannot.fitting.config import load_fit_config

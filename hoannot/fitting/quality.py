@@ -48,7 +48,7 @@ PRIOR_ROT_RAD, PRIOR_POSE_RAD, PRIOR_TRANSL_M = 0.5, 0.5, 0.05
 #: finite-difference steps for the model Jacobians (central differences)
 FD_ROT_RAD, FD_TRANSL_M = 1e-3, 1e-3
 #: features of each estimate, in the order of the regression weights
-HAND_FEATURES = ("log_hand_std", "log_hand_points_rms", "hand_iou_miss", "log_hand_jump")
+HAND_FEATURES = ("log_hand_std", "log_hand_points_rms", "hand_iou_miss", "log_hand_jump", "log_hand_limit")
 OBJECT_FEATURES = ("log_object_std", "log_object_points_rms", "object_iou_miss", "log_object_jump")
 
 
@@ -252,35 +252,43 @@ def temporal_jump_mm(points: np.ndarray) -> np.ndarray:
 
 
 def error_features(params: PoseParameters, obs, hand_model, obj, cfg: FitConfig) -> dict[str, np.ndarray]:
-    """Per-frame features of B frames besides :func:`frame_quality`'s: ``hand_std_mm``,
-    ``object_std_mm`` (:func:`laplace_std`), ``hand_points_rms_mm``,
-    ``object_points_rms_mm`` (RMS distance of the observed points to the closest fitted
-    vertex, capped at ``cfg.points3d_truncate_cm``; NaN without points), ``hand_pixels``
-    (observed hand pixels over all cameras at the crop size), all (B,) float32."""
+    """Per-frame features of B frames besides :func:`frame_quality`'s, all (B,) float32:
+    ``hand_std_mm``, ``object_std_mm`` (:func:`laplace_std`); ``hand_points_rms_mm``,
+    ``object_points_rms_mm``: RMS distance of the observed points to the fitted surface
+    (E_3D of each class alone, HOnnotate Eq. 7, capped at ``cfg.points3d_truncate_cm``; NaN
+    without points); ``hand_limit_rad``: the root of E_joint (Eq. 8), how far the fingers
+    bend past their limits; ``hand_pixels``: observed hand pixels over all cameras at the
+    crop size."""
     out = laplace_std(params, obs, hand_model, obj, cfg)
     with torch.no_grad():
-        t = cfg.points3d_truncate_cm / 100.0
-        for name, pts, valid, verts in (
-            ("hand", obs.hand_points, obs.hand_points_valid, params.hand(hand_model).vertices),
-            ("object", obs.object_points, obs.object_points_valid, params.object_vertices(obj.verts)),
+        c, k, search = cfg.points3d_truncate_cm, cfg.points3d_candidates, cfg.resolved_points3d_search()
+        hand = params.hand(hand_model)
+        for name, pts, valid, verts, faces in (
+            ("hand", obs.hand_points, obs.hand_points_valid, hand.vertices, hand.faces),
+            ("object", obs.object_points, obs.object_points_valid, params.object_vertices(obj.verts), obj.faces),
         ):
-            d = knn_points(pts, verts, K=1).dists[..., 0].sqrt().clamp(max=t)
-            cnt = valid.sum(1)
-            rms = ((d.square() * valid).sum(1) / cnt.clamp(min=1)).sqrt() * 1000
-            out[f"{name}_points_rms_mm"] = torch.where(cnt > 0, rms, torch.full_like(rms, float("nan"))).cpu().numpy().astype(np.float32)
+            rms = E.point_to_surface_energy(pts, valid, verts, faces, c, k, search).sqrt() * 10  # cm^2 -> mm
+            rms = torch.where(valid.any(1), rms, torch.full_like(rms, float("nan")))
+            out[f"{name}_points_rms_mm"] = rms.cpu().numpy().astype(np.float32)
+        limit = E.joint_limit_energy(hand_model.limits.violation(params.hand_pose)).sqrt()
+        out["hand_limit_rad"] = limit.cpu().numpy().astype(np.float32)
         out["hand_pixels"] = (obs.labels == 1).flatten(1).sum(1).cpu().numpy().astype(np.float32)
     return out
 
 
 def feature_matrix(q: dict[str, np.ndarray], kind: str) -> np.ndarray:
-    """(F, 1 + 4) regression inputs of ``kind`` (``"hand"`` or ``"object"``): a 1, then
+    """(F, 1 + k) regression inputs of ``kind`` (``"hand"`` or ``"object"``): a 1, then
     ``HAND_FEATURES`` / ``OBJECT_FEATURES`` from the quality arrays: log of the Laplace std,
-    log(1 + points RMS) (no points counts as the cap, 20 mm), 1 - IoU, log(1 + jump)."""
+    log(1 + points RMS) (no points counts as the cap, 20 mm), 1 - IoU, log(1 + jump), and for
+    the hand log(1 + 10 x the joint-limit excess in radians)."""
     std = np.asarray(q[f"{kind}_std_mm"], np.float64)
     rms = np.nan_to_num(np.asarray(q[f"{kind}_points_rms_mm"], np.float64), nan=20.0)
     iou = np.nan_to_num(np.asarray(q[f"iou_{kind}"], np.float64), nan=0.0)
     jump = np.asarray(q[f"{kind}_jump_mm"], np.float64)
-    return np.stack([np.ones_like(std), np.log(np.maximum(std, 1e-3)), np.log1p(rms), 1 - iou, np.log1p(jump)], 1)
+    cols = [np.ones_like(std), np.log(np.maximum(std, 1e-3)), np.log1p(rms), 1 - iou, np.log1p(jump)]
+    if kind == "hand":
+        cols.append(np.log1p(10 * np.asarray(q["hand_limit_rad"], np.float64)))
+    return np.stack(cols, 1)
 
 
 # ---- 3. calibration and flags --------------------------------------------------------------
@@ -294,8 +302,9 @@ class Calibration:
     hand MPJPE, mm, HO-3D joints) and object (the object ADD, ADD-S for a symmetric object, mm).
 
     Attributes:
-        hand_weights, object_weights: 5 floats each (intercept, then the features' weights,
-            which are >= 0: more residual never means less error).
+        hand_weights, object_weights: 1 + len(HAND_FEATURES) and 1 + len(OBJECT_FEATURES)
+            floats (intercept, then the features' weights, which are >= 0: more residual never
+            means less error).
         hand_flag_mm, object_flag_mm: a frame whose estimate exceeds one is flagged.
         hard_flags: also flag by :func:`hard_flag`.
         provenance: where it was fitted (captures, commit, date, command).
@@ -331,7 +340,7 @@ def load_calibration(path: str | Path | None = None) -> Calibration | None:
         raw = json.loads(p.read_text())
         cal = Calibration(**raw)
         if len(cal.hand_weights) != 1 + len(HAND_FEATURES) or len(cal.object_weights) != 1 + len(OBJECT_FEATURES):
-            raise ValueError("expected 5 hand and 5 object weights")
+            raise ValueError(f"expected {1 + len(HAND_FEATURES)} hand and {1 + len(OBJECT_FEATURES)} object weights")
     except (OSError, ValueError, TypeError) as e:
         raise InputError(f"{p}: malformed error-estimate calibration ({type(e).__name__}: {e})".splitlines()[0]) from None
     return cal
@@ -414,8 +423,9 @@ def fit_calibration(qs: list[dict[str, np.ndarray]], hand_err: list[np.ndarray],
     wh, wo = fit_weights(Xh, eh), fit_weights(Xo, eo)
     h, o = np.exp(Xh @ wh), np.exp(Xo @ wo)
     hard = np.concatenate([hard_flag(q) for q in qs])
-    th = pick_threshold(h, eh, 10.0, 6.0, max_false)
-    to = pick_threshold(o, eo, 5.0, 2.0, max_false)
+    # never below the "good" error itself: an estimate under it says the frame is fine
+    th = max(pick_threshold(h, eh, 10.0, 6.0, max_false), 6.0)
+    to = max(pick_threshold(o, eo, 5.0, 2.0, max_false), 2.0)
     # the hard flags stay on only if they add no more false flags on good-hand frames than allowed
     good = eh < 6.0
     with_hard = ((h > th) | (o > to) | hard)[good].mean() if good.any() else 0.0
@@ -430,8 +440,10 @@ def sequence_quality(seq, poses, hand_model, obj, cfg: FitConfig, keypoints: str
     """Quality, error estimates and flags of every frame of ``poses`` (world frame).
 
     Chunks of ``cfg.batch_size`` frames: :func:`frame_quality` and :func:`error_features` on
-    each, then the temporal jumps of the hand joints (HO-3D order) and of the object's model
-    points over the whole sequence (``hand_jump_mm``, ``object_jump_mm``), then
+    each, then the temporal jumps (:func:`temporal_jump_mm`) of the hand joints (HO-3D order)
+    in the object's frame (a held hand moves with its object; in the world the motion
+    itself would dominate) and of the object's points in the world, over the whole sequence
+    (``hand_jump_mm``, ``object_jump_mm``), then
     :func:`apply_calibration`.
 
     Args:
@@ -471,7 +483,9 @@ def sequence_quality(seq, poses, hand_model, obj, cfg: FitConfig, keypoints: str
         q.update(error_features(params, obs, hand_model, obj, cfg))
         parts.append(q)
         with torch.no_grad():
-            joints.append(params.hand(hand_model).joints.cpu().numpy())
+            # the hand joints in the object's frame: a held hand moves with its object
+            J = params.hand(hand_model).joints
+            joints.append(torch.einsum("bji,bnj->bni", params.obj_R(), J - params.obj_transl[:, None]).cpu().numpy())
             sub = torch.linspace(0, obj.verts.shape[0] - 1, min(64, obj.verts.shape[0]), device=device).long()
             opts.append(params.object_vertices(obj.verts[sub]).cpu().numpy())
     keys = list(dict.fromkeys(k for p in parts for k in p))  # E_temporal is absent from a chunk of one frame
