@@ -121,8 +121,9 @@ def truth(dst: Path, poses) -> tuple[np.ndarray, np.ndarray]:
     return hand.astype(np.float64), np.asarray(objerr, np.float64)
 
 
-def run_one(work: Path, name: str, seed: int, fit_digest: str) -> dict:
-    """Fit one corrupted run (cached), then its features on the fitted poses and the truth."""
+def run_one(work: Path, name: str, seed: int, fit_digest: str, fit: bool = True) -> dict | None:
+    """Fit one corrupted run (cached), then its features on the fitted poses and the truth
+    (None when the run has no cached fit and ``fit`` is False)."""
     from hoannot.datasets.poses import HandObjectPoses
     from hoannot.fitting.config import load_fit_config
     from hoannot.fitting.quality import sequence_quality
@@ -136,12 +137,17 @@ def run_one(work: Path, name: str, seed: int, fit_digest: str) -> dict:
     done = dst / "qa_key.json"
     seconds = None
     if not (done.is_file() and json.loads(done.read_text()).get("key") == key):
-        shutil.rmtree(dst, ignore_errors=True)
-        _copy_inputs(cap, dst)
-        run_init(dst, from_gt=True, seed=seed)
-        corrupt(dst, spec)
+        if not fit:
+            return None
+        started = dst / "qa_started.json"  # inputs corrupted: an interrupted fit resumes from its checkpoint
+        if not (started.is_file() and json.loads(started.read_text()).get("key") == key):
+            shutil.rmtree(dst, ignore_errors=True)
+            _copy_inputs(cap, dst)
+            run_init(dst, from_gt=True, seed=seed)
+            corrupt(dst, spec)
+            started.write_text(json.dumps({"key": key}))
         t0 = time.perf_counter()
-        run_fit(dst, load_fit_config(None), progress=False)
+        run_fit(dst, load_fit_config(None), resume=True, progress=False)
         seconds = round(time.perf_counter() - t0, 1)
         done.write_text(json.dumps({"key": key, "fit_seconds": seconds}))
     seconds = json.loads(done.read_text())["fit_seconds"]
@@ -258,6 +264,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/hoannot_qa")
     ap.add_argument("--calibrate", action="store_true", help="write hoannot/fitting/qa_calibration.json")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cached-only", action="store_true", help="score only the runs already fitted")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from hoannot.fitting.config import load_fit_config
@@ -268,8 +275,10 @@ def main() -> None:
     runs = {}
     for name in CALIBRATION + SCORED:
         for seed in RUNS:
-            runs[(name, seed)] = run_one(work, name, seed, fit_digest)
-            print(name, seed, "fit", runs[(name, seed)]["fit_seconds"], "s", flush=True)
+            r = run_one(work, name, seed, fit_digest, fit=not a.cached_only)
+            if r is not None:
+                runs[(name, seed)] = r
+                print(name, seed, "fit", r["fit_seconds"], "s", flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "hoannot"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     date = datetime.date.today().isoformat()
@@ -277,7 +286,7 @@ def main() -> None:
 
     def calibrate(names: list[str]):
         sel = [r for (n, _), r in runs.items() if n in names]
-        prov = {"captures": names, "runs": list(RUNS), "git_commit": commit + ("+dirty" if dirty else ""), "date": date,
+        prov = {"captures": sorted({r["name"] for r in sel}), "runs": list(RUNS), "git_commit": commit + ("+dirty" if dirty else ""), "date": date,
                 "command": command, "fit_config_digest": fit_digest, "frames": sum(len(r["hand_mpjpe_mm"]) for r in sel)}
         return fit_calibration([_q(r) for r in sel], [np.asarray(r["hand_mpjpe_mm"]) for r in sel],
                                [np.asarray(r["object_add_mm"]) for r in sel], prov)  # fmt: skip
@@ -296,11 +305,14 @@ def main() -> None:
         "command": command, "git_commit": commit + ("+dirty" if dirty else ""), "date": date,
         "package_digest": package_digest(), "fit_config_digest": fit_digest, "threads": a.threads,
         "data_sha256": data_hashes(),
-        "captures": CALIBRATION + SCORED,
+        "captures": sorted({n for n, _ in runs}),
+        "runs_scored": sorted(f"{n}_r{s}" for n, s in runs if n in SCORED),
         "frames": scored["frames"],
         "spearman_hand": scored["spearman_hand"], "spearman_object": scored["spearman_object"],
         "flag_recall_over_10mm": scored["flag_recall_over_10mm"], "flag_rate_under_6mm": scored["flag_rate_under_6mm"],
-        "calibration_split": {"calibration_captures": CALIBRATION, "scored_captures": SCORED, "runs_per_capture": list(RUNS),
+        "calibration_split": {"calibration_captures": [c for c in CALIBRATION if any(n == c for n, _ in runs)],
+                              "scored_captures": [c for c in SCORED if any(n == c for n, _ in runs)],
+                              "runs_per_capture": list(RUNS),
                               "note": "the scored numbers use the shipped calibration, fitted on the calibration captures only"},
         "calibration": asdict(cal),
         "corruptions": {f"{n}_r{s}": r["corruption"] for (n, s), r in runs.items()},
