@@ -106,6 +106,10 @@ def test_without_a_calibration_there_is_no_estimate_and_the_hard_flags(tmp_path)
         Q.load_calibration(bad)
     with pytest.raises(InputError, match="not found"):
         Q.load_calibration(tmp_path / "none.json")
+    old = Q.Calibration([0.0] * 3, [0.0] * (1 + len(Q.OBJECT_FEATURES)), 8.0, 2.0, hand_features=["a", "b"])
+    old.save(bad)
+    with pytest.raises(InputError, match="rerun benchmarks/qa.py --calibrate"):  # fitted by another version
+        Q.load_calibration(bad)
 
 
 def test_the_threshold_sits_in_the_log_middle_of_the_gap_within_the_false_flag_allowance():

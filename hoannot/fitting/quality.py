@@ -315,6 +315,8 @@ class Calibration:
         hand_flag_mm, object_flag_mm: a frame whose estimate exceeds one is flagged.
         hard_flags: also flag by :func:`hard_flag`.
         provenance: where it was fitted (captures, commit, date, command).
+        hand_features, object_features: the feature names the weights belong to
+            (``HAND_FEATURES``, ``OBJECT_FEATURES`` of the version that fitted it).
     """
 
     hand_weights: list[float]
@@ -323,6 +325,8 @@ class Calibration:
     object_flag_mm: float
     hard_flags: bool = True
     provenance: dict = field(default_factory=dict)
+    hand_features: list[str] = field(default_factory=lambda: list(HAND_FEATURES))
+    object_features: list[str] = field(default_factory=lambda: list(OBJECT_FEATURES))
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (atomically)."""
@@ -336,7 +340,8 @@ def load_calibration(path: str | Path | None = None) -> Calibration | None:
     the default file does not exist.
 
     Raises:
-        InputError: an unreadable or malformed file (names it), or a missing ``path`` given.
+        InputError: an unreadable or malformed file, or one fitted for other features than
+            this version computes (names it), or a missing ``path`` given.
     """
     p = Path(path) if path is not None else CALIBRATION_PATH
     if not p.is_file():
@@ -346,10 +351,14 @@ def load_calibration(path: str | Path | None = None) -> Calibration | None:
     try:
         raw = json.loads(p.read_text())
         cal = Calibration(**raw)
-        if len(cal.hand_weights) != 1 + len(HAND_FEATURES) or len(cal.object_weights) != 1 + len(OBJECT_FEATURES):
-            raise ValueError(f"expected {1 + len(HAND_FEATURES)} hand and {1 + len(OBJECT_FEATURES)} object weights")
+        if len(cal.hand_weights) != 1 + len(cal.hand_features) or len(cal.object_weights) != 1 + len(cal.object_features):
+            raise ValueError("expected one weight per feature and an intercept")
     except (OSError, ValueError, TypeError) as e:
         raise InputError(f"{p}: malformed error-estimate calibration ({type(e).__name__}: {e})".splitlines()[0]) from None
+    if (tuple(cal.hand_features), tuple(cal.object_features)) != (HAND_FEATURES, OBJECT_FEATURES):
+        raise InputError(f"{p}: calibration fitted for the features {cal.hand_features} / {cal.object_features}, this "
+                         f"version computes {list(HAND_FEATURES)} / {list(OBJECT_FEATURES)}; rerun benchmarks/qa.py "
+                         "--calibrate")  # fmt: skip
     return cal
 
 
