@@ -317,6 +317,8 @@ def main() -> None:
         "calibration": asdict(cal),
         "corruptions": {f"{n}_r{s}": r["corruption"] for (n, s), r in runs.items()},
         "fit_seconds": {f"{n}_r{s}": r["fit_seconds"] for (n, s), r in runs.items()},
+        "fit_seconds_note": "wall time of the run's last run_fit call, 1 thread on 2 cores shared with other jobs; a fit "
+                            "resumed from its checkpoint counts only the resumed part",
         "quality_pass_seconds": {f"{n}_r{s}": r["quality_pass_seconds"] for (n, s), r in runs.items()},
         "scored": scored,
         "swapped": swapped,
