@@ -518,8 +518,9 @@ def sequence_quality(seq, poses, hand_model, obj, cfg: FitConfig, keypoints: str
             joints.append(torch.einsum("bji,bnj->bni", params.obj_R(), J - params.obj_transl[:, None]).cpu().numpy())
             sub = torch.linspace(0, obj.verts.shape[0] - 1, min(64, obj.verts.shape[0]), device=device).long()
             opts.append(params.object_vertices(obj.verts[sub]).cpu().numpy())
-    keys = list(dict.fromkeys(k for p in parts for k in p))  # E_temporal is absent from a chunk of one frame
-    q = {k: np.concatenate([p[k] if k in p else np.full(len(p["flag"]), np.nan, np.float32) for p in parts]) for k in keys}
+    # E_temporal is absent from a chunk of one frame: 0, as for the first frame of any chunk
+    keys = list(dict.fromkeys(k for p in parts for k in p))
+    q = {k: np.concatenate([p[k] if k in p else np.zeros(len(p["flag"]), np.float32) for p in parts]) for k in keys}
     q["frames"] = np.asarray(frames, np.int64)
     q["hand_jump_mm"] = temporal_jump_mm(np.concatenate(joints))
     q["object_jump_mm"] = temporal_jump_mm(np.concatenate(opts))
