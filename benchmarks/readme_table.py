@@ -148,6 +148,18 @@ def fit(r: dict) -> list[Row]:
              f"{r['object_add_mm_before']:.1f} -> {r['object_add_mm_after']:.1f} mm", "memory and time per frame")]  # fmt: skip
 
 
+def qa(r: dict) -> list[Row]:
+    split = r["calibration_split"]
+    sw = r.get("swapped", {})
+    return [(f"`qa.py` ({len(r['captures'])} captures with wrong starts, occluded and missed hands; calibrated on "
+             f"{len(split['calibration_captures'])}, scored on {len(split['scored_captures'])}, {r['frames']} frames)",
+             f"per-frame hand error estimate: Spearman {r['spearman_hand']:.2f}, flagged {r['flag_recall_over_10mm']:.2f} "
+             f"of frames > 10 mm and {r['flag_rate_under_6mm']:.2f} of frames < 6 mm (swapped split "
+             f"{sw.get('spearman_hand', float('nan')):.2f} / {sw.get('flag_recall_over_10mm', float('nan')):.2f} / "
+             f"{sw.get('flag_rate_under_6mm', float('nan')):.2f}); object estimate Spearman {r['spearman_object']:.2f}",
+             "Spearman >= 0.6, >= 0.8, <= 0.1")]  # fmt: skip
+
+
 def scale(r: dict) -> list[Row]:
     caps = r["captures"]
     return [(f"`scale.py` ({r['cameras']} cameras x {r['frames']} frames, chunks of {r['chunk_frames']} on "
@@ -162,7 +174,7 @@ def scale(r: dict) -> list[Row]:
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
     "grasp_search": grasp_search, "init_fit": init_fit, "perception": perception, "baselines": baselines,
-    "render": render, "fit": fit, "scale": scale,
+    "render": render, "fit": fit, "scale": scale, "qa": qa,
 }  # fmt: skip
 
 

@@ -88,6 +88,7 @@ def _breakdown(seq, init, hand_model, obj, cfg, repeats: int) -> dict:
     from pytorch3d.structures import Meshes
 
     from hoannot.fitting import optimize as O
+    from hoannot.fitting.quality import frame_quality
     from hoannot.fitting.observations import load_observations
     from hoannot.fitting.schedule import make_plan
     from hoannot.renderers.renderer import HandObjectRenderer
@@ -144,7 +145,7 @@ def _breakdown(seq, init, hand_model, obj, cfg, repeats: int) -> dict:
     params.zero_grad(set_to_none=True)
     O._total(O._energies(params, obs, hm, objd, normals, renderer, cfg), params, cfg).backward()
     out["adam_step"] = timed(opt.step)
-    quality = timed(lambda: O._quality(params, obs, hm, objd, normals, renderer, cfg), 2)
+    quality = timed(lambda: frame_quality(params, obs, hm, objd, normals, renderer, cfg), 2)
     out["quality_pass_per_iteration"] = quality / step.iterations
     out["io_per_iteration"] = io / step.iterations
     full = timed(lambda: (params.zero_grad(set_to_none=True),

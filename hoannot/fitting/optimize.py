@@ -32,6 +32,7 @@ from hoannot.fitting import energies as E
 from hoannot.fitting.config import FitConfig
 from hoannot.fitting.observations import Observations, load_observations
 from hoannot.fitting.parameters import GraspParameters, PoseParameters
+from hoannot.fitting.quality import frame_quality, sequence_quality
 from hoannot.fitting.schedule import Step, make_plan, resolve_schedule
 from hoannot.models.hand import HandModel
 from hoannot.models.objects import ObjectModel
@@ -43,8 +44,6 @@ PENETRATION_STRIDE = 4  # E_phy uses every 4th hand vertex
 #: iterations between the loop's host reads (divergence check, progress); none in between, so
 #: on a GPU the iterations queue without synchronising
 CHECK_EVERY = 5
-#: a frame is flagged when a silhouette IoU falls below these or the depth residual exceeds this
-FLAG_IOU_HAND, FLAG_IOU_OBJECT, FLAG_DEPTH_MM = 0.5, 0.6, 10.0
 
 
 @dataclass
@@ -53,10 +52,14 @@ class FitResult:
 
     Attributes:
         poses: world-frame poses of every frame (``source == "fit"``).
-        quality: per-frame arrays: ``frames`` (F,), ``E_<term>`` (F,) final energies,
-            ``iou_hand``, ``iou_object`` (F,) silhouette IoU against the segmentation
-            (crop), ``depth_residual_mm`` (F,) median |rendered - observed| depth,
-            ``flag`` (F,) bool: the frame looks wrong.
+        quality: per-frame arrays (F,) of :func:`hoannot.fitting.quality.sequence_quality`:
+            ``frames``, ``E_<term>`` final energies, ``iou_hand``, ``iou_object`` silhouette
+            IoU against the segmentation (crop), ``depth_residual_mm`` median |rendered -
+            observed| depth, the error features, ``hand_error_est_mm`` and
+            ``object_error_est_mm`` (estimated hand MPJPE and object ADD without ground truth;
+            absent when the package has no calibration: ``error_est_calibrated`` False),
+            ``flag`` bool: the frame looks wrong. A fit stopped early (``stop_after``) has the
+            last steps' residuals and hard flags only.
     """
 
     poses: HandObjectPoses
@@ -104,27 +107,6 @@ def _total(terms: dict[str, torch.Tensor], params: PoseParameters, cfg: FitConfi
     if params.betas.requires_grad:
         total = total + cfg.betas_prior * params.betas.square().sum()
     return total
-
-
-def _quality(params, obs, hand_model, obj, obj_normals, renderer, cfg) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        terms = _energies(params, obs, hand_model, obj, obj_normals, renderer, cfg)
-        hand = params.hand(hand_model)
-        r = renderer(hand.vertices, hand.faces, params.object_vertices(obj.verts), obj.faces, obs.cams, soft=False)
-        q = {f"E_{k}": v.cpu().numpy() for k, v in terms.items()}
-        for name, cls in (("iou_hand", 1), ("iou_object", 2)):
-            a, b = r.labels == cls, obs.labels == cls
-            inter = (a & b).flatten(1).sum(1).float()
-            union = (a | b).flatten(1).sum(1).float().clamp(min=1)
-            q[name] = (inter / union).cpu().numpy()
-        valid = (r.labels > 0) & (obs.labels > 0) & (obs.depth > 0)
-        res = []
-        for b in range(len(obs.frames)):
-            d = (r.zbuf[b] - obs.depth[b]).abs()[valid[b]]
-            res.append(float(d.median()) * 1000 if d.numel() else np.nan)
-        q["depth_residual_mm"] = np.array(res, np.float32)
-    q["flag"] = (q["iou_hand"] < FLAG_IOU_HAND) | (q["iou_object"] < FLAG_IOU_OBJECT) | ~(q["depth_residual_mm"] <= FLAG_DEPTH_MM)
-    return q
 
 
 @dataclass
@@ -178,7 +160,7 @@ class FitContext:
 
     def quality(self, params, obs: Observations) -> dict[str, np.ndarray]:
         """The per-frame quality of ``params`` (the arrays of :class:`FitResult`)."""
-        return _quality(params, obs, self.hand_model, self.obj, self.obj_normals, self.renderer, self.ecfg)
+        return frame_quality(params, obs, self.hand_model, self.obj, self.obj_normals, self.renderer, self.ecfg)
 
 
 def run_step(params, groups, obs: Observations, ctx: FitContext, iterations: int, root: Path, where: str,
@@ -343,13 +325,15 @@ def fit_sequence(
                 current = _merge(current, whole.to_poses(hand_model), frames)
             else:
                 current = _merge(current, params.to_poses(hand_model), step_frames)
-            q = _quality(params, obs, hand_model, objd, obj_normals, renderer, ecfg)
+            q = frame_quality(params, obs, hand_model, objd, obj_normals, renderer, ecfg)
             if step.kind != "grasp":
                 quality = _merge_quality(quality, q, step_frames, frames)
             if ckpt is not None:
                 _save_state(ckpt, current, si + 1, quality, cfg.digest(), inputs)
             _signal_hook(si + 1)
     current.source = "fit"
+    if stop_after is None or first + stop_after >= len(plan):  # the whole plan ran: estimate errors on the final poses
+        quality = sequence_quality(seq, current, hand_model, objd, ecfg, ctx.keypoints)
     return FitResult(current, quality)
 
 

@@ -37,6 +37,7 @@ from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig
 from hoannot.fitting.optimize import FitContext, _step_parameters, _total, run_step
 from hoannot.fitting.schedule import Step
+from hoannot.fitting.quality import sequence_quality
 from hoannot.models.hand import HandModel, change_frame
 from hoannot.models.objects import ObjectModel
 
@@ -285,7 +286,10 @@ def refit_frames(
         with torch.no_grad():
             e_after = float(_total(ctx.energies(params, obs), params, ctx.ecfg))
         e_frames_after = _frame_energy(ctx, fitted, obs, ctx.hand_model)
-        q = ctx.quality(params, obs)
+        # the fit's final quality pass (hoannot.fitting.quality: estimates and flags as the fit
+        # computes them), over the window so the temporal jumps see the fixed neighbours
+        q = sequence_quality(seq, fitted, ctx.hand_model, ctx.obj, ctx.ecfg, ctx.keypoints)
+        q.pop("frames", None)
         for k, j in enumerate(in_run):  # only the run's frames change: the frozen ones keep their bits
             for name in POSE_FIELDS:
                 getattr(out, name)[pos[run[k]]] = getattr(fitted, name)[j]

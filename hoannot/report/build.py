@@ -28,7 +28,7 @@ from hoannot.io import InputError, atomic_write, read_image
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig
-from hoannot.fitting.optimize import FLAG_DEPTH_MM, FLAG_IOU_HAND, FLAG_IOU_OBJECT
+from hoannot.fitting.quality import FLAG_DEPTH_MM, FLAG_IOU_HAND, FLAG_IOU_OBJECT, load_calibration
 from hoannot.fitting.parameters import PoseParameters
 from hoannot.models.hand import HandModel, HandOutput
 from hoannot.models.objects import ObjectModel
@@ -175,31 +175,13 @@ def compute_quality(
     Raises:
         InputError: a missing observation (segmentation, depth), naming the file.
     """
-    from pytorch3d.structures import Meshes
-
-    from hoannot.fitting.observations import load_observations
-    from hoannot.fitting.optimize import _quality
+    from hoannot.fitting.quality import sequence_quality
     from hoannot.fitting.schedule import resolve_schedule
 
-    ecfg = cfg.model_copy(update={"tc_grasp": cfg.grasp_weight(resolve_schedule(cfg, len(seq.cameras)))})
-    keypoints = cfg.keypoints
-    if keypoints == "auto":
-        keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
+    ecfg = cfg.model_copy(update={"tc_grasp": cfg.grasp_weight(resolve_schedule(cfg, len(seq.cameras))), "device": device})
     verts, faces = obj.verts.to(device), obj.faces.to(device)
     objd = ObjectModel(obj.name, obj.mesh, verts, faces, obj.points, obj.diameter, obj.symmetric)
-    normals = Meshes([verts], [faces]).verts_normals_padded()[0]
-    renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
-    frames = [int(f) for f in poses.frames]
-    parts = []
-    for i in range(0, len(frames), cfg.batch_size):
-        chunk = frames[i : i + cfg.batch_size]
-        obs = load_observations(seq, chunk, cfg.crop_size, cfg.num_points, cfg.segmentation, cfg.seed,
-                                keypoints).to(device)  # fmt: skip
-        params = PoseParameters(poses.select(chunk), hand_model.num_betas, device)
-        parts.append(_quality(params, obs, hand_model, objd, normals, renderer, ecfg))
-    q = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    q["frames"] = np.asarray(frames, np.int64)
-    return q
+    return sequence_quality(seq, poses, hand_model.to(device), objd, ecfg)
 
 
 # ---- panels ------------------------------------------------------------------------------
@@ -308,7 +290,7 @@ def depth_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, depth: np
 
 
 def view_stats(labels: np.ndarray, observed: np.ndarray | None, zbuf: np.ndarray, depth: np.ndarray) -> dict:
-    """One view's numbers as the fit defines them (:func:`hoannot.fitting.optimize._quality`),
+    """One view's numbers as the fit defines them (:func:`hoannot.fitting.quality.frame_quality`),
     at the render size: ``iou_hand``, ``iou_object`` (NaN without a segmentation) and
     ``depth_residual_mm`` (median over pixels labelled in both and with a sensor depth; NaN
     when there are none)."""
@@ -547,6 +529,12 @@ def _reasons(q: dict, i: int) -> list[str]:
         out.append("no depth residual (rendering and observation do not overlap)")
     if not (np.isfinite(ih) and np.isfinite(io)):
         out.append("no IoU (frame not scored)")
+    cal = load_calibration() if _error_keys(q) else None
+    if cal is not None:
+        for kind, limit in (("hand", cal.hand_flag_mm), ("object", cal.object_flag_mm)):
+            v = float(q.get(f"{kind}_error_est_mm", [math.nan] * (i + 1))[i])
+            if v > limit:
+                out.append(f"{kind} error estimate {v:.1f} mm > {limit:.1f}")
     return out
 
 
