@@ -93,6 +93,11 @@ def test_temporal_jump_is_zero_for_linear_motion_and_finds_a_displaced_frame():
     x[3] += 0.02
     j = Q.temporal_jump_mm(x)
     assert int(np.argmax(j)) == 3 and j[3] == pytest.approx(20 * np.sqrt(3), rel=1e-4)
+    # with two frames on each side, every other frame has a prediction that does not use frame 3
+    x = np.linspace(0, 0.1, 8)[:, None, None] * np.ones((8, 4, 3))
+    x[3] += 0.02
+    j = Q.temporal_jump_mm(x)
+    assert j[3] == pytest.approx(20 * np.sqrt(3), rel=1e-4) and np.allclose(np.delete(j, 3), 0, atol=1e-6)
 
 
 def test_without_a_calibration_there_is_no_estimate_and_the_hard_flags(tmp_path):

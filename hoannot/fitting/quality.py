@@ -230,25 +230,39 @@ def _rigid_jacobian(points: torch.Tensor, transl: torch.Tensor) -> torch.Tensor:
     return torch.cat([skew, eye], -1)
 
 
-def temporal_jump_mm(points: np.ndarray) -> np.ndarray:
+def temporal_jump_mm(points: np.ndarray, static: bool = False) -> np.ndarray:
     """How far each frame's points sit from where its neighbours put them, mm.
 
-    ``||x_t - (x_{t-1} + x_{t+1}) / 2||`` averaged over the points (the first and last frames
-    against the linear extrapolation of the next two; 0 for fewer than 3 frames).
+    Three constant-velocity predictions of frame t from other frames -- the midpoint
+    ``(x_{t-1} + x_{t+1}) / 2`` and the extrapolations ``2 x_{t-1} - x_{t-2}`` and
+    ``2 x_{t+1} - x_{t+2}`` -- each scored by the mean distance over the points; a frame's
+    jump is the smallest of those it has. So one bad frame raises its own jump, not its
+    neighbours' (each of them has a prediction from the other side); two adjacent frames
+    that are wrong the same way do not show here. With ``static`` (points that should stay
+    put, as a held hand in its object's frame) the neighbours ``x_{t-1}``, ``x_{t+1}``
+    themselves are predictions too, so even a short sequence has one free of a bad neighbour.
 
     Args:
         points: (F, M, 3) metres, consecutive frames (e.g. joints in HO-3D order).
+        static: also predict each frame by its neighbours' positions.
     Returns:
-        (F,) float32 mm.
+        (F,) float32 mm (0 for a frame without any prediction: fewer than 3 frames, or 2
+        with ``static``).
     """
     x = np.asarray(points, np.float64)
     F = len(x)
-    if F < 3:
-        return np.zeros(F, np.float32)
-    pred = np.empty_like(x)
-    pred[1:-1] = (x[:-2] + x[2:]) / 2
-    pred[0], pred[-1] = 2 * x[1] - x[2], 2 * x[-2] - x[-3]
-    return (np.linalg.norm(x - pred, axis=-1).mean(-1) * 1000).astype(np.float32)
+    best = np.full(F, np.inf)
+
+    def score(t: slice, pred: np.ndarray) -> None:
+        best[t] = np.minimum(best[t], np.linalg.norm(x[t] - pred, axis=-1).mean(-1))
+
+    score(slice(1, F - 1), (x[:-2] + x[2:]) / 2)
+    score(slice(2, F), 2 * x[1:-1] - x[:-2])
+    score(slice(0, F - 2), 2 * x[1:-1] - x[2:])
+    if static:
+        score(slice(1, F), x[:-1])
+        score(slice(0, F - 1), x[1:])
+    return (np.where(np.isfinite(best), best, 0.0) * 1000).astype(np.float32)
 
 
 def error_features(params: PoseParameters, obs, hand_model, obj, cfg: FitConfig) -> dict[str, np.ndarray]:
@@ -377,8 +391,10 @@ def apply_calibration(q: dict[str, np.ndarray], cal: Calibration | None) -> dict
         q["error_est_calibrated"] = np.zeros(F, bool)
         q["flag"] = hard
         return q
-    h = np.exp(feature_matrix(q, "hand") @ np.asarray(cal.hand_weights))
-    o = np.exp(feature_matrix(q, "object") @ np.asarray(cal.object_weights))
+    # log-linear: clipped to [0.1 mm, 1 m] so far outside the calibration's range the estimate
+    # saturates instead of overflowing
+    h = np.exp(np.clip(feature_matrix(q, "hand") @ np.asarray(cal.hand_weights), np.log(0.1), np.log(1000.0)))
+    o = np.exp(np.clip(feature_matrix(q, "object") @ np.asarray(cal.object_weights), np.log(0.1), np.log(1000.0)))
     q["hand_error_est_mm"], q["object_error_est_mm"] = h.astype(np.float32), o.astype(np.float32)
     q["error_est_calibrated"] = np.ones(F, bool)
     q["flag"] = (h > cal.hand_flag_mm) | (o > cal.object_flag_mm) | (hard if cal.hard_flags else False)
@@ -522,6 +538,6 @@ def sequence_quality(seq, poses, hand_model, obj, cfg: FitConfig, keypoints: str
     keys = list(dict.fromkeys(k for p in parts for k in p))
     q = {k: np.concatenate([p[k] if k in p else np.zeros(len(p["flag"]), np.float32) for p in parts]) for k in keys}
     q["frames"] = np.asarray(frames, np.int64)
-    q["hand_jump_mm"] = temporal_jump_mm(np.concatenate(joints))
+    q["hand_jump_mm"] = temporal_jump_mm(np.concatenate(joints), static=True)
     q["object_jump_mm"] = temporal_jump_mm(np.concatenate(opts))
     return apply_calibration(q, calibration)

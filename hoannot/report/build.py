@@ -489,6 +489,14 @@ def _error_keys(q: dict) -> list[str]:
     return sorted(k for k in q if k.endswith("_error_est_mm"))
 
 
+def _flag_rules(q: dict[str, np.ndarray]):
+    """What flagged ``q``'s frames: ``(hard, calibration)``: the IoU/depth thresholds apply
+    (no calibrated estimate, or a calibration that keeps them), and the calibration whose
+    estimate thresholds apply (None without estimates)."""
+    cal = load_calibration() if _error_keys(q) else None
+    return (cal is None or cal.hard_flags), cal
+
+
 def timeline_charts(q: dict[str, np.ndarray], frames: list[int]) -> list[dict]:
     """Timelines over ``frames``: every ``E_<term>``, both IoUs, the depth residual, any
     ``*_error_est_mm`` and the flags (flagged frames are shaded in every chart)."""
@@ -496,21 +504,23 @@ def timeline_charts(q: dict[str, np.ndarray], frames: list[int]) -> list[dict]:
     pick = lambda k: np.array([q[k][index[f]] if f in index else np.nan for f in frames], np.float64)  # noqa: E731
     flags = np.array([bool(q["flag"][index[f]]) if f in index else False for f in frames]) if "flag" in q else None
     c = SERIES_COLOURS
+    hard, cal = _flag_rules(q)
     charts = [_chart(k, "", frames, [("", pick(k), c[0])], flags) for k in sorted(k for k in q if k.startswith("E_"))]
     ious = [(name, pick(k), colour) for k, name, colour in (("iou_hand", "hand", _rgb_hex(HAND_RGB)),
                                                             ("iou_object", "object", _rgb_hex(OBJECT_RGB))) if k in q]
     if ious:
         charts.append(_chart("silhouette IoU", "", frames, ious, flags, yrange=(0.0, 1.0),
                              thresholds=[(FLAG_IOU_HAND, f"hand flag < {FLAG_IOU_HAND}"),
-                                         (FLAG_IOU_OBJECT, f"object flag < {FLAG_IOU_OBJECT}")]))  # fmt: skip
+                                         (FLAG_IOU_OBJECT, f"object flag < {FLAG_IOU_OBJECT}")] if hard else []))  # fmt: skip
     if "depth_residual_mm" in q:
         charts.append(_chart("depth residual", "mm", frames, [("median", pick("depth_residual_mm"), c[2])], flags,
-                             thresholds=[(FLAG_DEPTH_MM, f"flag > {FLAG_DEPTH_MM:g} mm")]))  # fmt: skip
+                             thresholds=[(FLAG_DEPTH_MM, f"flag > {FLAG_DEPTH_MM:g} mm")] if hard else []))  # fmt: skip
     errs = _error_keys(q)
     if errs:
         charts.append(_chart("error estimate", "mm", frames,
                              [(k.removesuffix("_error_est_mm"), pick(k), c[i % len(c)]) for i, k in enumerate(errs)],
-                             flags))  # fmt: skip
+                             flags, thresholds=[] if cal is None else [(cal.hand_flag_mm, f"hand flag > {cal.hand_flag_mm:.1f} mm"),
+                                                (cal.object_flag_mm, f"object flag > {cal.object_flag_mm:.1f} mm")]))  # fmt: skip
     if flags is not None:
         charts.append(_chart(f"flags: {int(flags.sum())} of {len(frames)} frames", "", frames, [], flags, yrange=(0.0, 1.0)))
     return charts
@@ -518,18 +528,18 @@ def timeline_charts(q: dict[str, np.ndarray], frames: list[int]) -> list[dict]:
 
 def _reasons(q: dict, i: int) -> list[str]:
     out = []
+    hard, cal = _flag_rules(q)
     ih, io, d = (float(q[k][i]) if k in q else math.nan for k in ("iou_hand", "iou_object", "depth_residual_mm"))
-    if ih < FLAG_IOU_HAND:
+    if hard and ih < FLAG_IOU_HAND:
         out.append(f"hand IoU {ih:.2f} < {FLAG_IOU_HAND}")
-    if io < FLAG_IOU_OBJECT:
+    if hard and io < FLAG_IOU_OBJECT:
         out.append(f"object IoU {io:.2f} < {FLAG_IOU_OBJECT}")
-    if d > FLAG_DEPTH_MM:
+    if hard and d > FLAG_DEPTH_MM:
         out.append(f"depth residual {d:.1f} mm > {FLAG_DEPTH_MM:g}")
     elif not np.isfinite(d):
         out.append("no depth residual (rendering and observation do not overlap)")
     if not (np.isfinite(ih) and np.isfinite(io)):
         out.append("no IoU (frame not scored)")
-    cal = load_calibration() if _error_keys(q) else None
     if cal is not None:
         for kind, limit in (("hand", cal.hand_flag_mm), ("object", cal.object_flag_mm)):
             v = float(q.get(f"{kind}_error_est_mm", [math.nan] * (i + 1))[i])
