@@ -103,6 +103,17 @@ def grasp_search(r: dict) -> list[Row]:
              f"{_span([c['floor_mm'] for c in caps])} mm", "diagnosis (issue 19)")]  # fmt: skip
 
 
+def grasp_search_fit(r: dict) -> list[Row]:
+    fits = [(c["name"], c["variants"]["default"]["fit"]) for c in r["captures"]]
+    knows = [n for n, f in fits if (f["floor_start"]["fit_energy"] < f["search"]["fit_energy"])
+             == (f["floor_start"]["fit_mpjpe_mm"] < f["search"]["fit_mpjpe_mm"])]  # fmt: skip
+    return [(f"`grasp_search.py --fit` ({len(fits)} captures): does the fit's energy prefer the better start?",
+             f"after `fit` from the search's winner vs from the floor start, the lower fit energy goes with the lower "
+             f"MPJPE on {len(knows)} of {len(fits)}; " + ", ".join(
+                 f"{n} {f['search']['fit_mpjpe_mm']:.1f} vs {f['floor_start']['fit_mpjpe_mm']:.1f} mm" for n, f in fits),
+             "diagnosis (issue 19)")]  # fmt: skip
+
+
 def init_fit(r: dict) -> list[Row]:
     rows = []
     g = r["gt_noise"]["fit"]
@@ -173,7 +184,7 @@ def scale(r: dict) -> list[Row]:
 #: results file (stem) -> its rows, in the order of the table
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
-    "grasp_search": grasp_search, "init_fit": init_fit, "perception": perception, "baselines": baselines,
+    "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "init_fit": init_fit, "perception": perception, "baselines": baselines,
     "render": render, "fit": fit, "scale": scale, "qa": qa,
 }  # fmt: skip
 
