@@ -55,14 +55,15 @@ EYE_CHECK = (
     "before: the first crop (green) is the whole 590 px arm mask, reaching off the image; the wrist "
     "joint lands on the forearm at about (133, 243), some 60 px up the arm from the real wrist "
     "(about (190, 275)), and the other 20 joints collapse into a narrow band from there to the "
-    "bottle, the fingertips bunched at (390-440, 340-380) on the proximal finger segments. after: "
-    "the first crop (375 px, x 140-515) starts just proximal of the wrist and holds the whole hand "
-    "and the fingertips; the skeleton now fans out over the back of the hand (the five fingers "
-    "separate, index to little finger from top to bottom in the right order), but the wrist is "
-    "still on the forearm at (158, 253) and the fingertips stop at the middle of the fingers "
-    "(380-395, 275-405) instead of at the nails (455, 230), (470, 290), (440, 355), (390, 385): the "
-    "hand is placed about 60 % as long as it is. Better, not right: the shipped CPM, trained on "
-    "synthetic hands only, does not find this real hand's fingertips from either crop."
+    "bottle, the fingertips bunched at (390-440, 340-380). after: the first crop (375 px, x 140-515) "
+    "starts just proximal of the wrist and holds the whole hand; the skeleton spreads over the back "
+    "of the hand (thumb chain along its upper edge, which is plausible as the thumb is hidden behind "
+    "the bottle; little finger chain along the lower edge, its tip at (350, 380) near the real little "
+    "fingertip (390, 385)), but the wrist is still on the forearm at (158, 253), and the index, "
+    "middle and ring chains bend down so that their tips converge at (370-395, 380-405) next to the "
+    "little fingertip instead of at the nails (455, 230), (470, 290), (440, 355). Better spread, "
+    "still not on the fingers: the shipped CPM, trained on synthetic hands only, does not find this "
+    "real hand's fingertips from either crop."
 )
 
 
