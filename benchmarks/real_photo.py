@@ -64,7 +64,8 @@ EYE_CHECK = (
     "little fingertip instead of at the nails (455, 230), (470, 290), (440, 355). Better spread, "
     "still not on the fingers: the shipped CPM, trained on synthetic hands only, does not find this "
     "real hand's fingertips from either crop. It is also unstable here: moving the distal crop by "
-    "half a pixel moves the fingertips by up to ~150 px (``after_fingertip_spread_px_...``), so "
+    "half a pixel moves the fingertips by up to ~150 px, and over shifts of +-2.5 px they spread over "
+    "up to 264 px (``after_fingertip_spread_px_...``), so "
     "single-crop overlays of this photo are partly luck; crops 1 px to the left put the middle, ring "
     "and little tips within 10-40 px of the nails."
 )
