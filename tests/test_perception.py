@@ -332,3 +332,57 @@ def test_bundled_weights_load_and_find_a_hand(tmp_path, monkeypatch):
     # hand IoU 0.75 on average
     assert np.median(err) < 15.0, err
     assert np.mean(iou) > 0.6, iou
+
+
+def _arm_mask(H: int = 240, W: int = 320) -> tuple[np.ndarray, np.ndarray]:
+    """A forearm band entering from the left border (24 px wide, x 0..199), a wider hand
+    blob at its end (56 x 70 px, x 200..255) and an object blob touching the hand."""
+    hand = np.zeros((H, W), bool)
+    hand[108:132, 0:200] = True  # forearm
+    hand[85:155, 200:256] = True  # hand
+    obj = np.zeros((H, W), bool)
+    obj[70:170, 256:300] = True
+    return hand, obj
+
+
+def test_distal_hand_box_crops_the_hand_end_of_an_arm():
+    from hoannot.annotate.preprocess import distal_hand_box, hand_box
+
+    hand, obj = _arm_mask()
+    cx, cy, side = hand_box(hand)
+    assert cx < 130 and side > 300  # the whole arm: the hand a fifth of the crop
+    for o in (obj, None):  # the object, or else the image border, tells the hand end
+        cx, cy, side = distal_hand_box(hand, o)
+        assert 200 <= cx <= 256 and 100 <= cy <= 140, (cx, cy)
+        assert 70 * 1.25 <= side <= 120 * 1.25, side  # the hand and at most a wrist's worth of arm
+        x0, x1 = cx - side / 2, cx + side / 2
+        assert x0 <= 200 and x1 >= 255  # the whole hand blob is inside
+    # mirrored: the arm from the right
+    cx, _, _ = distal_hand_box(hand[:, ::-1], obj[:, ::-1])
+    assert 320 - 256 <= cx <= 320 - 200
+    # no forearm: exactly hand_box; nothing to decide the ends: hand_box too
+    blob = np.zeros((240, 320), bool)
+    blob[85:155, 100:156] = True
+    assert distal_hand_box(blob, obj) == hand_box(blob)
+    free = np.zeros((240, 320), bool)
+    free[108:132, 40:200] = True
+    free[85:155, 200:256] = True
+    assert distal_hand_box(free, None) == hand_box(free)
+    assert distal_hand_box(np.zeros((240, 320), bool)) is None
+
+
+def test_detect_keypoints_distal_crop_option():
+    """``distal_crop`` moves the first crop onto the hand end of an arm mask (the dot model
+    then finds a dot there far more sharply than on the crop around the whole arm)."""
+    hand, obj = _arm_mask()
+    dot = (228.0, 120.0)
+    yy, xx = np.mgrid[0:240, 0:320]
+    img = np.repeat((255 * np.exp(-((xx - dot[0]) ** 2 + (yy - dot[1]) ** 2) / (2 * 3.0**2)))[..., None], 3, 2)
+    img = img.astype(np.uint8)
+    model = _DotModel()
+    e_whole = np.linalg.norm(detect_keypoints(model, img, hand, obj)[0] - dot, axis=1).max()
+    model.config.update(distal_crop=True)
+    e_hand = np.linalg.norm(detect_keypoints(model, img, hand, obj)[0] - dot, axis=1).max()
+    assert e_hand < 1.0 and e_hand < 0.5 * e_whole, (e_whole, e_hand)
+    with pytest.raises(InputError):
+        detect_keypoints(model, img, hand, obj[:100])

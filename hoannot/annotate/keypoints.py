@@ -25,6 +25,12 @@ one CPU thread): after 6 minutes of training batch norm gave 0.22 against 0.20 w
 (within noise); after 40 minutes (11k steps, batch norm, half the crops around the
 joints) one pass gave 0.47 and the refine pass 0.49, against 0.25 for the 8-minute
 model of the committed benchmark. The network is far from converged on a CPU budget.
+
+``distal_crop`` (off by default) crops the hand end of the mask only
+(:func:`~hoannot.annotate.preprocess.distal_hand_box`); with the shipped weights it
+lowered PCK@10px on 300 held-out synthetic views and did not put the joints of the real
+photo on its fingers (``benchmarks/real_photo.py``), as the CPM was trained on crops
+around whole masks, forearm included.
 """
 
 from __future__ import annotations
@@ -37,13 +43,13 @@ import torch
 from torch import nn
 
 from hoannot.annotate import weights as W
-from hoannot.annotate.preprocess import crop_affine, hand_box, joint_box, normalise_rgb
+from hoannot.annotate.preprocess import crop_affine, distal_hand_box, hand_box, joint_box, normalise_rgb
 from hoannot.io import InputError
 
 NUM_JOINTS = 21
 DEFAULT_CONFIG = {"arch": "CPM", "stages": 3, "width": 48, "crop": 64, "stride": 4, "sigma": 1.2,
                   "joints": NUM_JOINTS, "joint_order": "ho3d", "box_margin": 1.25, "joint_margin": 1.5,
-                  "refine_passes": 0, "batchnorm": False}  # fmt: skip
+                  "refine_passes": 0, "batchnorm": False, "distal_crop": False}  # fmt: skip
 
 
 def _conv(cin: int, cout: int, k: int, relu: bool = True, bn: bool = False) -> list[nn.Module]:
@@ -153,27 +159,55 @@ def load_keypoints(path: str | Path | None = None, device: str = "cpu") -> CPM:
 
 
 @torch.no_grad()
-def detect_keypoints(model: CPM, rgb: np.ndarray, hand_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def detect_keypoints(model: CPM, rgb: np.ndarray, hand_mask: np.ndarray,
+                     object_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """21 hand joints in one image.
 
     Args:
         model: a trained :class:`CPM` (eval mode).
         rgb: (H, W, 3) uint8.
         hand_mask: (H, W) bool (or labels == 1) hand pixels; the crop is a square of
-            ``box_margin`` x the mask's larger extent around them.
+            ``box_margin`` x the mask's larger extent around them
+            (:func:`~hoannot.annotate.preprocess.hand_box`), or with the config's
+            ``distal_crop`` around the hand end of the mask only
+            (:func:`~hoannot.annotate.preprocess.distal_hand_box`: the forearm cut off).
+        object_mask: (H, W) bool object pixels (labels == 2), or None; with
+            ``distal_crop`` it tells the hand end of the mask from the arm's.
     Returns:
         uv (21, 2) float32 px in full-image coordinates (HO-3D order; NaN when the
         mask is empty), confidence (21,) float32 = peak belief value (0 when empty).
     Raises:
-        InputError: rgb and mask sizes differ.
+        InputError: rgb and mask (or object mask) sizes differ.
     """
     c = model.config
     if hand_mask.shape != rgb.shape[:2]:
         raise InputError(f"detect_keypoints: mask {hand_mask.shape} does not match rgb {rgb.shape[:2]}")
     J = c["joints"]
-    box = hand_box(np.asarray(hand_mask, bool), c["box_margin"])
+    if object_mask is not None and object_mask.shape != hand_mask.shape:
+        raise InputError(f"detect_keypoints: object mask {object_mask.shape} does not match rgb {rgb.shape[:2]}")
+    hand_mask = np.asarray(hand_mask, bool)
+    if c.get("distal_crop", False):
+        box = distal_hand_box(hand_mask, object_mask, c["box_margin"])
+    else:
+        box = hand_box(hand_mask, c["box_margin"])
     if box is None:
         return np.full((J, 2), np.nan, np.float32), np.zeros(J, np.float32)
+    return detect_in_box(model, rgb, box)
+
+
+@torch.no_grad()
+def detect_in_box(model: CPM, rgb: np.ndarray, box: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """21 hand joints from a given square crop, then ``refine_passes`` crops around the joints.
+
+    Args:
+        model: a trained :class:`CPM` (eval mode).
+        rgb: (H, W, 3) uint8.
+        box: ``(cx, cy, side)`` px of the first crop (e.g. from
+            :func:`~hoannot.annotate.preprocess.hand_box`).
+    Returns:
+        as :func:`detect_keypoints`: uv (21, 2) float32 px (HO-3D order), confidence (21,) float32.
+    """
+    c = model.config
     rgb = np.ascontiguousarray(rgb[..., :3])
     uv, peak = _detect_in_box(model, rgb, box)
     for _ in range(int(c.get("refine_passes", 0))):
