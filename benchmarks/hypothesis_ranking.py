@@ -55,8 +55,9 @@ def _json_cache(path: Path, make) -> dict:
     return out
 
 
-def full_fit(seq_dir: Path, run: Path, init) -> dict:
-    """The default ``fit`` from ``init`` in a copy of ``seq_dir``: hand MPJPE, object ADD (mm)."""
+def full_fit(seq_dir: Path, run: Path, init, cached: bool = False) -> dict | None:
+    """The default ``fit`` from ``init`` in a copy of ``seq_dir``: hand MPJPE, object ADD (mm);
+    ``cached``: only a cached result (None without one)."""
     from hoannot.evaluation.report import run_eval
     from hoannot.fitting.config import load_fit_config
     from hoannot.pipeline import run_export, run_fit
@@ -73,10 +74,12 @@ def full_fit(seq_dir: Path, run: Path, init) -> dict:
         return {"fit_mpjpe_mm": round(float(m["mpjpe_mm"]), 2), "fit_add_mm": round(float(m["add_mm"]), 2),
                 "seconds": round(seconds, 1)}  # fmt: skip
 
+    if cached and not (run / "result.json").is_file():
+        return None
     return _json_cache(run / "result.json", make)
 
 
-def run_capture(work: Path, out: Path, name: str, K: int, iterations: int, fitted_start: bool) -> dict:
+def run_capture(work: Path, out: Path, name: str, K: int, iterations: int, fitted_start: bool, cached: bool) -> dict:
     from hoannot.annotate.hand_search import search_grasp
     from hoannot.annotate.hypotheses import hypothesis_poses, rank_hypotheses
     from hoannot.datasets.loaders import load_hand_model, load_sequence_object
@@ -130,17 +133,18 @@ def run_capture(work: Path, out: Path, name: str, K: int, iterations: int, fitte
     start = hypothesis_poses(hm, hyp, chosen, frames, init.obj_rot, init.obj_transl, f"hypothesis {chosen}")
     res = {"name": name, "object": CAPTURES[name][0], "cameras": CAPTURES[name][2], "init_mpjpe_mm": mpjpe(init),
            "search_seconds": round(search_seconds, 1), "hypotheses": rows, "chosen": chosen,
-           "raw_start": full_fit(seq_dir, root / f"fit_raw_{chosen}", start)}  # fmt: skip
+           "raw_start": full_fit(seq_dir, root / f"fit_raw_{chosen}", start, cached)}  # fmt: skip
     print(name, "raw", res["raw_start"], flush=True)
     if fitted_start:
-        res["fitted_start"] = full_fit(seq_dir, root / f"fit_short_{chosen}", HandObjectPoses.load(root / f"short_{chosen}.npz"))
+        res["fitted_start"] = full_fit(seq_dir, root / f"fit_short_{chosen}", HandObjectPoses.load(root / f"short_{chosen}.npz"),
+                                       cached)  # fmt: skip
         print(name, "fitted", res["fitted_start"], flush=True)
     winner = work / "fits" / name / "search" / "result.json"
     res["search_winner"] = json.loads(winner.read_text()) if winner.is_file() else None
     auto = {c["name"]: c for c in json.loads((RESULTS / "auto_annotation.json").read_text())["captures"]}
     res["gt_start_fit_mpjpe_mm"] = auto[name]["gt_start"]["fit_hand_mpjpe_mm"]
     for key in ("raw_start", "fitted_start"):
-        if key in res:
+        if res.get(key):
             res[key]["over_gt_start"] = round(res[key]["fit_mpjpe_mm"] / res["gt_start_fit_mpjpe_mm"], 2)
     if res["search_winner"]:
         res["search_winner"]["over_gt_start"] = round(res["search_winner"]["fit_mpjpe_mm"] / res["gt_start_fit_mpjpe_mm"], 2)
@@ -190,13 +194,14 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help=f"captures (default: {', '.join(NAMES)})")
     ap.add_argument("--fitted-start", action="store_true", help="also fit from the chosen hypothesis' short-fitted poses")
     ap.add_argument("--no-write", action="store_true", help="fill the caches only")
+    ap.add_argument("--cached", action="store_true", help="full fits: only the cached ones (the others are reported missing)")
     a = ap.parse_args()
     from hoannot.annotate.hypotheses import SHORT_ITERATIONS
     from hoannot.fitting.config import load_fit_config
 
     torch.set_num_threads(1)
     it = a.iterations or SHORT_ITERATIONS
-    caps = [run_capture(Path(a.work), Path(a.out), n, a.k, it, a.fitted_start) for n in (a.only or NAMES)]
+    caps = [run_capture(Path(a.work), Path(a.out), n, a.k, it, a.fitted_start, a.cached) for n in (a.only or NAMES)]
     res = {**stamp(__file__, config_digest=load_fit_config(None).digest(), data=data_files()), "k": a.k, "iterations": it,
            "captures": caps}  # fmt: skip
     md = markdown(res)

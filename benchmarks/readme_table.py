@@ -103,6 +103,17 @@ def grasp_search(r: dict) -> list[Row]:
              f"{_span([c['floor_mm'] for c in caps])} mm", "diagnosis (issue 19)")]  # fmt: skip
 
 
+def hypothesis_ranking(r: dict) -> list[Row]:
+    caps = r["captures"]
+    raw = [c["raw_start"]["over_gt_start"] for c in caps if c.get("raw_start")]
+    won = [c["search_winner"]["over_gt_start"] for c in caps if c.get("search_winner")]
+    met = sum(x <= 1.2 for x in raw)
+    return [(f"`hypothesis_ranking.py` ({len(caps)} captures, K = {r['k']}, {r['iterations']}-iteration short fits)",
+             f"fit from the hypothesis with the lowest short-fit energy: ratio to the gt-start fit "
+             f"{_span(raw, '{:.2f}') if raw else '-'} on {len(raw)} (search winner {_span(won, '{:.2f}') if won else '-'}); within 1.2 on {met} of "
+             f"{len(caps)}", "ratio <= 1.2 on every capture (issue 19)")]  # fmt: skip
+
+
 def init_fit(r: dict) -> list[Row]:
     rows = []
     g = r["gt_noise"]["fit"]
@@ -161,7 +172,7 @@ def scale(r: dict) -> list[Row]:
 #: results file (stem) -> its rows, in the order of the table
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
-    "grasp_search": grasp_search, "init_fit": init_fit, "perception": perception, "baselines": baselines,
+    "grasp_search": grasp_search, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "baselines": baselines,
     "render": render, "fit": fit, "scale": scale,
 }  # fmt: skip
 
