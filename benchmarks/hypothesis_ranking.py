@@ -159,6 +159,8 @@ def markdown(res: dict) -> str:
         f"config digest `{res['config_digest']}`).",
         f"The search's best {res['k']} hypotheses (by the search energy), each fitted for {res['iterations']} iterations "
         "and scored by the fit's energy (HOnnotate Eq. 3); the lowest is chosen and fitted with the default settings.",
+        "`search winner`: the full fit from `grasp_search.py --fit`'s winner (that search also held the floor grasp as an",
+        "extra start, so its winner is not always this search's h0: h0 is chosen on mustard_a/b and cracker_b here).",
         "",
         "## Short fits (start mm -> short-fit mm, fit energy; * chosen)",
         "",

@@ -72,9 +72,9 @@ def test_the_fit_energy_prefers_the_true_grasp(capture):
 
 def test_init_writes_the_chosen_hypothesis_and_one_keeps_the_winner(capture, tmp_path, monkeypatch):
     """``init --auto --hypotheses 2``: the search (replaced here by one whose winner is the turned
-    grasp, both in the frame of the registered object) hands over both hypotheses; the fit energy's choice, the true grasp, is what
-    ``init/poses.npz`` holds and its source names it. ``--hypotheses 1`` writes the search's
-    winner unchanged."""
+    grasp, both in the frame of the registered object) hands over both hypotheses; the fit energy's
+    choice, the true grasp, short-fitted, is what ``init/poses.npz`` holds and its source names it.
+    ``--hypotheses 1`` writes the search's winner unchanged."""
     import shutil
 
     import hoannot.annotate.hand_search as hs
@@ -99,11 +99,9 @@ def test_init_writes_the_chosen_hypothesis_and_one_keeps_the_winner(capture, tmp
         run_init(root, auto=True, perception="gt", geometry=False, hypotheses=k, mano_model_path=None)
         out[k] = HandObjectPoses.load(root / "init" / "poses.npz")
     one, two = out[1], out[2]
-    (gt, hyp1), (_, hyp2) = seen
+    (gt, hyp1), _ = seen
     want1 = hypothesis_poses(hm, hyp1, 0, frames, one.obj_rot, one.obj_transl, "")
-    want2 = hypothesis_poses(hm, hyp2, 1, frames, two.obj_rot, two.obj_transl, "")
     for name in ("global_orient", "hand_pose", "transl", "betas"):
         np.testing.assert_array_equal(getattr(one, name), getattr(want1, name))
-        np.testing.assert_allclose(getattr(two, name), getattr(want2, name), atol=1e-6)
     assert "hypothesis" not in one.source and "hypothesis 1 of 2 chosen" in two.source, two.source
     assert _mpjpe_mm(hm, two, gt) < 0.5 * _mpjpe_mm(hm, one, gt)
