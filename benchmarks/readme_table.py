@@ -114,6 +114,17 @@ def grasp_search_fit(r: dict) -> list[Row]:
              "diagnosis (issue 19)")]  # fmt: skip
 
 
+def hypothesis_ranking(r: dict) -> list[Row]:
+    caps = r["captures"]
+    raw = [(c.get("fitted_start") or c["raw_start"])["over_gt_start"] for c in caps if c.get("fitted_start") or c.get("raw_start")]
+    won = [c["search_winner"]["over_gt_start"] for c in caps if c.get("search_winner")]
+    met = sum(x <= 1.2 for x in raw)
+    return [(f"`hypothesis_ranking.py` ({len(caps)} captures, K = {r['k']}, {r['iterations']}-iteration short fits)",
+             f"fit from the short-fitted hypothesis with the lowest fit energy: ratio to the gt-start fit "
+             f"{_span(raw, '{:.2f}') if raw else '-'} on {len(raw)} (search winner {_span(won, '{:.2f}') if won else '-'}); within 1.2 on {met} of "
+             f"{len(caps)}", "ratio <= 1.2 on every capture (issue 19)")]  # fmt: skip
+
+
 def init_fit(r: dict) -> list[Row]:
     rows = []
     g = r["gt_noise"]["fit"]
@@ -194,7 +205,7 @@ def scale(r: dict) -> list[Row]:
 #: results file (stem) -> its rows, in the order of the table
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
-    "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "init_fit": init_fit, "perception": perception, "real_photo": real_photo, "baselines": baselines,
+    "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "real_photo": real_photo, "baselines": baselines,
     "render": render, "fit": fit, "scale": scale, "qa": qa,
 }  # fmt: skip
 

@@ -111,6 +111,9 @@ def init(
                                   help="With --auto: hand/object labels decided by the depth (network labels otherwise)."),
     hand_init: str = typer.Option("search", help="With --auto: search (grasp that explains the hand's depth and masks) "
                                                  "or joints (from the 2D joints, HOnnotate Eq. 11/12)."),
+    hypotheses: int = typer.Option(1, help="With --auto --hand-init search: fit the search's best K "
+                                   "hypotheses briefly and start from the one with the lowest fit energy (1: the "
+                                   "search's winner)."),
     perception: str = typer.Option("auto", help="With --auto: auto (existing folders, else the models), model, or gt."),
     seg_weights: Optional[Path] = typer.Option(None, help="Segmentation weights (default: user cache, then bundled)."),
     kp_weights: Optional[Path] = typer.Option(None, help="2D joint (CPM) weights (default: user cache, then bundled)."),
@@ -141,7 +144,7 @@ def init(
                               ycb_dir=ycb_dir, seed=seed, auto=auto, perception=perception,
                               seg_weights=seg_weights, kp_weights=kp_weights, device=device,
                               kp_detector=kp_detector, progress=True, geometry=geometry,
-                              hand_init=hand_init)  # fmt: skip
+                              hand_init=hand_init, hypotheses=hypotheses)  # fmt: skip
     except InputError as e:
         _fail(e)
     console.print(summary)

@@ -18,7 +18,7 @@ from hoannot.io import InputError, exclusive_lock, json_bytes, npz_bytes, replac
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.loaders import load_hand_model, load_sequence_object
 from hoannot.datasets.sequence import Sequence, open_sequence
-from hoannot.fitting.config import FitConfig
+from hoannot.fitting.config import FitConfig, load_fit_config
 from hoannot.models.objects import ObjectModel, load_object, resolve_mesh_path
 
 
@@ -95,6 +95,7 @@ def run_init(
     kp_detector: str = "cpm",
     geometry: bool = True,
     hand_init: str = "search",
+    hypotheses: int = 1,
 ) -> tuple[HandObjectPoses, str]:
     """Validate a sequence and write ``init/poses.npz`` (+ ``segmentation/`` when asked).
 
@@ -116,6 +117,9 @@ def run_init(
             decided by the depth, :mod:`hoannot.annotate.foreground`).
         hand_init: with ``auto``: ``"search"`` or ``"joints"`` (:func:`hoannot.annotate.init2d.
             initialize_sequence`).
+        hypotheses: with ``auto`` and ``"search"``: how many of the search's hypotheses are
+            fitted briefly and ranked by the fit's energy (1: the search's winner;
+            :mod:`hoannot.annotate.hypotheses`).
     Returns:
         (poses, a one-paragraph summary of what was done).
     Raises:
@@ -133,6 +137,8 @@ def run_init(
 
     if auto and hand_init not in HAND_INITS:  # before the (long) perception stage
         raise InputError(f"--hand-init {hand_init!r}: expected one of {', '.join(HAND_INITS)}")
+    if auto and hypotheses < 1:
+        raise InputError(f"--hypotheses {hypotheses}: expected at least 1")
     if auto:
         check_device(device)
     seq_dir = Path(seq_dir)
@@ -159,7 +165,8 @@ def run_init(
         obj = load_sequence_object(seq, ycb_dir, strict=False)
         lines.append(run_perception_stage(seq, perception, seg_weights, kp_weights, device, progress, kp_detector,
                                           obj, geometry, seed))  # fmt: skip
-        poses = initialize_sequence(seq, hand_model, obj, seed=seed, hand_init=hand_init)
+        poses = initialize_sequence(seq, hand_model, obj, seed=seed, hand_init=hand_init, hypotheses=hypotheses,
+                                    fit_cfg=load_fit_config(None, device=device) if hypotheses > 1 else None)  # fmt: skip
     elif from_gt:
         gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
         obj = load_sequence_object(seq, ycb_dir, strict=False)

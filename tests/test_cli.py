@@ -52,6 +52,7 @@ def test_init_fit_export_eval(seq):
         (("init", "{tmp}/nowhere"), "nowhere"),
         (("init", "{seq}"), "--from-gt"),
         (("init", "{seq}", "--auto", "--hand-init", "bogus"), "bogus"),
+        (("init", "{seq}", "--auto", "--hypotheses", "0"), "--hypotheses 0"),
         (("fit", "{seq}", "--weight", "mask"), "NAME=NUMBER"),
         (("fit", "{tmp}/empty"), "empty"),
         (("export", "{seq}", "--stage", "bogus"), "bogus"),

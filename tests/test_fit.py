@@ -265,7 +265,11 @@ def test_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path, uninterru
     cmd = [sys.executable, "-m", "hoannot.cli", "fit", "--config", str(cfg), "--deterministic"]
     state = seq / "fit" / "ckpt" / "state.npz"
     env = {**os.environ, "HOANNOT_SIGNAL_AFTER_STEP": f"{after_step}:{signal_name}"}
-    p = subprocess.run(cmd + [str(seq)], env=env, capture_output=True, text=True)
+    # a shell without job control starts background jobs with SIGINT ignored, and Python then
+    # installs no Ctrl-C handler (the interrupt was lost and the fit ran to the end, exit 0,
+    # when the suite ran under `nohup ... &`): give the fit the default disposition
+    p = subprocess.run(cmd + [str(seq)], env=env, capture_output=True, text=True,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     assert p.returncode == (-signal.SIGKILL if signal_name == "KILL" else 130), p.stderr
     assert int(np.load(state)["next_step"]) == after_step
     assert not (seq / "fit" / "poses.npz").exists()
