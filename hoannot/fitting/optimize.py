@@ -325,8 +325,10 @@ def fit_sequence(
                 current = _merge(current, whole.to_poses(hand_model), frames)
             else:
                 current = _merge(current, params.to_poses(hand_model), step_frames)
-            q = frame_quality(params, obs, hand_model, objd, obj_normals, renderer, ecfg)
-            if step.kind != "grasp":
+            # a finished plan gets its quality from the final pass below (which renders every
+            # frame once); only a fit stopped early returns the last steps' residuals
+            if stop_after is not None and step.kind != "grasp":
+                q = frame_quality(params, obs, hand_model, objd, obj_normals, renderer, ecfg)
                 quality = _merge_quality(quality, q, step_frames, frames)
             if ckpt is not None:
                 _save_state(ckpt, current, si + 1, quality, cfg.digest(), inputs)
