@@ -125,6 +125,7 @@ def run_one(work: Path, name: str, seed: int, fit_digest: str, fit: bool = True)
     (None when the run has no cached fit and ``fit`` is False)."""
     from hoannot.datasets.poses import HandObjectPoses
     from hoannot.fitting.config import load_fit_config
+    from hoannot.fitting.objective import Objective
     from hoannot.fitting.quality import sequence_quality
     from hoannot.pipeline import run_fit, run_init
     from hoannot.datasets.loaders import load_hand_model, load_sequence_object
@@ -154,10 +155,9 @@ def run_one(work: Path, name: str, seed: int, fit_digest: str, fit: bool = True)
     seq = open_sequence(dst)
     poses = HandObjectPoses.load(dst / "fit" / "poses.npz", seq.frames)
     cfg = load_fit_config(None)
-    cfg = cfg.model_copy(update={"tc_grasp": cfg.grasp_weight("multi" if len(seq.cameras) > 1 else "single")})
     hm, obj = load_hand_model(seq), load_sequence_object(seq, None, cfg.object_max_faces)
     t0 = time.perf_counter()
-    q = sequence_quality(seq, poses, hm, obj, cfg, calibration=None)
+    q = sequence_quality(seq, poses, Objective.make(seq, hm, obj, cfg), calibration=None)
     t_q = round(time.perf_counter() - t0, 2)
     hand, objerr = truth(dst, poses)
     labels = {i: k for k in ("occluded", "hand_missed") for i in [spec[k]]}

@@ -85,19 +85,16 @@ def _child(job: dict) -> dict:
 def _breakdown(seq, init, hand_model, obj, cfg, repeats: int) -> dict:
     """Seconds per iteration of each part of the first batch step (see the module docstring)."""
     import torch
-    from pytorch3d.structures import Meshes
 
-    from hoannot.fitting import optimize as O
+    from hoannot.fitting.objective import Objective
     from hoannot.fitting.quality import frame_quality
-    from hoannot.fitting.observations import load_observations
     from hoannot.fitting.schedule import make_plan
-    from hoannot.renderers.renderer import HandObjectRenderer
+    from hoannot.fitting.steps import free_variables
 
     dev = torch.device(cfg.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     step = next(s for s in make_plan(cfg, len(seq.frames), len(seq.cameras)) if s.kind == "batch")
     frames = [seq.frames[i] for i in step.indices]
-    keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
 
     def timed(fn, n=repeats):
         fn()  # warm-up
@@ -109,29 +106,25 @@ def _breakdown(seq, init, hand_model, obj, cfg, repeats: int) -> dict:
         return (time.perf_counter() - t0) / n
 
     out = {}
-    io = timed(lambda: load_observations(seq, frames, cfg.crop_size, cfg.num_points, cfg.segmentation, 0, keypoints), 2)
-    obs = load_observations(seq, frames, cfg.crop_size, cfg.num_points, cfg.segmentation, 0, keypoints).to(dev)
-    hm = hand_model.to(dev)
-    from hoannot.models.objects import ObjectModel
-
-    objd = ObjectModel(obj.name, obj.mesh, obj.verts.to(dev), obj.faces.to(dev), obj.points, obj.diameter, obj.symmetric)
-    normals = Meshes([objd.verts], [objd.faces]).verts_normals_padded()[0]
-    renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
-    params, groups = O._step_parameters(step, init.select(frames), hm, cfg, str(dev))
+    objective = Objective.make(seq, hand_model, obj, cfg)
+    io = timed(lambda: objective.observations(seq, frames, 0), 2)
+    obs = objective.observations(seq, frames, 0)
+    hm, objd = objective.hand_model, objective.obj
+    params, groups = free_variables(step, init.select(frames), objective)
     out["model_forward"] = timed(lambda: (params.hand(hm), params.object_vertices(objd.verts)))
-    w0 = cfg.weights.model_dump()
+    w0 = objective.cfg.weights.model_dump()
     parts = {"render_E_mask_E_dpt": ("mask", "depth"), "E_3D": ("points3d",), "E_phy": ("penetration",),
              "E_joint": ("joint",), "E_tc": ("temporal",), "E_j2d": ("j2d",)}  # fmt: skip
     for name, terms in parts.items():
         if not any(w0[t] > 0 for t in terms) or (name == "E_j2d" and obs.kp_uv is None):
             continue
-        c = cfg.model_copy(update={"weights": cfg.weights.model_copy(update={k: (w0[k] if k in terms else 0.0) for k in w0})})
+        part = objective.with_weights(**{k: (w0[k] if k in terms else 0.0) for k in w0})
         fwd = bwd = 0.0
         for i in range(repeats + 1):  # the first is a warm-up
             params.zero_grad(set_to_none=True)
             sync()
             t0 = time.perf_counter()
-            loss = O._total(O._energies(params, obs, hm, objd, normals, renderer, c), params, c)
+            loss = part.total(part.energies(params, obs), params)
             sync()
             t1 = time.perf_counter()
             loss.backward()
@@ -143,13 +136,13 @@ def _breakdown(seq, init, hand_model, obj, cfg, repeats: int) -> dict:
         out[f"{name}_backward"] = bwd / repeats
     opt = torch.optim.Adam(groups)
     params.zero_grad(set_to_none=True)
-    O._total(O._energies(params, obs, hm, objd, normals, renderer, cfg), params, cfg).backward()
+    objective.total(objective.energies(params, obs), params).backward()
     out["adam_step"] = timed(opt.step)
-    quality = timed(lambda: frame_quality(params, obs, hm, objd, normals, renderer, cfg), 2)
+    quality = timed(lambda: frame_quality(objective, params, obs), 2)
     out["quality_pass_per_iteration"] = quality / step.iterations
     out["io_per_iteration"] = io / step.iterations
     full = timed(lambda: (params.zero_grad(set_to_none=True),
-                          O._total(O._energies(params, obs, hm, objd, normals, renderer, cfg), params, cfg).backward(),
+                          objective.total(objective.energies(params, obs), params).backward(),
                           opt.step()))  # fmt: skip
     out = {k: round(v, 5) for k, v in out.items()}
     out["iteration_total"] = round(full, 5)

@@ -322,23 +322,21 @@ def test_the_gpu_path_gives_the_cpu_paths_result(tmp_path):
     at the default 8, which 8 of the box's coplanar faces (equal depth up to float noise)
     a pixel keeps is arbitrary in either path, and the silhouette with it."""
     import torch
-    from pytorch3d.structures import Meshes
 
-    from hoannot.fitting import optimize as O
-    from hoannot.fitting.observations import load_observations
+    from hoannot.fitting.objective import Objective
     from hoannot.fitting.schedule import Step
-    from hoannot.renderers.renderer import HandObjectRenderer
+    from hoannot.fitting.steps import free_variables
 
     seq, init, hand, obj = _box_sequence(tmp_path)
     kw = dict(iterations=6, batch_size=4, overlap=1, crop_size=40, num_points=200, faces_per_pixel=64)
     cfgs = {"cpu": load_fit_config(None, **kw), "gpu": load_fit_config(None, backend="pytorch3d", points3d_search="brute", **kw)}
-    obs = load_observations(seq, list(seq.frames), 40, 200, "segmentation", 0, "none")
-    normals = Meshes([obj.verts], [obj.faces]).verts_normals_padded()[0]
     grads = {}
     for k, cfg in cfgs.items():
-        params, _ = O._step_parameters(Step("batch", (0, 1, 2, 3), 1, fit_betas=True), init.select(list(seq.frames)), hand, cfg, "cpu")
-        terms = O._energies(params, obs, hand, obj, normals, HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend), cfg)
-        O._total(terms, params, cfg).backward()
+        objective = Objective.make(seq, hand, obj, cfg)
+        obs = objective.observations(seq, list(seq.frames), 0)
+        params, _ = free_variables(Step("batch", (0, 1, 2, 3), 1, fit_betas=True), init.select(list(seq.frames)), objective)
+        terms = objective.energies(params, obs)
+        objective.total(terms, params).backward()
         grads[k] = {"terms": torch.stack([v for v in terms.values()]).detach(),
                     **{n: p.grad for n, p in params.named_parameters() if p.grad is not None}}  # fmt: skip
     for n, g in grads["cpu"].items():
@@ -361,19 +359,16 @@ def test_the_gpu_paths_iteration_reads_nothing_back_to_the_host(tmp_path, monkey
     reads only its step counters, which torch keeps on the host.)"""
     import torch
 
-    from hoannot.fitting import optimize as O
+    from hoannot.fitting.objective import Objective
     from hoannot.fitting.schedule import Step
-    from hoannot.renderers.renderer import HandObjectRenderer
-    from hoannot.fitting.observations import load_observations
-    from pytorch3d.structures import Meshes
+    from hoannot.fitting.steps import free_variables
 
     seq, init, hand, obj = _box_sequence(tmp_path)
     cfg = load_fit_config(None, backend="pytorch3d", points3d_search="brute", crop_size=32, num_points=100)
-    obs = load_observations(seq, list(seq.frames), cfg.crop_size, cfg.num_points, "segmentation", 0, "none")
-    normals = Meshes([obj.verts], [obj.faces]).verts_normals_padded()[0]
-    renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
+    objective = Objective.make(seq, hand, obj, cfg)
+    obs = objective.observations(seq, list(seq.frames), 0)
     step = Step("batch", (0, 1, 2, 3), 1, frozen=1, fit_betas=True)
-    params, groups = O._step_parameters(step, init.select(list(seq.frames)), hand, cfg, "cpu")
+    params, groups = free_variables(step, init.select(list(seq.frames)), objective)
     opt = torch.optim.Adam(groups)
     calls = []
 
@@ -389,7 +384,7 @@ def test_the_gpu_paths_iteration_reads_nothing_back_to_the_host(tmp_path, monkey
 
     for name in ("item", "__bool__", "__float__", "__int__", "tolist", "cpu", "numpy"):
         monkeypatch.setattr(torch.Tensor, name, trap(name))
-    loss = O._total(O._energies(params, obs, hand, obj, normals, renderer, cfg), params, cfg)
+    loss = objective.total(objective.energies(params, obs), params)
     loss.backward()
     params.zero_frozen_grads()
     monkeypatch.undo()

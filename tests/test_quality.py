@@ -181,13 +181,16 @@ def test_2d_joints_add_information_to_the_laplace_std(fitted):
     """With the (ground-truth) 2D joints loaded as well, every frame's hand std shrinks."""
     from hoannot.datasets.sequence import open_sequence
     from hoannot.datasets.loaders import load_hand_model, load_sequence_object
+    from hoannot.fitting.objective import Objective
 
     root, result = fitted
     seq = open_sequence(root)
     cfg = load_fit_config(None, iterations=5, crop_size=48, num_points=300)
     poses = HandObjectPoses.load(root / "fit" / "poses.npz", seq.frames)
     hm, obj = load_hand_model(seq), load_sequence_object(seq, None, cfg.object_max_faces)
-    without = Q.sequence_quality(seq, poses, hm, obj, cfg, keypoints="none", calibration=None)
-    with_2d = Q.sequence_quality(seq, poses, hm, obj, cfg, keypoints="gt", calibration=None)
+    without = Q.sequence_quality(seq, poses, Objective.make(seq, hm, obj, cfg.model_copy(update={"keypoints": "none"})),
+                                 calibration=None)  # fmt: skip
+    with_2d = Q.sequence_quality(seq, poses, Objective.make(seq, hm, obj, cfg.model_copy(update={"keypoints": "gt"})),
+                                 calibration=None)  # fmt: skip
     assert (with_2d["hand_std_mm"] < without["hand_std_mm"]).all()
     np.testing.assert_allclose(with_2d["object_std_mm"], without["object_std_mm"], rtol=1e-5)

@@ -511,12 +511,12 @@ CORPUS = {
 @pytest.mark.parametrize("case", sorted(CORPUS))
 def test_corpus_one_line_error_exit_2_outputs_unchanged(capture, tmp_path, monkeypatch, case):
     from hoannot.cli import app
-    import hoannot.fitting.optimize as optimize
+    import hoannot.fitting.steps as steps
 
     def no_fitting(*a, **k):
         raise AssertionError("fitting started: the inputs were not checked first")
 
-    monkeypatch.setattr(optimize, "_step_parameters", no_fitting)
+    monkeypatch.setattr(steps, "free_variables", no_fitting)
     breaker, argv, file, words = CORPUS[case]
     if case == "device_cuda_without_gpu":
         import torch

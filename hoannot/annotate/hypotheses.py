@@ -11,7 +11,7 @@ So each of the search's best K hypotheses is carried through the registered obje
 the world, fitted briefly with the fit's own schedule and energies
 (:func:`hoannot.fitting.optimize.fit_sequence` with few iterations), and scored by the fit's
 final total energy (HOnnotate Eq. 3: the weighted sum of the per-term energies, each a mean
-over the frames, as :func:`hoannot.fitting.optimize._total` sums them); the lowest wins.
+over the frames, as :meth:`hoannot.fitting.objective.Objective.total` sums them); the lowest wins.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def fit_energy(result: FitResult, cfg: FitConfig) -> float:
     """The fit's final total energy (HOnnotate Eq. 3): sum over terms of the term's weight times
     its mean over the frames (``result.quality["E_<term>"]``), plus the shape prior
     ``betas_prior * ||betas||^2`` when the fit frees the shape -- the sum
-    :func:`hoannot.fitting.optimize._total` minimises, over all frames."""
+    :meth:`hoannot.fitting.objective.Objective.total` minimises, over all frames."""
     q = result.quality
     e = sum(getattr(cfg.weights, k[2:]) * float(np.nanmean(v)) for k, v in q.items() if k.startswith("E_"))
     if cfg.fit_betas:

@@ -32,7 +32,8 @@ from hoannot.io import InputError
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig
-from hoannot.fitting.optimize import FitResult, _merge_quality, fit_sequence
+from hoannot.fitting.optimize import FitResult, fit_sequence
+from hoannot.fitting.quality import merge_quality
 from hoannot.fitting.schedule import resolve_schedule
 from hoannot.models.hand import HandModel
 from hoannot.models.objects import ObjectModel
@@ -112,7 +113,7 @@ def _run_tasks(args: list[tuple], workers: int, executor: str) -> list[FitResult
 
 
 def _per_frame(q: dict) -> dict:
-    """A quality dict without its ``frames`` ids (what :func:`_merge_quality` merges)."""
+    """A quality dict without its ``frames`` ids (what :func:`merge_quality` merges)."""
     return {k: v for k, v in q.items() if k != "frames"}
 
 
@@ -179,7 +180,7 @@ def fit_chunked(
     joined = HandObjectPoses(**kw, betas=results[0].poses.betas, source="fit")
     quality: dict = {}
     for r in results:
-        quality = _merge_quality(quality, _per_frame(r.quality), [int(f) for f in r.quality["frames"]], frames)
+        quality = merge_quality(quality, _per_frame(r.quality), [int(f) for f in r.quality["frames"]], frames)
     seam = max(1, cfg.overlap) if seam is None else max(1, seam)
     seams = []
     for k, (a, _) in enumerate(ranges[1:], start=1):
@@ -192,7 +193,7 @@ def fit_chunked(
         refit = refit_frames(seq, joined, selected, hand_model, obj, cfg)
         out = refit.poses
         out.source = "fit"
-        quality = _merge_quality(quality, _per_frame(refit.quality), [int(f) for f in refit.quality["frames"]], frames)
+        quality = merge_quality(quality, _per_frame(refit.quality), [int(f) for f in refit.quality["frames"]], frames)
     record = {"chunks": [frames[a:b] for a, b in ranges], "seams": seams, "chunk_results": joined,
               "seconds_chunks": t_chunks, "seconds_seams": time.perf_counter() - t1,
               "executor": "single" if len(ranges) == 1 else executor}  # fmt: skip

@@ -2,8 +2,8 @@
 
 Three layers, each usable alone:
 
-1. :func:`frame_quality`: what the fit sees after every step: per-frame energies
-   ``E_<term>``, silhouette IoUs against the segmentation, the median depth residual and the
+1. :func:`frame_quality`: what the fit's objective (:mod:`hoannot.fitting.objective`)
+   says of some poses: per-frame energies ``E_<term>``, silhouette IoUs against the segmentation, the median depth residual and the
    hard flag (an IoU below ``FLAG_IOU_*`` or a depth residual above ``FLAG_DEPTH_MM``).
 2. :func:`error_features`: per-frame features of how wrong a frame may be, on the final
    poses: a Laplace (Gauss-Newton) standard deviation of the hand joints and of the object
@@ -52,29 +52,28 @@ HAND_FEATURES = ("log_hand_std", "log_hand_points_rms", "hand_iou_miss", "log_ha
 OBJECT_FEATURES = ("log_object_std", "log_object_points_rms", "object_iou_miss", "log_object_jump")
 
 
-# ---- 1. residuals after every step -------------------------------------------------------
+# ---- 1. residuals of the objective -------------------------------------------------------
 
 
-def frame_quality(params, obs, hand_model, obj, obj_normals, renderer, cfg: FitConfig) -> dict[str, np.ndarray]:
+def frame_quality(objective, params, obs) -> dict[str, np.ndarray]:
     """Per-frame residuals of B frames and the hard flag.
 
     Args:
+        objective: the fit's :class:`hoannot.fitting.objective.Objective` (its energies,
+            renderer and models).
         params: :class:`PoseParameters` or :class:`GraspParameters` of the B frames.
         obs: their :class:`hoannot.fitting.observations.Observations`.
-        hand_model, obj, obj_normals, renderer, cfg: as in the fit (energies resolved for the
-            schedule, object on the device).
     Returns:
         ``E_<term>`` (B,) float32 final energies (units of :mod:`hoannot.fitting.energies`),
         ``iou_hand``, ``iou_object`` (B,) float32 silhouette IoU against the segmentation at
         the crop size, ``depth_residual_mm`` (B,) float32 median |rendered - observed| depth
         where both show hand or object (NaN where none), ``flag`` (B,) bool.
     """
-    from hoannot.fitting.optimize import _energies  # the fit's own energies
-
     with torch.no_grad():
-        terms = _energies(params, obs, hand_model, obj, obj_normals, renderer, cfg)
-        hand = params.hand(hand_model)
-        r = renderer(hand.vertices, hand.faces, params.object_vertices(obj.verts), obj.faces, obs.cams, soft=False)
+        terms = objective.energies(params, obs)
+        hand = params.hand(objective.hand_model)
+        obj = objective.obj
+        r = objective.renderer(hand.vertices, hand.faces, params.object_vertices(obj.verts), obj.faces, obs.cams, soft=False)
         q = {f"E_{k}": v.cpu().numpy() for k, v in terms.items()}
         for name, cls in (("iou_hand", 1), ("iou_object", 2)):
             a, b = r.labels == cls, obs.labels == cls
@@ -89,6 +88,21 @@ def frame_quality(params, obs, hand_model, obj, obj_normals, renderer, cfg: FitC
         q["depth_residual_mm"] = np.array(res, np.float32)
     q["flag"] = hard_flag(q)
     return q
+
+
+def merge_quality(quality: dict, q: dict, batch_frames: list[int], frames: list[int]) -> dict:
+    """``quality`` ((F,) arrays over ``frames``; empty: all NaN, flags True) with the entries
+    of ``batch_frames`` (ids) taken from ``q`` ((B,) arrays in that order, without ``frames``)."""
+    if not quality:
+        quality = {"frames": np.asarray(frames)}
+        for k, v in q.items():
+            quality[k] = np.ones(len(frames), bool) if v.dtype == bool else np.full(len(frames), np.nan, np.float32)
+    index = {int(f): i for i, f in enumerate(frames)}
+    idx = np.array([index[int(f)] for f in batch_frames])
+    for k, v in q.items():
+        if k in quality:
+            quality[k][idx] = v
+    return quality
 
 
 def hard_flag(q: dict[str, np.ndarray]) -> np.ndarray:
@@ -481,8 +495,7 @@ def fit_calibration(qs: list[dict[str, np.ndarray]], hand_err: list[np.ndarray],
 # ---- the whole sequence --------------------------------------------------------------------
 
 
-def sequence_quality(seq, poses, hand_model, obj, cfg: FitConfig, keypoints: str | None = None,
-                     calibration: Calibration | None | str = "shipped") -> dict[str, np.ndarray]:
+def sequence_quality(seq, poses, objective, calibration: Calibration | None | str = "shipped") -> dict[str, np.ndarray]:
     """Quality, error estimates and flags of every frame of ``poses`` (world frame).
 
     Chunks of ``cfg.batch_size`` frames: :func:`frame_quality` and :func:`error_features` on
@@ -495,9 +508,9 @@ def sequence_quality(seq, poses, hand_model, obj, cfg: FitConfig, keypoints: str
     Args:
         seq: the sequence (observations are read from it as the fit reads them).
         poses: world-frame poses of the frames to score (in the sequence's order).
-        hand_model, obj: on ``cfg.device``.
-        cfg: the fit's settings, ``tc_grasp`` resolved for the schedule.
-        keypoints: 2D joints to load (None: ``cfg.keypoints``, ``auto`` resolved).
+        objective: the fit's :class:`hoannot.fitting.objective.Objective` (its config,
+            resolved for the schedule, sets crops, points, weights; its ``keypoints`` the 2D
+            joints loaded).
         calibration: a :class:`Calibration`, None (uncalibrated) or ``"shipped"``
             (:func:`load_calibration`).
     Returns:
@@ -506,26 +519,16 @@ def sequence_quality(seq, poses, hand_model, obj, cfg: FitConfig, keypoints: str
     Raises:
         InputError: a missing or bad observation (names the file), a malformed calibration.
     """
-    from hoannot.fitting.observations import load_observations
-    from hoannot.renderers.renderer import HandObjectRenderer
-
-    if keypoints is None:
-        keypoints = cfg.keypoints
-        if keypoints == "auto":
-            keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
     if isinstance(calibration, str):
         calibration = load_calibration()
-    device = torch.device(cfg.device)
-    normals = Meshes([obj.verts], [obj.faces]).verts_normals_padded()[0]
-    renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
+    cfg, hand_model, obj, device = objective.cfg, objective.hand_model, objective.obj, objective.device
     frames = [int(f) for f in poses.frames]
     parts, joints, opts = [], [], []
     for i in range(0, len(frames), cfg.batch_size):
         chunk = frames[i : i + cfg.batch_size]
-        obs = load_observations(seq, chunk, cfg.crop_size, cfg.num_points, cfg.segmentation, cfg.seed,
-                                keypoints).to(device)  # fmt: skip
-        params = PoseParameters(poses.select(chunk), hand_model.num_betas, str(device))
-        q = frame_quality(params, obs, hand_model, obj, normals, renderer, cfg)
+        obs = objective.observations(seq, chunk, cfg.seed)
+        params = PoseParameters(poses.select(chunk), hand_model.num_betas, device)
+        q = frame_quality(objective, params, obs)
         q.update(error_features(params, obs, hand_model, obj, cfg))
         parts.append(q)
         with torch.no_grad():

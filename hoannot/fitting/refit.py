@@ -14,8 +14,8 @@ For each contiguous run of chosen frames (consecutive in the sequence's frame li
    tracking step of HOnnotate Sec. 4.2 starts from the previous frame). "Best" is the lowest
    weighted data energy of that frame (HOnnotate Eq. 3 without E_tc, on the window's crops);
    the combination is kept only when the window's total energy (with E_tc) is lower than
-   that of the current poses (as the tracking step's :func:`hoannot.fitting.optimize.
-   _start_energy` decides);
+   that of the current poses (as the tracking step's start is chosen,
+   :func:`hoannot.fitting.steps.starting_poses`);
 2. **window**: the run and up to ``context`` frames on each side (``FitConfig.overlap``, at
    least 1) are optimised as one batch step with every term on, the side frames frozen
    (:attr:`hoannot.fitting.schedule.Step.frozen` / ``frozen_end``) and the hand shape fixed;
@@ -35,15 +35,15 @@ from hoannot.io import InputError
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig
-from hoannot.fitting.optimize import FitContext, _step_parameters, _total, run_step
+from hoannot.fitting.objective import Objective
 from hoannot.fitting.schedule import Step
 from hoannot.fitting.quality import sequence_quality
+from hoannot.fitting.steps import POSE_FIELDS, free_variables, minimise
 from hoannot.models.hand import HandModel, change_frame
 from hoannot.models.objects import ObjectModel
 
 #: the start candidates of a re-fitted frame, in the order they are tried (ties: the first)
 STARTS = ("current", "left-grasp", "left-copy", "right-grasp", "right-copy")
-POSE_FIELDS = ("global_orient", "hand_pose", "transl", "obj_rot", "obj_transl")
 
 
 def parse_frames(spec: str, frames: list[int], flags: dict[int, bool] | None = None) -> list[int]:
@@ -177,20 +177,14 @@ class RefitResult:
     runs: list[RefitRun]
 
 
-def _frame_energy(ctx: FitContext, poses: HandObjectPoses, obs, hand_model: HandModel) -> np.ndarray:
+def _frame_energy(objective: Objective, poses: HandObjectPoses, obs) -> np.ndarray:
     """(B,) weighted data energy of each frame (Eq. 3 without E_tc), no gradients."""
-    step = Step("batch", tuple(range(len(poses))), 0)
-    params, _ = _step_parameters(step, poses, hand_model, ctx.ecfg, ctx.device)
-    with torch.no_grad():
-        terms = ctx.energies(params, obs)
-        total = sum(getattr(ctx.ecfg.weights, k) * v for k, v in terms.items() if k != "temporal")
-    return total.cpu().numpy().astype(np.float64)
+    params, _ = free_variables(Step("batch", tuple(range(len(poses))), 0), poses, objective)
+    return objective.frame_data_energy(params, obs).cpu().numpy().astype(np.float64)
 
 
-def _window_energy(ctx: FitContext, step: Step, poses: HandObjectPoses, obs, hand_model: HandModel) -> float:
-    params, _ = _step_parameters(step, poses, hand_model, ctx.ecfg, ctx.device)
-    with torch.no_grad():
-        return float(_total(ctx.energies(params, obs), params, ctx.ecfg))
+def _window_energy(objective: Objective, step: Step, poses: HandObjectPoses, obs) -> float:
+    return objective.value(free_variables(step, poses, objective)[0], obs)
 
 
 def refit_frames(
@@ -231,7 +225,7 @@ def refit_frames(
     if len(set(int(f) for f in selected)) >= len(frames):
         raise InputError(f"{seq.root}: cannot re-fit every frame with its neighbours fixed; run a full fit instead")
     context = max(1, cfg.overlap) if context is None else max(1, context)
-    ctx = FitContext.make(seq, hand_model, obj, cfg)
+    objective = Objective.make(seq, hand_model, obj, cfg)
     pos = {f: i for i, f in enumerate(frames)}
     chosen = set(int(f) for f in selected)
     runs_out: list[RefitRun] = []
@@ -249,11 +243,11 @@ def refit_frames(
         win_frames = [frames[i] for i in win_idx]
         step = Step("batch", tuple(range(len(win_idx))), cfg.iterations, frozen=len(left), frozen_end=len(right))
         torch.manual_seed(cfg.seed)
-        obs = ctx.observations(seq, win_frames, cfg.seed)
+        obs = objective.observations(seq, win_frames, cfg.seed)
         start = out.select(win_frames)  # the window's current poses (earlier runs already merged)
         in_run = list(range(len(left), len(left) + len(run)))
-        e_frames_before = _frame_energy(ctx, start, obs, ctx.hand_model)
-        e_before = _window_energy(ctx, step, start, obs, ctx.hand_model)
+        e_frames_before = _frame_energy(objective, start, obs)
+        e_before = _window_energy(objective, step, start, obs)
         starts = ["current"] * len(run)
         best = start
         if try_starts:
@@ -264,31 +258,30 @@ def refit_frames(
                 for how in ("grasp", "copy"):
                     c = start.select(win_frames)
                     for j in in_run:
-                        carry_over(c, nb, j, ctx.hand_model, grasp=how == "grasp")
+                        carry_over(c, nb, j, objective.hand_model, grasp=how == "grasp")
                     cands[f"{side}-{how}"] = c
             names = list(cands)
-            e = np.stack([_frame_energy(ctx, cands[n], obs, ctx.hand_model) for n in names])  # (K, B)
+            e = np.stack([_frame_energy(objective, cands[n], obs) for n in names])  # (K, B)
             mix = start.select(win_frames)
             for k, j in enumerate(in_run):
                 pick = names[int(np.nanargmin(np.where(np.isfinite(e[:, j]), e[:, j], np.inf)))]
                 starts[k] = pick
                 for name in POSE_FIELDS:
                     getattr(mix, name)[j] = getattr(cands[pick], name)[j]
-            if _window_energy(ctx, step, mix, obs, ctx.hand_model) < e_before:
+            if _window_energy(objective, step, mix, obs) < e_before:
                 best = mix
             else:
                 starts = ["current"] * len(run)
-        e_start = _window_energy(ctx, step, best, obs, ctx.hand_model) if best is not start else e_before
-        params, groups = _step_parameters(step, best, ctx.hand_model, cfg, ctx.device)
+        e_start = _window_energy(objective, step, best, obs) if best is not start else e_before
+        params, groups = free_variables(step, best, objective)
         where = f"re-fit of frames {run[0]}-{run[-1]}"
-        run_step(params, groups, obs, ctx, step.iterations, seq.root, where)
-        fitted = params.to_poses(ctx.hand_model)
-        with torch.no_grad():
-            e_after = float(_total(ctx.energies(params, obs), params, ctx.ecfg))
-        e_frames_after = _frame_energy(ctx, fitted, obs, ctx.hand_model)
+        minimise(params, groups, obs, objective, step.iterations, seq.root, where)
+        fitted = params.to_poses(objective.hand_model)
+        e_after = objective.value(params, obs)
+        e_frames_after = _frame_energy(objective, fitted, obs)
         # the fit's final quality pass (hoannot.fitting.quality: estimates and flags as the fit
         # computes them), over the window so the temporal jumps see the fixed neighbours
-        q = sequence_quality(seq, fitted, ctx.hand_model, ctx.obj, ctx.ecfg, ctx.keypoints)
+        q = sequence_quality(seq, fitted, objective)
         q.pop("frames", None)
         for k, j in enumerate(in_run):  # only the run's frames change: the frozen ones keep their bits
             for name in POSE_FIELDS:

@@ -175,13 +175,11 @@ def compute_quality(
     Raises:
         InputError: a missing observation (segmentation, depth), naming the file.
     """
+    from hoannot.fitting.objective import Objective
     from hoannot.fitting.quality import sequence_quality
-    from hoannot.fitting.schedule import resolve_schedule
 
-    ecfg = cfg.model_copy(update={"tc_grasp": cfg.grasp_weight(resolve_schedule(cfg, len(seq.cameras))), "device": device})
-    verts, faces = obj.verts.to(device), obj.faces.to(device)
-    objd = ObjectModel(obj.name, obj.mesh, verts, faces, obj.points, obj.diameter, obj.symmetric)
-    return sequence_quality(seq, poses, hand_model.to(device), objd, ecfg)
+    objective = Objective.make(seq, hand_model, obj, cfg.model_copy(update={"device": device}))
+    return sequence_quality(seq, poses, objective)
 
 
 # ---- panels ------------------------------------------------------------------------------
