@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import RESULTS, SHARED, WEBXR_HAND, stamp, write_result
+from harness import RESULTS, SHARED, WEBXR_HAND, package_digest, stamp, write_result
 
 WEBXR = WEBXR_HAND
 #: name -> (YCB object, grasp seed)
@@ -63,7 +63,7 @@ def timed_fit(base: Path, out: Path, cfg, chunk: dict | None) -> dict:
     done = None
     if info_path.is_file():
         info = json.loads(info_path.read_text())
-        same = info.get("bench_key") == [cfg.digest(), chunk]
+        same = info.get("bench_key") == [cfg.digest(), chunk, package_digest()]
         done = info if same else None
         if not same:  # a finished fit of other settings: start again
             shutil.rmtree(out)
@@ -80,7 +80,7 @@ def timed_fit(base: Path, out: Path, cfg, chunk: dict | None) -> dict:
             run_fit(out, cfg, resume=True, progress=False, threads=1, **chunk)
         seconds = time.perf_counter() - t0
         info = json.loads(info_path.read_text())
-        info.update(bench_key=[cfg.digest(), chunk], bench_seconds=seconds, bench_resumed=resumed,
+        info.update(bench_key=[cfg.digest(), chunk, package_digest()], bench_seconds=seconds, bench_resumed=resumed,
                     bench_load_before=load_before, bench_load_after=os.getloadavg())  # fmt: skip
         info_path.write_text(json.dumps(info, indent=2))
         done = info
@@ -100,15 +100,21 @@ def markdown(res: dict) -> str:
          f"package digest `{res['package_digest']}`). {res['cameras']} cameras x {res['frames']} frames at "
          f"{res['image_size']}, {res['iterations']} iterations, crop {res['crop_size']}; chunks of "
          f"{res['chunk_frames']} frames on {res['workers']} workers ({res['executor']}).", "",
-         "| capture | sequential s | chunked s | wall ratio | hand MPJPE seq / chunked (mm) | delta | "
+         "| capture | sequential s | chunked s (chunks + seams) | wall ratio | hand MPJPE seq / chunked (mm) | delta | "
          "object ADD seq / chunked (mm) | delta | load avg (1 min) seq / chunked |",
          "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in res["captures"]:
         s, k = c["sequential"], c["chunked_fit"]
-        L.append(f"| {c['capture']} | {c['sequential_seconds']} | {c['chunked_seconds']} | {c['wall_ratio']} | "
+        rec = k.get("chunked") or {}
+        parts = (f" ({rec['seconds_chunks']:.1f} + {rec['seconds_seams']:.1f})" if "seconds_seams" in rec else "")
+        L.append(f"| {c['capture']} | {c['sequential_seconds']} | {c['chunked_seconds']}{parts} | {c['wall_ratio']} | "
                  f"{s['hand_mpjpe_mm']} / {k['hand_mpjpe_mm']} | {c['hand_mpjpe_delta_mm']:+.3f} | "
                  f"{s['object_add_mm']} / {k['object_add_mm']} | {c['object_add_delta_mm']:+.3f} | "
                  f"{s['loadavg_before'][0]} / {k['loadavg_before'][0]} |")  # fmt: skip
+    rec = (res["captures"][0]["chunked_fit"].get("chunked") or {}) if res["captures"] else {}
+    if "seam_iterations" in rec:
+        L += ["", f"Executor `{rec['executor']}`; seams re-fitted with {rec['seam_iterations']} Adam iterations and "
+              f"{rec['seam_context']} fixed frame(s) on each side."]  # fmt: skip
     L += ["", "Deltas are chunked minus sequential. The machine is shared (2 cores): the load averages say how "
           "much else ran; the wall ratio is meaningful only on a quiet machine."]  # fmt: skip
     return "\n".join(L) + "\n"
@@ -116,7 +122,7 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--captures", default="meat", help=f"comma list of {', '.join(CAPTURES)}")
+    ap.add_argument("--captures", default="meat,mustard", help=f"comma list of {', '.join(CAPTURES)}")
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--cameras", type=int, default=3)
     ap.add_argument("--width", type=int, default=160)

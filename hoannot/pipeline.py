@@ -264,6 +264,7 @@ def run_fit(
                                           executor=executor, mano_model_path=mano_model_path, ycb_dir=ycb_dir)  # fmt: skip
                 extra = {"chunked": {"chunk_frames": chunk_frames, "workers": workers, "executor": rec["executor"],
                                      "chunks": rec["chunks"], "seams": rec["seams"],
+                                     "seam_context": rec["seam_context"], "seam_iterations": rec["seam_iterations"],
                                      "seconds_chunks": rec["seconds_chunks"], "seconds_seams": rec["seconds_seams"]}}  # fmt: skip
             else:
                 result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)

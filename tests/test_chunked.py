@@ -82,3 +82,19 @@ def test_chunked_fit_refuses_the_single_camera_schedule(capture, tmp_path):
     with pytest.raises(InputError, match="--chunk-frames 1: expected 2 or more"):
         chunk_ranges(8, 1)
     assert chunk_ranges(9, 4) == [(0, 4), (4, 8), (8, 9)]
+
+
+def test_auto_executor_is_local_processes_unless_connected_to_ray(monkeypatch):
+    """A fit not connected to Ray does not start one for its chunks (about 27 s on 2 cores);
+    one inside a Ray task (``hoannot run``) sends them to Ray."""
+    import sys
+    import types
+
+    from hoannot.fitting.chunked import resolve_executor
+
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    assert resolve_executor("auto") == "process" and "ray" not in sys.modules
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: True))
+    assert resolve_executor("auto") == "ray" and resolve_executor("process") == "process"
+    with pytest.raises(InputError, match="--executor 'dask': expected auto, ray or process"):
+        resolve_executor("dask")
