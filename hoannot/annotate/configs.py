@@ -170,19 +170,27 @@ class TrainConfig(BaseModel):
     device: str = Field("cpu", min_length=1, description="torch device to train on (cpu, cuda)")
 
     @classmethod
-    def with_settings(cls, settings: dict[str, Any], where: str):
-        """Defaults, then flat ``settings``: a field of this model, or of its ``net``.
+    def with_settings(cls, settings: dict[str, Any], where: str, base: TrainConfig | None = None):
+        """``base`` (None: the defaults), then flat ``settings``: a field of this model or of its ``net``.
+
+        Only for the subclasses, which have a ``net``.
 
         Args:
             settings: e.g. ``{"steps": 100, "stages": 2}`` (``stages`` is ``net.stages``);
                 None values are skipped (an option not given).
             where: for messages (``train-kp``).
+            base: the settings to start from (an instance of this class).
+        Returns:
+            a validated instance of this class.
         Raises:
-            InputError: an unknown setting, or a value a field refuses (names the setting).
+            InputError: ``base`` of another class, an unknown setting, or a value a field
+                refuses (names the setting and the value given).
         """
-        net_model = cls.model_fields["net"].annotation
-        top: dict[str, Any] = {}
-        net = cls.model_fields["net"].default.model_dump()
+        if base is not None and not isinstance(base, cls):
+            raise InputError(f"{where}: expected a {cls.__name__}, got a {type(base).__name__}")
+        base = base if base is not None else cls()
+        net_model = type(base.net)
+        top, net = base.model_dump(exclude={"net"}), base.net.model_dump()
         for k, v in settings.items():
             if v is None:
                 continue
