@@ -37,7 +37,8 @@ NUM_JOINTS = 21
 Self = TypeVar("Self", bound="NetConfig")
 
 
-def validation_message(e: ValidationError, where: str, given: dict[str, Any] | None = None) -> str:
+def validation_message(e: ValidationError, where: str, given: dict[str, Any] | None = None,
+                       options: bool = False) -> str:  # fmt: skip
     """One line for the first error of ``e``: ``<where>: field 'a.b': <msg> (given <value>)``.
 
     Args:
@@ -45,6 +46,7 @@ def validation_message(e: ValidationError, where: str, given: dict[str, Any] | N
         where: what was validated (a file, ``train-kp``...).
         given: the flat settings the caller passed; a field among them is named by its flat
             name and value, as the caller wrote it.
+        options: ``given`` came from command-line options: say ``(from --name value)``.
     """
     err = e.errors()[0]
     loc = [str(x) for x in err["loc"]]
@@ -52,8 +54,9 @@ def validation_message(e: ValidationError, where: str, given: dict[str, Any] | N
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
     name = loc[-1] if loc else ""
-    if given is not None and name in given:
-        return f"{where}: field {name!r}: {msg} (given {given[name]!r})"
+    if given is not None and given.get(name) is not None:
+        src = f"from --{name.replace('_', '-')}" if options else "given"
+        return f"{where}: field {name!r}: {msg} ({src} {given[name]!r})"
     return f"{where}: field {'.'.join(loc)!r}: {msg}" + ("" if err["type"] == "extra_forbidden" else f" (given {err.get('input')!r})")
 
 
@@ -118,7 +121,7 @@ class SegmentationConfig(NetConfig):
     @classmethod
     def _multiple_of_32(cls, v: list[int]) -> list[int]:
         if any(x < 32 or x % 32 for x in v):
-            raise ValueError(f"{v}: W and H must be positive multiples of 32 (the encoder's stride)")
+            raise ValueError("W and H must be positive multiples of 32 (the encoder's stride)")
         return v
 
 
@@ -170,7 +173,7 @@ class TrainConfig(BaseModel):
     device: str = Field("cpu", min_length=1, description="torch device to train on (cpu, cuda)")
 
     @classmethod
-    def with_settings(cls, settings: dict[str, Any], where: str, base: TrainConfig | None = None):
+    def with_settings(cls, settings: dict[str, Any], where: str, base: TrainConfig | None = None, options: bool = False):
         """``base`` (None: the defaults), then flat ``settings``: a field of this model or of its ``net``.
 
         Only for the subclasses, which have a ``net``.
@@ -180,6 +183,7 @@ class TrainConfig(BaseModel):
                 None values are skipped (an option not given).
             where: for messages (``train-kp``).
             base: the settings to start from (an instance of this class).
+            options: the settings are command-line options (messages say ``--name``).
         Returns:
             a validated instance of this class.
         Raises:
@@ -204,7 +208,7 @@ class TrainConfig(BaseModel):
         try:
             return cls.model_validate({**top, "net": net})
         except ValidationError as e:
-            raise InputError(validation_message(e, where, settings)) from None
+            raise InputError(validation_message(e, where, settings, options)) from None
 
 
 class SegTrainConfig(TrainConfig):
