@@ -198,7 +198,7 @@ def detect_keypoints(model: CPM, rgb: np.ndarray, hand_mask: np.ndarray,
     if object_mask is not None and object_mask.shape != hand_mask.shape:
         raise InputError(f"detect_keypoints: object mask {object_mask.shape} does not match rgb {rgb.shape[:2]}")
     hand_mask = np.asarray(hand_mask, bool)
-    if c["distal_crop"]:
+    if c.get("distal_crop", False):
         box = distal_hand_box(hand_mask, object_mask, c["box_margin"])
     else:
         box = hand_box(hand_mask, c["box_margin"])
@@ -222,7 +222,7 @@ def detect_in_box(model: CPM, rgb: np.ndarray, box: tuple[float, float, float]) 
     c = model.config
     rgb = np.ascontiguousarray(rgb[..., :3])
     uv, peak = _detect_in_box(model, rgb, box)
-    for _ in range(int(c["refine_passes"])):
+    for _ in range(int(c.get("refine_passes", 0))):
         uv, peak = _detect_in_box(model, rgb, joint_box(uv, c["joint_margin"]))
     return uv.astype(np.float32), np.clip(peak, 0, 1).astype(np.float32)
 
