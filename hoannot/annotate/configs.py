@@ -169,7 +169,7 @@ class TrainConfig(BaseModel):
     samples: int = Field(600, ge=1, description="synthetic composites rendered for training (augmented on the fly)")
     steps: int = Field(400, ge=0, description="optimiser steps in all (Adam, cosine decay); a resumed run continues up to this number")
     max_minutes: Optional[float] = Field(None, gt=0, description="stop (with a checkpoint) after this many minutes of this run; rerun to resume")
-    seed: int = Field(0, description="seed of the rendered views, the shuffling and the augmentation")
+    seed: int = Field(0, description="seed of the rendered views, the initial weights, the shuffling and the augmentation")
     device: str = Field("cpu", min_length=1, description="torch device to train on (cpu, cuda)")
 
     @classmethod

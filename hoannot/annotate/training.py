@@ -389,6 +389,7 @@ def _train_network(
     out_path = Path(out_path)
     if pool is None:
         pool = get_pool(pool_cache, cfg.samples, objects, ycb_dir, cfg.seed, progress)
+    torch.manual_seed(cfg.seed)  # the network's random init: the same seed gives the same weights
     j = job(pool)
     torch.manual_seed(cfg.seed)
     name = {"segmentation": "train-seg", "keypoints": "train-kp"}[kind]
