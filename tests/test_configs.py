@@ -157,3 +157,38 @@ def test_weights_with_unknown_or_bad_config_keys(tmp_path):
     W.save_weights(tmp_path / "bad.pt", "keypoints", {**net.config, "stages": 0}, net.state_dict())
     with pytest.raises(InputError, match="bad.pt: field 'stages'"):
         load_keypoints(tmp_path / "bad.pt")
+
+
+def _tiny_pool(n: int = 4) -> dict:
+    """``n`` 48x64 views with a hand blob (label 1) and joints on it; no rendering."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    label = np.zeros((n, 48, 64), np.uint8)
+    label[:, 12:36, 20:44] = 1
+    uv = np.stack([rng.uniform([22, 14], [42, 34], (21, 2)) for _ in range(n)]).astype(np.float32)
+    return {"rgb": rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8), "label": label,
+            "depth": np.full((n, 48, 64), 0.5, np.float32), "uv": uv, "visible": np.ones((n, 21), bool),
+            "object": np.array(["primitive:box:0.05,0.05,0.05"] * n)}  # fmt: skip
+
+
+def test_train_keypoints_is_seeded_resumable_and_saves_its_net_config(tmp_path):
+    import json
+
+    import torch
+
+    from hoannot.annotate.training import train_keypoints
+
+    cfg = KpTrainConfig.with_settings({"steps": 1, "batch_size": 2, "stages": 1, "width": 8, "crop": 32}, "t")
+    states = []
+    for name in ("a.pt", "b.pt"):
+        torch.manual_seed(len(name) * 17 + len(states))  # the caller's RNG state must not matter
+        r = train_keypoints(tmp_path / name, cfg, pool=_tiny_pool(), progress=False)
+        assert r["steps"] == 1 and len(r["losses"]) == 1
+        states.append(torch.load(tmp_path / name, weights_only=True)["state_dict"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])  # same seed, same weights
+    side = json.loads((tmp_path / "a.pt.json").read_text())
+    assert side["config"] == cfg.net.model_dump() and side["meta"]["joint_box_prob"] == cfg.joint_box_prob
+    r = train_keypoints(tmp_path / "a.pt", cfg, pool=_tiny_pool(), progress=False, steps=2)  # resumes the .ckpt
+    assert r["steps"] == 2 and len(r["losses"]) == 2 and r["losses"][0] == side["meta"]["first_loss"]
