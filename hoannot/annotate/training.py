@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hoannot.annotate import weights as W
-from hoannot.annotate.configs import KeypointConfig, KpTrainConfig, SegTrainConfig, TrainConfig
+from hoannot.annotate.configs import KeypointConfig, KpTrainConfig, SegTrainConfig
 from hoannot.annotate.keypoints import CPM, cpm_loss
 from hoannot.annotate.preprocess import affine, crop_affine, hand_box, joint_box, normalise_depth, normalise_rgb
 from hoannot.annotate.segmentation import CLASS_WEIGHTS, SegmentationNet
@@ -362,7 +362,7 @@ class _Job(NamedTuple):
 def _train_network(
     kind: str,
     out_path: str | Path,
-    cfg: TrainConfig,
+    cfg: SegTrainConfig | KpTrainConfig,
     job: Callable[[dict], _Job],
     *,
     ycb_dir: str | Path | None,
