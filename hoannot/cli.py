@@ -26,6 +26,7 @@ from rich.markup import escape
 
 from hoannot.io import InputError
 from hoannot.fitting.config import FitConfig
+from hoannot.annotate.configs import KeypointConfig, KpTrainConfig, SegmentationConfig, SegTrainConfig
 
 console = Console()
 err_console = Console(stderr=True)
@@ -380,50 +381,59 @@ def _settings(items: list[str]) -> dict:
 def train_seg(
     out: Optional[Path] = typer.Argument(None, help="Weights file (default: the user cache, segmentation.pt)."),
     ycb_dir: Optional[Path] = typer.Option(None, "--ycb-dir", help="YCB models for training objects (else primitives)."),
-    samples: int = typer.Option(600, help="Synthetic composites rendered for training."),
-    steps: int = typer.Option(400, help="Optimiser steps."),
-    rgbd: bool = typer.Option(False, "--rgbd", help="RGB-D input (depth as a 4th channel)."),
+    samples: Optional[int] = _config_option(SegTrainConfig, "samples"),
+    steps: Optional[int] = _config_option(SegTrainConfig, "steps"),
+    batch_size: Optional[int] = _config_option(SegTrainConfig, "batch_size"),
+    lr: Optional[float] = _config_option(SegTrainConfig, "lr"),
+    rgbd: Optional[bool] = _config_option(SegmentationConfig, "rgbd", "--rgbd"),
     init_weights: Optional[Path] = typer.Option(None, help="Start from these weights (a .pt state dict)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this long; rerun to resume."),
-    device: str = typer.Option("cpu"),
-    seed: int = 0,
+    max_minutes: Optional[float] = _config_option(SegTrainConfig, "max_minutes"),
+    device: Optional[str] = _config_option(SegTrainConfig, "device"),
+    seed: Optional[int] = _config_option(SegTrainConfig, "seed"),
 ) -> None:
     """Train the DeepLabV3+ hand/object segmentation on synthetic composites (resumable)."""
-    _train_perception("segmentation", out, ycb_dir=ycb_dir, samples=samples, steps=steps, rgbd=rgbd,
-                      init_weights=init_weights, max_minutes=max_minutes, device=device, seed=seed)  # fmt: skip
+    _train_perception("segmentation", out, ycb_dir, init_weights, samples=samples, steps=steps, batch_size=batch_size,
+                      lr=lr, rgbd=rgbd, max_minutes=max_minutes, device=device, seed=seed)  # fmt: skip
 
 
 @app.command("train-kp")
 def train_kp(
     out: Optional[Path] = typer.Argument(None, help="Weights file (default: the user cache, keypoints.pt)."),
     ycb_dir: Optional[Path] = typer.Option(None, "--ycb-dir", help="YCB models for training objects (else primitives)."),
-    samples: int = typer.Option(600, help="Synthetic composites rendered for training."),
-    steps: int = typer.Option(400, help="Optimiser steps."),
-    stages: int = typer.Option(3, help="CPM stages."),
-    init_weights: Optional[Path] = typer.Option(None, help="Start from these weights (a .pt state dict)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this long; rerun to resume."),
-    device: str = typer.Option("cpu"),
-    seed: int = 0,
+    samples: Optional[int] = _config_option(KpTrainConfig, "samples"),
+    steps: Optional[int] = _config_option(KpTrainConfig, "steps"),
+    batch_size: Optional[int] = _config_option(KpTrainConfig, "batch_size"),
+    lr: Optional[float] = _config_option(KpTrainConfig, "lr"),
+    stages: Optional[int] = _config_option(KeypointConfig, "stages"),
+    init_weights: Optional[Path] = typer.Option(None, help="Start from these weights (a hoannot keypoints .pt)."),
+    max_minutes: Optional[float] = _config_option(KpTrainConfig, "max_minutes"),
+    device: Optional[str] = _config_option(KpTrainConfig, "device"),
+    seed: Optional[int] = _config_option(KpTrainConfig, "seed"),
 ) -> None:
     """Train the Convolutional Pose Machine for 21 2D hand joints on synthetic hand crops (resumable)."""
-    _train_perception("keypoints", out, ycb_dir=ycb_dir, samples=samples, steps=steps, stages=stages,
-                      init_weights=init_weights, max_minutes=max_minutes, device=device, seed=seed)  # fmt: skip
+    _train_perception("keypoints", out, ycb_dir, init_weights, samples=samples, steps=steps, batch_size=batch_size,
+                      lr=lr, stages=stages, max_minutes=max_minutes, device=device, seed=seed)  # fmt: skip
 
 
-def _train_perception(kind: str, out: Optional[Path], **kw) -> None:
+def _train_perception(kind: str, out: Optional[Path], ycb_dir: Optional[Path], init_weights: Optional[Path],
+                      **options) -> None:  # fmt: skip
+    """``train-seg`` / ``train-kp``: the options (None: not given) over the training config's
+    defaults (:class:`~hoannot.annotate.configs.SegTrainConfig` / ``KpTrainConfig``), then train."""
     import torch
 
     from hoannot.annotate.weights import cache_dir
 
     out = out or cache_dir() / f"{kind}.pt"
-    if kw["device"] == "cpu":
-        torch.set_num_threads(1)  # measured faster than 2 threads on 2 shared cores
+    model, name = (SegTrainConfig, "train-seg") if kind == "segmentation" else (KpTrainConfig, "train-kp")
     try:
+        cfg = model.with_settings(options, name, options=True)
+        if cfg.device == "cpu":
+            torch.set_num_threads(1)  # measured faster than 2 threads on 2 shared cores
         if kind == "segmentation":
             from hoannot.annotate.training import train_segmentation as fn
         else:
             from hoannot.annotate.training import train_keypoints as fn
-        info = fn(out, **kw)
+        info = fn(out, cfg, ycb_dir=ycb_dir, init_weights=init_weights)
     except InputError as e:
         _fail(e)
     done = info.get("done", True) if isinstance(info, dict) else True

@@ -43,13 +43,12 @@ import torch
 from torch import nn
 
 from hoannot.annotate import weights as W
+from hoannot.annotate.configs import NUM_JOINTS, KeypointConfig
 from hoannot.annotate.preprocess import crop_affine, distal_hand_box, hand_box, joint_box, normalise_rgb
 from hoannot.io import InputError
 
-NUM_JOINTS = 21
-DEFAULT_CONFIG = {"arch": "CPM", "stages": 3, "width": 48, "crop": 64, "stride": 4, "sigma": 1.2,
-                  "joints": NUM_JOINTS, "joint_order": "ho3d", "box_margin": 1.25, "joint_margin": 1.5,
-                  "refine_passes": 0, "batchnorm": False, "distal_crop": False}  # fmt: skip
+__all__ = ["NUM_JOINTS", "KeypointConfig", "CPM", "cpm_loss", "heatmap_peaks", "load_keypoints", "detect_keypoints",
+           "detect_in_box"]  # fmt: skip
 
 
 def _conv(cin: int, cout: int, k: int, relu: bool = True, bn: bool = False) -> list[nn.Module]:
@@ -64,16 +63,25 @@ class CPM(nn.Module):
     """Convolutional Pose Machine.
 
     Args:
-        config: keys of :data:`DEFAULT_CONFIG` (``stages`` T, trunk ``width``, ``crop``
-            size, ``stride`` 4 fixed by the trunk, ``sigma`` of the targets in heatmap px).
+        config: a :class:`~hoannot.annotate.configs.KeypointConfig` (``stages`` T, trunk
+            ``width``, ``crop`` size, ``stride`` 4 fixed by the trunk, ``sigma`` of the targets
+            in heatmap px...), or a dict of some of its fields (the others take the
+            defaults); None: the defaults.
+
+    Attributes:
+        config: the full config as a plain dict (``KeypointConfig.model_dump()``, what is
+            saved with the weights).
 
     ``forward(x)``: x (B, 3, crop, crop) float32 -> list of T belief tensors, each
     (B, J + 1, crop/4, crop/4) (last channel: background).
+
+    Raises:
+        InputError: an unknown field, or a value the config refuses (e.g. ``stages`` 0).
     """
 
-    def __init__(self, config: dict | None = None) -> None:
+    def __init__(self, config: KeypointConfig | dict | None = None) -> None:
         super().__init__()
-        self.config = c = {**DEFAULT_CONFIG, **(config or {})}
+        self.config = c = KeypointConfig.validated(config).model_dump()
         w, J1, bn = c["width"], c["joints"] + 1, bool(c["batchnorm"])
 
         def conv(cin: int, cout: int, k: int, relu: bool = True) -> list[nn.Module]:
@@ -149,10 +157,14 @@ def load_keypoints(path: str | Path | None = None, device: str = "cpu") -> CPM:
 
     Raises:
         InputError: no weights (the message names ``hoannot train-kp``), hash mismatch,
-            or a file of another kind.
+            a file of another kind, or a stored config value the model refuses.
+    Warns:
+        UserWarning: the stored config has keys this version does not know (ignored; see
+            :meth:`~hoannot.annotate.configs.NetConfig.from_stored`).
     """
     data = W.load_weights("keypoints", path)
-    model = CPM(data["config"])  # older configs lack later options: defaults = as trained
+    # older configs lack later options: their defaults are what those files were trained with
+    model = CPM(KeypointConfig.from_stored(data["config"], str(data["path"])))
     model.load_state_dict(data["state_dict"])
     model.weights_path, model.sha256 = str(data["path"]), data["sha256"]
     return model.to(device).eval()

@@ -27,13 +27,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hoannot.annotate.configs import NUM_JOINTS, MediaPipeConfig
 from hoannot.annotate.preprocess import crop_affine, hand_box
 from hoannot.datasets.conventions import OPENPOSE_TO_HO3D
 from hoannot.io import InputError
 
-NUM_JOINTS = 21
-DEFAULT_CONFIG = {"arch": "MediaPipeHands", "model_complexity": 1, "min_detection_confidence": 0.3,
-                  "crop": 256, "box_margin": 2.0, "joints": NUM_JOINTS, "joint_order": "ho3d"}  # fmt: skip
+__all__ = ["NUM_JOINTS", "MediaPipeConfig", "MediaPipeHands", "landmarks_to_ho3d"]
 
 
 def landmarks_to_ho3d(xy_norm: np.ndarray, size: int) -> np.ndarray:
@@ -54,16 +53,19 @@ class MediaPipeHands:
     """MediaPipe Hands behind the 2D-joint detector interface.
 
     Args:
-        config: keys of :data:`DEFAULT_CONFIG` (``model_complexity`` 1 = the "full"
-            landmark model, 0 = "lite"; ``crop`` side px; ``box_margin``).
+        config: a :class:`~hoannot.annotate.configs.MediaPipeConfig` (``model_complexity``
+            1 = the "full" landmark model, 0 = "lite"; ``crop`` side px; ``box_margin``), or a
+            dict of some of its fields; None: the defaults.
     Attributes:
-        config, weights_path (the bundled ``.tflite``), sha256 (its hash).
+        config (the full config as a plain dict), weights_path (the bundled ``.tflite``),
+        sha256 (its hash).
     Raises:
-        InputError: mediapipe is not installed, or its release does not bundle the model.
+        InputError: an unknown config field or a value it refuses; mediapipe is not
+            installed, or its release does not bundle the model.
     """
 
-    def __init__(self, config: dict | None = None) -> None:
-        self.config = c = {**DEFAULT_CONFIG, **(config or {})}
+    def __init__(self, config: MediaPipeConfig | dict | None = None) -> None:
+        self.config = c = MediaPipeConfig.validated(config).model_dump()
         os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logs: errors only
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:

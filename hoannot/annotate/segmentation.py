@@ -13,7 +13,7 @@ Variants: RGB (3 input channels) and RGB-D (4: depth as an extra channel, normal
 
 Inference (:func:`segment`) resizes the image to the working width the network was
 trained at (the training views are rendered at 320x240 and shown to the network at
-``config["work_width"]`` px wide), pads to a multiple of 32, and upsamples the class
+``work_width`` px wide, :class:`~hoannot.annotate.configs.SegmentationConfig`), pads to a multiple of 32, and upsamples the class
 scores back to the input size before the arg-max.
 """
 
@@ -27,18 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from hoannot.annotate import weights as W
+from hoannot.annotate.configs import SegmentationConfig
 from hoannot.annotate.preprocess import normalise_depth, normalise_rgb
 from hoannot.io import InputError
 
-DEFAULT_CONFIG = {
-    "arch": "DeepLabV3Plus",
-    "encoder": "tu-mobilenetv3_small_100",
-    "decoder_channels": 64,
-    "classes": 3,
-    "rgbd": False,
-    "work_width": 128,
-    "train_size": [128, 96],
-}
 #: Cross-entropy class weights (background, hand, object): the hand and object cover
 #: a small part of each view.
 CLASS_WEIGHTS = (0.5, 1.5, 1.0)
@@ -48,20 +40,24 @@ class SegmentationNet(torch.nn.Module):
     """DeepLabV3+ with its hoannot config.
 
     Args:
-        config: keys of :data:`DEFAULT_CONFIG` (missing ones take the defaults).
+        config: a :class:`~hoannot.annotate.configs.SegmentationConfig`, or a dict of some
+            of its fields (the others take the defaults); None: the defaults.
 
     Attributes:
-        config: the full config (saved with the weights).
+        config: the full config as a plain dict (``SegmentationConfig.model_dump()``, what
+            is saved with the weights).
         net: the ``smp.DeepLabV3Plus`` module; ``forward(x)`` maps (B, C, H, W) float32
             (C = 3, or 4 with ``rgbd``; H, W multiples of 32) to (B, 3, H, W) logits.
+
+    Raises:
+        InputError: an unknown field, or a value the config refuses.
     """
 
-    def __init__(self, config: dict | None = None) -> None:
+    def __init__(self, config: SegmentationConfig | dict | None = None) -> None:
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        self.config = {**DEFAULT_CONFIG, **(config or {})}
-        c = self.config
+        self.config = c = SegmentationConfig.validated(config).model_dump()
         self.net = smp.DeepLabV3Plus(
             encoder_name=c["encoder"], encoder_weights=None, in_channels=4 if c["rgbd"] else 3,
             classes=c["classes"], decoder_channels=c["decoder_channels"],
@@ -80,10 +76,13 @@ def load_segmentation(path: str | Path | None = None, device: str = "cpu") -> Se
 
     Raises:
         InputError: no weights found (the message names ``hoannot train-seg``), hash
-            mismatch, or a file of another kind.
+            mismatch, a file of another kind, or a stored config value the model refuses.
+    Warns:
+        UserWarning: the stored config has keys this version does not know (ignored; see
+            :meth:`~hoannot.annotate.configs.NetConfig.from_stored`).
     """
     data = W.load_weights("segmentation", path)
-    model = SegmentationNet(data["config"])
+    model = SegmentationNet(SegmentationConfig.from_stored(data["config"], str(data["path"])))
     model.net.load_state_dict(data["state_dict"])
     model.weights_path, model.sha256 = str(data["path"]), data["sha256"]
     return model.to(device).eval()
@@ -94,7 +93,7 @@ def prepare_input(rgb: np.ndarray, depth: np.ndarray | None, config: dict) -> tu
 
     Args:
         rgb: (H, W, 3) uint8. depth: (H, W) metres or None (required for RGB-D).
-        config: the network config.
+        config: the network config (``model.config``, a plain dict).
     Returns:
         x (1, C, Hp, Wp) float32 and the (h, w) of the resized, unpadded image.
     Raises:

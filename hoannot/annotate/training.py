@@ -5,8 +5,10 @@
 ``load_pool``) as torch Datasets that augment on the fly (:func:`augment`: scale,
 rotation, translation as one affine warp, colour jitter, blur); :func:`train_loop` is the
 resumable Adam loop both use; :func:`train_segmentation` (DeepLabV3+, HOnnotate Sec. 3.2)
-and :func:`train_keypoints` (CPM, Wei et al., CVPR 2016, Eq. 4-5) write weights with
-their config and hash (:mod:`hoannot.annotate.weights`). Inference
+and :func:`train_keypoints` (CPM, Wei et al., CVPR 2016, Eq. 4-5), both through
+:func:`_train_network`, take their settings as :class:`~hoannot.annotate.configs.SegTrainConfig`
+/ :class:`~hoannot.annotate.configs.KpTrainConfig` and write weights with their network
+config and hash (:mod:`hoannot.annotate.weights`). Inference
 (:mod:`hoannot.annotate.segmentation`, :mod:`hoannot.annotate.keypoints`) does not
 import this module.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import cv2
 import numpy as np
@@ -23,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from hoannot.annotate import weights as W
+from hoannot.annotate.configs import KeypointConfig, KpTrainConfig, SegTrainConfig
 from hoannot.annotate.keypoints import CPM, cpm_loss
 from hoannot.annotate.preprocess import affine, crop_affine, hand_box, joint_box, normalise_depth, normalise_rgb
 from hoannot.annotate.segmentation import CLASS_WEIGHTS, SegmentationNet
-from hoannot.annotate.segmentation import DEFAULT_CONFIG as SEG_CONFIG
 from hoannot.io import InputError
 from hoannot.synthesis.training_assets import default_objects
 from hoannot.synthesis.training_renders import RenderConfig, load_pool, render_pool, save_pool
@@ -339,159 +342,176 @@ def get_pool(pool_cache: str | Path | None, samples: int, objects: list[str] | N
     return pool
 
 
+def kp_loss(model: CPM, batch: dict) -> tuple[torch.Tensor, dict]:
+    total, per = cpm_loss(model(batch["image"]), batch["heatmaps"])
+    return total, {f"stage{t + 1}": float(v.detach()) for t, v in enumerate(per)}
+
+
+class _Job(NamedTuple):
+    """What one network's training adds to :func:`_train_network`."""
+
+    model: torch.nn.Module  # the network, with its ``config`` dict
+    loss_fn: Callable  # ``loss_fn(model, batch) -> (loss, logs)``
+    dataset: torch.utils.data.Dataset
+    pool: dict  # the views trained on (recorded in the meta)
+    init_note: str  # where the starting weights came from
+    weights: Callable[[], dict]  # the state dict the weights file stores
+    meta: dict  # extra meta entries, after ``init``
+
+
+def _train_network(
+    kind: str,
+    out_path: str | Path,
+    cfg: SegTrainConfig | KpTrainConfig,
+    job: Callable[[dict], _Job],
+    *,
+    ycb_dir: str | Path | None,
+    objects: list[str] | None,
+    pool_cache: str | Path | None,
+    pool: dict | None,
+    resume: bool,
+    progress: bool,
+) -> dict:
+    """What training either network does: get the pool, build the network (``job``), run the
+    resumable :func:`train_loop` (checkpoint ``<out_path>.ckpt``), save the weights.
+
+    Args:
+        kind: ``"segmentation"`` or ``"keypoints"`` (the weights file's kind).
+        out_path: the weights file to write (``.pt`` + ``.pt.json``).
+        cfg: the validated training settings (``samples``, ``steps``, ``batch_size``,
+            ``lr``, ``max_minutes``, ``seed``, ``device``).
+        job: ``job(pool) -> _Job``: the network, its dataset and loss on the pool.
+        ycb_dir, objects, pool_cache, pool, resume, progress: see :func:`train_segmentation`.
+    Returns:
+        as :func:`train_segmentation`.
+    """
+    t0 = time.time()
+    out_path = Path(out_path)
+    if pool is None:
+        pool = get_pool(pool_cache, cfg.samples, objects, ycb_dir, cfg.seed, progress)
+    torch.manual_seed(cfg.seed)  # the network's random init: the same seed gives the same weights
+    j = job(pool)
+    torch.manual_seed(cfg.seed)
+    name = {"segmentation": "train-seg", "keypoints": "train-kp"}[kind]
+    hist = train_loop(j.model, j.loss_fn, j.dataset, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                      ckpt_path=out_path.with_name(out_path.name + ".ckpt"), resume=resume, progress=progress,
+                      max_minutes=cfg.max_minutes, seed=cfg.seed, device=cfg.device, description=name)  # fmt: skip
+    losses = hist["losses"]
+    meta = {
+        "steps": hist["step"], "batch_size": cfg.batch_size, "lr": cfg.lr, "samples": len(j.pool["rgb"]),
+        "objects": sorted(set(str(o) for o in j.pool.get("object", []))), "init": j.init_note, **j.meta,
+        "first_loss": losses[0] if losses else None, "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "train_seconds": hist["seconds"], "seed": cfg.seed,
+    }  # fmt: skip
+    digest = W.save_weights(out_path, kind, j.model.config, j.weights(), meta)
+    return {"path": str(out_path), "sha256": digest, "steps": hist["step"], "first_loss": meta["first_loss"],
+            "final_loss": meta["final_loss"], "minutes": (time.time() - t0) / 60, "samples": meta["samples"],
+            "losses": losses}  # fmt: skip
+
+
 def train_segmentation(
     out_path: str | Path,
+    config: SegTrainConfig | None = None,
     *,
     ycb_dir: str | Path | None = None,
     objects: list[str] | None = None,
-    samples: int = 600,
     pool_cache: str | Path | None = None,
-    steps: int = 400,
-    batch_size: int = 8,
-    lr: float = 2e-3,
-    rgbd: bool = False,
-    encoder: str = SEG_CONFIG["encoder"],
-    train_size: tuple[int, int] = (128, 96),
-    work_width: int = 128,
     init_weights: str | Path | None = None,
     resume: bool = True,
-    max_minutes: float | None = None,
-    seed: int = 0,
-    device: str = "cpu",
     progress: bool = True,
     pool: dict | None = None,
+    **settings: Any,
 ) -> dict:
     """Train DeepLabV3+ on synthetic composites and save it with its config and hash.
 
     Args:
         out_path: the weights file to write (``.pt`` + ``.pt.json``); the training
             checkpoint is ``<out_path>.ckpt`` and a run resumes from it.
+        config: the training settings (:class:`~hoannot.annotate.configs.SegTrainConfig`:
+            ``samples``, ``steps``, ``batch_size``, ``lr``, ``max_minutes``, ``seed``,
+            ``device`` and the network ``net``: ``rgbd``, ``encoder``, ``train_size`` (W, H,
+            multiples of 32), ``work_width``...); None: its defaults.
         ycb_dir: YCB folder; its training objects (:data:`~hoannot.synthesis.training_assets.TRAIN_YCB`) are used with the primitives. None: primitives only
             (or ``$HOANNOT_YCB``).
         objects: explicit object specs (overrides ``ycb_dir``).
-        samples: number of rendered views in the pool (augmented on the fly).
         pool_cache: ``.npz`` to cache the rendered pool in (reused if present).
-        steps, batch_size, lr: optimisation (Adam, cosine decay).
-        rgbd: train the RGB-D variant (depth as a 4th channel).
-        encoder: an smp encoder name (no pretrained weights are downloaded).
-        train_size: (W, H) of the augmented training images (multiples of 32).
-        work_width: width images are resized to before the network (training views
-            are rendered at 320 px wide and shown at ``train_size`` scale, so keep
-            ``work_width / 320 == train_size[0] / render width``).
         init_weights: optional starting weights (see :func:`_init_from`).
         resume: continue from ``<out_path>.ckpt`` if present.
-        max_minutes: wall-time budget for this call.
-        seed, device, progress: as usual.
+        progress: show progress bars.
         pool: an already rendered pool (tests, benchmarks).
+        **settings: fields of ``config`` or of its ``net`` by name, over ``config``
+            (``steps=100, rgbd=True``); None values are skipped. Keep ``work_width / 320
+            == train_size[0] / render width`` (the views are rendered 320 px wide).
     Returns:
         summary dict: ``path``, ``sha256``, ``steps``, ``final_loss``, ``first_loss``,
-        ``minutes``, ``samples``.
+        ``minutes``, ``samples``, ``losses``.
     Raises:
-        InputError: bad ``init_weights`` or objects.
+        InputError: an unknown setting or a value the config refuses; bad
+            ``init_weights`` or objects.
     """
-    t0 = time.time()
-    out_path = Path(out_path)
-    if pool is None:
-        pool = get_pool(pool_cache, samples, objects, ycb_dir, seed, progress)
-    model = SegmentationNet({"encoder": encoder, "rgbd": rgbd, "train_size": list(train_size),
-                             "work_width": int(work_width)})  # fmt: skip
-    init_note = _init_from(model, init_weights) if init_weights else "random (no pretrained weights)"
-    ds = SegmentationDataset(pool, size=tuple(model.config["train_size"]), rgbd=rgbd, seed=seed)
-    torch.manual_seed(seed)
-    hist = train_loop(model, seg_loss, ds, steps=steps, batch_size=batch_size, lr=lr,
-                      ckpt_path=out_path.with_name(out_path.name + ".ckpt"), resume=resume, progress=progress,
-                      max_minutes=max_minutes, seed=seed, device=device, description="train-seg")  # fmt: skip
-    losses = hist["losses"]
-    meta = {
-        "steps": hist["step"], "batch_size": batch_size, "lr": lr, "samples": len(pool["rgb"]),
-        "objects": sorted(set(str(o) for o in pool.get("object", []))), "init": init_note,
-        "first_loss": losses[0] if losses else None, "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "train_seconds": hist["seconds"], "seed": seed,
-    }  # fmt: skip
-    digest = W.save_weights(out_path, "segmentation", model.config, model.net.state_dict(), meta)
-    return {"path": str(out_path), "sha256": digest, "steps": hist["step"], "first_loss": meta["first_loss"],
-            "final_loss": meta["final_loss"], "minutes": (time.time() - t0) / 60, "samples": meta["samples"],
-            "losses": losses}  # fmt: skip
+    cfg = SegTrainConfig.with_settings(settings, "train-seg", config)
 
+    def job(pool: dict) -> _Job:
+        model = SegmentationNet(cfg.net)
+        init_note = _init_from(model, init_weights) if init_weights else "random (no pretrained weights)"
+        ds = SegmentationDataset(pool, size=tuple(model.config["train_size"]), rgbd=cfg.net.rgbd, seed=cfg.seed)
+        return _Job(model, seg_loss, ds, pool, init_note, model.net.state_dict, {})
 
-def kp_loss(model: CPM, batch: dict) -> tuple[torch.Tensor, dict]:
-    total, per = cpm_loss(model(batch["image"]), batch["heatmaps"])
-    return total, {f"stage{t + 1}": float(v.detach()) for t, v in enumerate(per)}
+    return _train_network("segmentation", out_path, cfg, job, ycb_dir=ycb_dir, objects=objects, pool_cache=pool_cache,
+                          pool=pool, resume=resume, progress=progress)  # fmt: skip
 
 
 def train_keypoints(
     out_path: str | Path,
+    config: KpTrainConfig | None = None,
     *,
     ycb_dir: str | Path | None = None,
     objects: list[str] | None = None,
-    samples: int = 600,
     pool_cache: str | Path | None = None,
-    steps: int = 400,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    stages: int = 3,
-    batchnorm: bool = True,
-    joint_box_prob: float = 0.5,
-    refine_passes: int = 1,
     init_weights: str | Path | None = None,
     resume: bool = True,
-    max_minutes: float | None = None,
-    seed: int = 0,
-    device: str = "cpu",
     progress: bool = True,
     pool: dict | None = None,
+    **settings: Any,
 ) -> dict:
     """Train the CPM on hand crops of synthetic composites; save it with config and hash.
 
     Args:
         out_path: weights file to write (``.pt`` + ``.pt.json``); the training
             checkpoint is ``<out_path>.ckpt`` (resumed from when present).
-        ycb_dir, objects, samples, pool_cache, pool: training views, as for
-            :func:`hoannot.annotate.segmentation.train_segmentation` (the same pool
-            cache can serve both).
-        steps, batch_size, lr: optimisation (Adam, cosine decay).
-        stages: number of CPM stages T.
-        batchnorm: batch norm after every hidden convolution.
-        joint_box_prob: share of training crops cut around the ground-truth joints
-            (:class:`~hoannot.annotate.training.KeypointDataset`) rather than the
-            hand mask: what the refine pass sees at test time.
-        refine_passes: second-pass crops around the detected joints at test time
-            (saved in the config; :func:`detect_keypoints`).
-        init_weights: a hoannot keypoints weights file to fine-tune.
-        resume, max_minutes, seed, device, progress: as usual.
+        config: the training settings (:class:`~hoannot.annotate.configs.KpTrainConfig`:
+            ``samples``, ``steps``, ``batch_size``, ``lr``, ``max_minutes``, ``seed``,
+            ``device``, ``joint_box_prob`` (share of crops cut around the ground-truth
+            joints, :class:`KeypointDataset`: what the refine pass sees at test time) and
+            the network ``net``: ``stages``, ``batchnorm``, ``refine_passes`` (saved in the
+            config; :func:`~hoannot.annotate.keypoints.detect_keypoints`)...); None: its
+            defaults.
+        ycb_dir, objects, pool_cache, pool, resume, progress, **settings: as for
+            :func:`train_segmentation` (the same pool cache can serve both).
+        init_weights: a hoannot keypoints weights file to fine-tune; its stored network
+            config replaces ``net``.
     Returns:
         summary dict: ``path``, ``sha256``, ``steps``, ``first_loss``, ``final_loss``,
         ``minutes``, ``samples``, ``losses``.
+    Raises:
+        InputError: an unknown setting or a value the config refuses; bad ``init_weights``.
     """
-    t0 = time.time()
-    out_path = Path(out_path)
-    if pool is None:
-        pool = get_pool(pool_cache, samples, objects, ycb_dir, seed, progress)
-    keep = np.array([(lab == 1).any() for lab in pool["label"]])
-    pool = {k: v[keep] for k, v in pool.items()}
-    model = CPM({"stages": stages, "batchnorm": batchnorm, "refine_passes": refine_passes})
-    init_note = "random"
-    if init_weights:
-        data = W.load_weights("keypoints", init_weights)
-        model = CPM(data["config"])  # older configs lack later options: defaults = as trained
-        model.load_state_dict(data["state_dict"])
-        init_note = f"hoannot weights {Path(init_weights).name}"
-    c = model.config
-    ds = KeypointDataset(pool, crop=c["crop"], stride=c["stride"], sigma=c["sigma"], joint_box_prob=joint_box_prob,
-                         joint_margin=c["joint_margin"], seed=seed)  # fmt: skip
-    torch.manual_seed(seed)
-    hist = train_loop(model, kp_loss, ds, steps=steps, batch_size=batch_size, lr=lr,
-                      ckpt_path=out_path.with_name(out_path.name + ".ckpt"), resume=resume, progress=progress,
-                      max_minutes=max_minutes, seed=seed, device=device, description="train-kp")  # fmt: skip
-    losses = hist["losses"]
-    meta = {
-        "steps": hist["step"], "batch_size": batch_size, "lr": lr, "samples": len(pool["rgb"]),
-        "objects": sorted(set(str(o) for o in pool.get("object", []))), "init": init_note,
-        "joint_box_prob": joint_box_prob, "first_loss": losses[0] if losses else None,
-        "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "train_seconds": hist["seconds"], "seed": seed,
-    }  # fmt: skip
-    digest = W.save_weights(out_path, "keypoints", model.config, model.state_dict(), meta)
-    return {"path": str(out_path), "sha256": digest, "steps": hist["step"], "first_loss": meta["first_loss"],
-            "final_loss": meta["final_loss"], "minutes": (time.time() - t0) / 60, "samples": meta["samples"],
-            "losses": losses}  # fmt: skip
+    cfg = KpTrainConfig.with_settings(settings, "train-kp", config)
+
+    def job(pool: dict) -> _Job:
+        keep = np.array([(lab == 1).any() for lab in pool["label"]])
+        pool = {k: v[keep] for k, v in pool.items()}
+        model = CPM(cfg.net)
+        init_note = "random"
+        if init_weights:
+            data = W.load_weights("keypoints", init_weights)
+            model = CPM(KeypointConfig.from_stored(data["config"], str(data["path"])))
+            model.load_state_dict(data["state_dict"])
+            init_note = f"hoannot weights {Path(init_weights).name}"
+        c = model.config
+        ds = KeypointDataset(pool, crop=c["crop"], stride=c["stride"], sigma=c["sigma"],
+                             joint_box_prob=cfg.joint_box_prob, joint_margin=c["joint_margin"], seed=cfg.seed)  # fmt: skip
+        return _Job(model, kp_loss, ds, pool, init_note, model.state_dict, {"joint_box_prob": cfg.joint_box_prob})
+
+    return _train_network("keypoints", out_path, cfg, job, ycb_dir=ycb_dir, objects=objects, pool_cache=pool_cache,
+                          pool=pool, resume=resume, progress=progress)  # fmt: skip
