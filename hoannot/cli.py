@@ -27,6 +27,7 @@ from rich.markup import escape
 from hoannot.io import InputError
 from hoannot.fitting.config import FitConfig
 from hoannot.annotate.configs import KeypointConfig, KpTrainConfig, SegmentationConfig, SegTrainConfig
+from hoannot.synthesis.config import SynthConfig
 
 console = Console()
 err_console = Console(stderr=True)
@@ -83,16 +84,30 @@ def synth(
     out: Path = typer.Argument(..., help="Sequence folder to create."),
     object: str = typer.Option("primitive:box:0.055,0.075,0.11", "--object", help="Mesh file, YCB folder or primitive spec."),
     hand: str = typer.Option("open", "--hand", help="'open' (bundled model) or a skinned glTF hand (.glb), e.g. the WebXR hand."),
-    cameras: int = typer.Option(2, min=1),
-    frames: int = typer.Option(6, min=1),
-    seed: int = 0,
-    noise: bool = typer.Option(True, help="Depth sensor noise and holes."),
+    cameras: Optional[int] = _config_option(SynthConfig, "cameras"),
+    frames: Optional[int] = _config_option(SynthConfig, "frames"),
+    width: Optional[int] = _config_option(SynthConfig, "width"),
+    height: Optional[int] = _config_option(SynthConfig, "height"),
+    focal: Optional[float] = _config_option(SynthConfig, "focal"),
+    scene: Optional[str] = _config_option(SynthConfig, "scene"),
+    lighting: Optional[bool] = _config_option(SynthConfig, "lighting", "--lighting/--no-lighting"),
+    noise: Optional[bool] = _config_option(SynthConfig, "noise", "--noise/--no-noise"),
+    seed: Optional[int] = _config_option(SynthConfig, "seed"),
 ) -> None:
-    """Render a synthetic RGB-D capture of a hand grasping an object, with ground truth."""
+    """Render a synthetic RGB-D capture of a hand grasping an object, with ground truth (SynthConfig)."""
+    from pydantic import ValidationError
+
+    from hoannot.annotate.configs import validation_message
     from hoannot.pipeline import synth_sequence
 
+    settings = {k: v for k, v in dict(cameras=cameras, frames=frames, width=width, height=height, focal=focal,
+                                      scene=scene, lighting=lighting, noise=noise, seed=seed).items() if v is not None}  # fmt: skip
     try:
-        seq = synth_sequence(out, object, hand, cameras, frames, seed, noise)
+        try:
+            SynthConfig(**settings)  # a bad option is one line naming it, before anything is rendered
+        except ValidationError as e:
+            raise InputError(validation_message(e, "synth", settings, options=True)) from None
+        seq = synth_sequence(out, object, hand, **settings)
     except InputError as e:
         _fail(e)
     console.print(f"wrote {seq.root}: {len(seq.cameras)} cameras x {len(seq.frames)} frames (ground truth in gt/)")

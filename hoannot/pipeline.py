@@ -457,10 +457,10 @@ def synth_sequence(
     out: str | Path,
     object_spec: str = "primitive:box:0.055,0.075,0.11",
     hand: str = "open",
-    cameras: int = 2,
-    frames: int = 6,
+    cameras: int | None = None,
+    frames: int | None = None,
     seed: int = 0,
-    noise: bool = True,
+    noise: bool | None = None,
     **cfg_kw,
 ) -> Sequence:
     """Render a synthetic capture (see :mod:`hoannot.synthesis.capture`) of a grasp.
@@ -469,12 +469,23 @@ def synth_sequence(
         object_spec: mesh path, YCB folder or primitive spec.
         hand: ``"open"`` (the bundled model) or a path to a skinned glTF hand (e.g. the
             WebXR hand, an independent subject).
+        cameras, frames, noise, cfg_kw: :class:`~hoannot.synthesis.config.SynthConfig` fields;
+            None: the field's default.
+    Raises:
+        InputError: a setting the config refuses (names it and the value), a bad object spec.
     """
+    from pydantic import ValidationError
+
+    from hoannot.annotate.configs import validation_message
     from hoannot.synthesis.subjects import make_subject
     from hoannot.synthesis.capture import SynthConfig, make_capture
 
+    settings = {k: v for k, v in dict(cameras=cameras, frames=frames, seed=seed, noise=noise, **cfg_kw).items() if v is not None}
+    try:
+        cfg = SynthConfig(name=Path(out).name, **settings)
+    except ValidationError as e:
+        raise InputError(validation_message(e, "synth", settings)) from None
     obj = load_object(object_spec, max_faces=2000)
     subject = make_subject(hand, obj, seed)
-    cfg = SynthConfig(name=Path(out).name, cameras=cameras, frames=frames, seed=seed, noise=noise, **cfg_kw)
     spec = object_spec if object_spec.startswith("primitive:") else str(resolve_mesh_path(object_spec).resolve())
     return make_capture(out, obj, subject, cfg, spec)

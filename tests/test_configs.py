@@ -97,6 +97,8 @@ def test_training_settings_are_validated_before_any_work(tmp_path):
                    (SegTrainConfig, "device"), (SegTrainConfig, "seed")]),
     ("train-kp", [(KpTrainConfig, "samples"), (KpTrainConfig, "steps"), (KpTrainConfig, "batch_size"),
                   (KpTrainConfig, "lr"), (KeypointConfig, "stages"), (KpTrainConfig, "max_minutes")]),
+    ("synth", [(SynthConfig, f) for f in ("cameras", "frames", "width", "height", "focal", "scene", "lighting",
+                                          "noise", "seed")]),
 ])  # fmt: skip
 def test_train_perception_help_is_the_config_description(cmd, fields):
     from hoannot.cli import app
@@ -117,6 +119,27 @@ def test_train_perception_bad_option_is_one_line_naming_it(tmp_path):
     r = CliRunner().invoke(app, ["train-seg", str(tmp_path / "seg.pt"), "--samples", "0"])
     assert r.exit_code == 2 and "(from --samples 0)" in r.output
     assert not list(tmp_path.iterdir())
+
+
+def test_synth_options_are_the_config_fields(tmp_path):
+    """``hoannot synth``: an option not given takes SynthConfig's default (the CLI holds no
+    default of its own); a bad value is one line naming the option, and nothing is written."""
+    from hoannot.cli import app
+    from hoannot.datasets.sequence import open_sequence
+
+    r = CliRunner().invoke(app, ["synth", str(tmp_path / "bad"), "--scene", "moon"])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == ["error: synth: field 'scene': Input should be 'wall', 'slanted' or "
+                                             "'table' (from --scene 'moon')"]  # fmt: skip
+    r = CliRunner().invoke(app, ["synth", str(tmp_path / "bad"), "--frames", "0"])
+    assert r.exit_code == 2 and "(from --frames 0)" in r.output
+    assert not list(tmp_path.iterdir())
+    r = CliRunner().invoke(app, ["synth", str(tmp_path / "seq"), "--cameras", "1", "--width", "40", "--height", "30",
+                                 "--focal", "40"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    seq = open_sequence(tmp_path / "seq")
+    assert len(seq.frames) == SynthConfig.model_fields["frames"].default
+    assert (seq.cameras[0].width, seq.cameras[0].height) == (40, 30)
 
 
 @pytest.mark.parametrize("kind, model", [("segmentation", SegmentationConfig), ("keypoints", KeypointConfig)])
