@@ -37,6 +37,8 @@ from harness import stamp, write_result
 VARIANTS = {
     "default": {},
     "curled_starts": {"start_curls": (0.0, 0.8), "keep_best": 8},
+    "free_space_all": {"free_space": "all"},
+    "no_contact": {"lambda_contact": 0.0},
 }
 
 

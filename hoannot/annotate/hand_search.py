@@ -108,6 +108,7 @@ def search_grasp(
     prior: float = 0.01,
     seed: int = 0,
     extra_starts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    free_space: str = "object",
 ) -> GraspSearch:
     """One grasp for the sequence from the hand's depth points and masks (module docstring).
 
@@ -135,6 +136,9 @@ def search_grasp(
         extra_starts: further hypotheses ``(global_orient (B, 3), hand_pose (B, 45),
             transl (B, 3) metres, betas (B, nb))`` in the object frame, added as they are
             to the second stage (e.g. grasps from other sources).
+        free_space: where a hand vertex more than 1.5 cm in front of the observed depth is
+            penalised (the camera would have seen it there): ``"object"`` the object's pixels,
+            ``"all"`` every pixel with depth (hand, object and background).
     Returns:
         :class:`GraspSearch`.
     Raises:
@@ -160,7 +164,10 @@ def search_grasp(
     H, W = labels.shape[-2:]
     dt = torch.as_tensor(np.stack([_mask_distance(labels[f, c]) for f in range(F) for c in range(C)]))[:, None]
     # observed depth at the object pixels: a hand vertex well in front of it would have been seen
-    dobj = torch.as_tensor(np.stack([np.where(labels[f, c] == 2, depth[f, c], 0.0) for f in range(F) for c in range(C)]),
+    if free_space not in ("object", "all"):
+        raise InputError(f"search_grasp: free_space {free_space!r}: expected object or all")
+    seen = (lambda f, c: labels[f, c] == 2) if free_space == "object" else (lambda f, c: depth[f, c] > 0)
+    dobj = torch.as_tensor(np.stack([np.where(seen(f, c), depth[f, c], 0.0) for f in range(F) for c in range(C)]),
                            dtype=torch.float32)[:, None]  # fmt: skip
     onormals = None
     if obj_verts is not None:

@@ -91,6 +91,16 @@ def fit_energy(result: FitResult, cfg: FitConfig) -> float:
     return float(e)
 
 
+def short_fit_config(cfg: FitConfig, iterations: int = SHORT_ITERATIONS) -> FitConfig:
+    """``cfg`` with ``iterations`` Adam iterations per step (and per tracking, grasp and object
+    step where those are not 0): the fit's schedule and energies, briefly."""
+    short = {"iterations": iterations}
+    for name in ("track_iterations", "grasp_iterations", "object_iterations"):
+        if getattr(cfg, name) > 0:
+            short[name] = iterations
+    return cfg.model_copy(update=short)
+
+
 def rank_hypotheses(
     seq: Sequence,
     hand_model: HandModel,
@@ -124,12 +134,7 @@ def rank_hypotheses(
     K = len(hypotheses[0])
     if K == 0:
         raise ValueError("rank_hypotheses: no hypothesis")
-    cfg = cfg if cfg is not None else load_fit_config(None)
-    short = {"iterations": iterations}
-    for name in ("track_iterations", "grasp_iterations", "object_iterations"):
-        if getattr(cfg, name) > 0:
-            short[name] = iterations
-    scfg = cfg.model_copy(update=short)
+    scfg = short_fit_config(cfg if cfg is not None else load_fit_config(None), iterations)
     t0 = time.perf_counter()
     starts, fitted, energies = [], [], []
     for k in range(K):
