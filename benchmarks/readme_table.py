@@ -100,7 +100,21 @@ def grasp_search(r: dict) -> list[Row]:
              f"the floor grasp, added as a hypothesis, ends with a lower energy than the search's winner on "
              f"{len(knows)} of {len(caps)} ({', '.join(knows) or 'none'}); search winner "
              f"{_span([c['variants'][v]['search_mpjpe_mm'] for c in caps])} mm vs floor "
-             f"{_span([c['floor_mm'] for c in caps])} mm", "diagnosis (issue 19)")]  # fmt: skip
+             f"{_span([c['floor_mm'] for c in caps])} mm", "diagnosis (issue 19)")] + [
+        (f"`grasp_search.py` variant `{v}`", "search winner " + ", ".join(
+            f"{c['name']} {c['variants']['default']['search_mpjpe_mm']:.1f} -> {c['variants'][v]['search_mpjpe_mm']:.1f}"
+            for c in caps) + " mm (default -> variant)", "diagnosis (issue 19)")
+        for v in (caps[0]["variants"] if caps else {}) if v != "default"]  # fmt: skip
+
+
+def auto_diagnosis(r: dict) -> list[Row]:
+    caps = r["captures"]
+    return [(f"`auto_diagnosis.py` ({len(caps)} captures): which part of the automatic start the fit cannot repair",
+             "fitted hand MPJPE from the automatic start / with the floor's fingers / thumb only / shape only: " + ", ".join(
+                 f"{c['name']} {c['starts']['auto']['fit_hand_mpjpe_mm']:.1f} / "
+                 f"{c['starts']['floor_fingers']['fit_hand_mpjpe_mm']:.1f} / "
+                 f"{c['starts'].get('floor_thumb', {}).get('fit_hand_mpjpe_mm', float('nan')):.1f} / "
+                 f"{c['starts']['floor_betas']['fit_hand_mpjpe_mm']:.1f} mm" for c in caps), "diagnosis (issue 19)")]  # fmt: skip
 
 
 def grasp_search_fit(r: dict) -> list[Row]:
@@ -194,18 +208,23 @@ def qa(r: dict) -> list[Row]:
 
 def scale(r: dict) -> list[Row]:
     caps = r["captures"]
-    return [(f"`scale.py` ({r['cameras']} cameras x {r['frames']} frames, chunks of {r['chunk_frames']} on "
-             f"{r['workers']} workers)", f"wall ratio {_span([c['wall_ratio'] for c in caps], '{:.2f}')} (load "
-             f"{max(c['sequential']['loadavg_before'][0] for c in caps):.1f} on {r.get('cpu_count', '?')} cores); hand "
-             f"{_span([c['hand_mpjpe_delta_mm'] for c in caps], '{:+.2f}')} mm, object "
-             f"{_span([c['object_add_delta_mm'] for c in caps], '{:+.2f}')} mm against the sequential fit",
-             "<= 0.65, 0.3 / 0.2 mm")]  # fmt: skip
+    rows = []
+    for n in sorted({c.get("frames", r["frames"]) for c in caps}):  # one row per sequence length
+        cs = [c for c in caps if c.get("frames", r["frames"]) == n]
+        chunk = cs[0].get("chunk_frames", r["chunk_frames"])
+        rows.append((f"`scale.py` ({r['cameras']} cameras x {n} frames, chunks of {chunk} on {r['workers']} workers)",
+                     f"wall ratio {_span([c['wall_ratio'] for c in cs], '{:.2f}')} (load "
+                     f"{max(c['sequential']['loadavg_before'][0] for c in cs):.1f} on {r.get('cpu_count', '?')} cores); "
+                     f"hand {_span([c['hand_mpjpe_delta_mm'] for c in cs], '{:+.2f}')} mm, object "
+                     f"{_span([c['object_add_delta_mm'] for c in cs], '{:+.2f}')} mm against the sequential fit",
+                     "<= 0.65, 0.3 / 0.2 mm"))  # fmt: skip
+    return rows
 
 
 #: results file (stem) -> its rows, in the order of the table
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
-    "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "real_photo": real_photo, "baselines": baselines,
+    "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "auto_diagnosis": auto_diagnosis, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "real_photo": real_photo, "baselines": baselines,
     "render": render, "fit": fit, "scale": scale, "qa": qa,
 }  # fmt: skip
 

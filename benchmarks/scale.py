@@ -2,7 +2,7 @@
 
 Data: synthetic multi-camera captures of the WebXR hand (../shared/data/hands, not our fitting
 model) holding a scanned YCB object (../shared/data/ycb), depth noise on, small images (default
-3 cameras x 40 frames at 160x120). Initial poses: ground truth + 10 deg / 15 mm (+ 0.1 rad per
+3 cameras x 40 and 80 frames at 160x120). Initial poses: ground truth + 10 deg / 15 mm (+ 0.1 rad per
 joint). Both fits use the same config (defaults with ``--iterations`` and ``--crop-size``, a
 reduced config to keep the run affordable on 2 CPU cores) and one torch thread per process:
 the sequential fit is one process (``run_fit(threads=1)``), the chunked one ``--chunk-frames``
@@ -19,7 +19,11 @@ when its ``fit/info.json`` holds the same config digest and chunking; an interru
 resumes from its checkpoints, and is then marked ``resumed``, its time being partial).
 Writes ``benchmarks/results/scale.json`` and ``scale.md``.
 
-    python benchmarks/scale.py [--frames 40] [--cameras 3] [--iterations 60] [--workers 2] [--chunk-frames 20]
+    python benchmarks/scale.py [--frames 40,80] [--cameras 3] [--iterations 60] [--workers 2] [--chunk-frames N]
+
+``--chunk-frames`` defaults to each length divided by ``--workers`` (one chunk per worker). The
+fixed costs of a chunked fit (a worker's start-up, the seam re-fit: a few seconds each) weigh
+less on a longer sequence, so the lengths are reported side by side.
 """
 
 from __future__ import annotations
@@ -39,15 +43,15 @@ WEBXR = WEBXR_HAND
 CAPTURES = {"meat": ("010_potted_meat_can", 1), "mustard": ("006_mustard_bottle", 2)}
 
 
-def make_capture(work: Path, name: str, a) -> Path:
-    """The capture and its initial poses (cached)."""
+def make_capture(work: Path, name: str, a, frames: int) -> Path:
+    """The capture of ``frames`` frames and its initial poses (cached)."""
     from hoannot.pipeline import run_init, synth_sequence
 
     obj, seed = CAPTURES[name]
-    out = work / f"{name}_{a.cameras}x{a.frames}_{a.width}x{a.height}"
+    out = work / f"{name}_{a.cameras}x{frames}_{a.width}x{a.height}"
     if not (out / "init" / "poses.npz").is_file():
         shutil.rmtree(out, ignore_errors=True)
-        synth_sequence(out, str(SHARED / "ycb" / obj), str(WEBXR), a.cameras, a.frames, seed=seed, noise=True,
+        synth_sequence(out, str(SHARED / "ycb" / obj), str(WEBXR), a.cameras, frames, seed=seed, noise=True,
                        width=a.width, height=a.height, focal=a.width * 0.95)  # fmt: skip
         run_init(out, from_gt=True, seed=seed)
     return out
@@ -100,14 +104,14 @@ def markdown(res: dict) -> str:
          f"package digest `{res['package_digest']}`). {res['cameras']} cameras x {res['frames']} frames at "
          f"{res['image_size']}, {res['iterations']} iterations, crop {res['crop_size']}; chunks of "
          f"{res['chunk_frames']} frames on {res['workers']} workers ({res['executor']}).", "",
-         "| capture | sequential s | chunked s (chunks + seams) | wall ratio | hand MPJPE seq / chunked (mm) | delta | "
+         "| capture | frames / chunk | sequential s | chunked s (chunks + seams) | wall ratio | hand MPJPE seq / chunked (mm) | delta | "
          "object ADD seq / chunked (mm) | delta | load avg (1 min) seq / chunked |",
-         "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+         "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in res["captures"]:
         s, k = c["sequential"], c["chunked_fit"]
         rec = k.get("chunked") or {}
         parts = (f" ({rec['seconds_chunks']:.1f} + {rec['seconds_seams']:.1f})" if "seconds_seams" in rec else "")
-        L.append(f"| {c['capture']} | {c['sequential_seconds']} | {c['chunked_seconds']}{parts} | {c['wall_ratio']} | "
+        L.append(f"| {c['capture']} | {c['frames']} / {c['chunk_frames']} | {c['sequential_seconds']} | {c['chunked_seconds']}{parts} | {c['wall_ratio']} | "
                  f"{s['hand_mpjpe_mm']} / {k['hand_mpjpe_mm']} | {c['hand_mpjpe_delta_mm']:+.3f} | "
                  f"{s['object_add_mm']} / {k['object_add_mm']} | {c['object_add_delta_mm']:+.3f} | "
                  f"{s['loadavg_before'][0]} / {k['loadavg_before'][0]} |")  # fmt: skip
@@ -123,13 +127,13 @@ def markdown(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--captures", default="meat,mustard", help=f"comma list of {', '.join(CAPTURES)}")
-    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--frames", default="40,80", help="comma list of sequence lengths")
     ap.add_argument("--cameras", type=int, default=3)
     ap.add_argument("--width", type=int, default=160)
     ap.add_argument("--height", type=int, default=120)
     ap.add_argument("--iterations", type=int, default=60)
     ap.add_argument("--crop-size", type=int, default=48)
-    ap.add_argument("--chunk-frames", type=int, default=20)
+    ap.add_argument("--chunk-frames", type=int, default=None, help="default: each length / --workers")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--executor", default="auto", choices=("auto", "ray", "process"))
     ap.add_argument("--work", default="/tmp/hoannot_scale")
@@ -141,32 +145,42 @@ def main() -> None:
 
     work = Path(a.work)
     cfg = load_fit_config(None, iterations=a.iterations, crop_size=a.crop_size)
-    chunk = {"chunk_frames": a.chunk_frames, "workers": a.workers, "executor": a.executor}
+    lengths = [int(x) for x in str(a.frames).split(",") if x.strip()]
     rows = []
-    for name in [c.strip() for c in a.captures.split(",") if c.strip()]:
-        base = make_capture(work, name, a)
-        seq = timed_fit(base, work / f"{base.name}_sequential", cfg, None)
-        chk = timed_fit(base, work / f"{base.name}_chunked_{a.chunk_frames}x{a.workers}", cfg, chunk)
-        rows.append({"capture": name, "object": CAPTURES[name][0], "frames": a.frames, "workers": a.workers,
-                     "sequential_seconds": seq["seconds"], "chunked_seconds": chk["seconds"],
-                     "wall_ratio": round(chk["seconds"] / seq["seconds"], 3),
-                     "hand_mpjpe_delta_mm": round(chk["hand_mpjpe_mm"] - seq["hand_mpjpe_mm"], 3),
-                     "object_add_delta_mm": round(chk["object_add_mm"] - seq["object_add_mm"], 3),
-                     "sequential": seq, "chunked_fit": chk})  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
+    for n_frames in lengths:
+        for name in [c.strip() for c in a.captures.split(",") if c.strip()]:
+            chunk_frames = a.chunk_frames or -(-n_frames // a.workers)
+            chunk = {"chunk_frames": chunk_frames, "workers": a.workers, "executor": a.executor}
+            base = make_capture(work, name, a, n_frames)
+            seq = timed_fit(base, work / f"{base.name}_sequential", cfg, None)
+            chk = timed_fit(base, work / f"{base.name}_chunked_{chunk_frames}x{a.workers}", cfg, chunk)
+            rows.append(row(name, n_frames, chunk_frames, a.workers, seq, chk))
+            print(json.dumps(rows[-1]), flush=True)
     objs = sorted({CAPTURES[r["capture"]][0] for r in rows})
+    top = max(rows, key=lambda r: r["frames"])  # the issue's keys: the first capture at the longest length
     res = {
         **stamp(__file__, config_digest=cfg.digest(), data={"webxr_hand": WEBXR, **{o: SHARED / "ycb" / o for o in objs}}),
-        "frames": a.frames, "cameras": a.cameras, "image_size": f"{a.width}x{a.height}", "iterations": a.iterations,
-        "crop_size": a.crop_size, "chunk_frames": a.chunk_frames, "workers": a.workers, "executor": a.executor,
-        "cpu_count": os.cpu_count(), "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        # the first capture's numbers at the top level (the issue's keys); every capture below
-        **{k: rows[0][k] for k in ("sequential_seconds", "chunked_seconds", "wall_ratio", "hand_mpjpe_delta_mm",
-                                   "object_add_delta_mm")},
+        "frames": ",".join(map(str, lengths)), "cameras": a.cameras, "image_size": f"{a.width}x{a.height}",
+        "iterations": a.iterations, "crop_size": a.crop_size, "chunk_frames": a.chunk_frames or f"frames / {a.workers}",
+        "workers": a.workers, "executor": a.executor, "cpu_count": os.cpu_count(),
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        **{k: top[k] for k in ("sequential_seconds", "chunked_seconds", "wall_ratio", "hand_mpjpe_delta_mm",
+                               "object_add_delta_mm")},
+        "top_level_row": f"{top['capture']} x {top['frames']} frames",
         "captures": rows,
     }  # fmt: skip
     write_result(a.out, res, markdown(res))
     print(markdown(res))
+
+
+def row(name: str, frames: int, chunk_frames: int, workers: int, seq: dict, chk: dict) -> dict:
+    """One capture and length: seconds, wall ratio and accuracy deltas (chunked - sequential)."""
+    return {"capture": name, "object": CAPTURES[name][0], "frames": frames, "chunk_frames": chunk_frames, "workers": workers,
+            "sequential_seconds": seq["seconds"], "chunked_seconds": chk["seconds"],
+            "wall_ratio": round(chk["seconds"] / seq["seconds"], 3),
+            "hand_mpjpe_delta_mm": round(chk["hand_mpjpe_mm"] - seq["hand_mpjpe_mm"], 3),
+            "object_add_delta_mm": round(chk["object_add_mm"] - seq["object_add_mm"], 3),
+            "sequential": seq, "chunked_fit": chk}  # fmt: skip
 
 
 if __name__ == "__main__":
