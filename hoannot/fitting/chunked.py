@@ -257,8 +257,9 @@ def fit_chunked(
     selected = sorted({f for s in seams for f in s})
     out = joined
     if selected and len(selected) < len(frames):
+        # the seam's frames start from their chunks' converged poses: no neighbour starts are tried
         refit = refit_frames(seq, joined, selected, hand_model, obj, cfg.model_copy(update={"iterations": seam_iterations}),
-                             context=seam_context)  # fmt: skip
+                             context=seam_context, try_starts=False)  # fmt: skip
         out = refit.poses
         out.source = "fit"
         quality = merge_quality(quality, _per_frame(refit.quality), [int(f) for f in refit.quality["frames"]], frames)
