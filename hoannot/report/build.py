@@ -1,12 +1,14 @@
 """Gather a stage's poses and quality, render every frame and camera, write ``SEQ/report/``.
 
-The meshes are posed and rendered exactly as the fit's quality pass does it
-(:class:`hoannot.fitting.parameters.PoseParameters`, :class:`hoannot.renderers.renderer.
-HandObjectRenderer`, hard pass), but over the whole image at the render size instead of the
-fit's crops: one call per batch of frames renders all of their cameras. The per-frame
-numbers of the timelines come from ``fit/quality.json``; for ``init`` poses (which have no
-quality file) they are computed with the fit's own quality function on the fit's crops, so
-an initialisation and a fit are judged by the same numbers and the same flag thresholds.
+The meshes are posed by the fit's own code (:class:`hoannot.fitting.parameters.PoseParameters`)
+and drawn over the whole image at the panel size by ray casting
+(:func:`hoannot.renderers.raycast.raycast_views`: Embree through open3d, one ray per pixel
+centre, as the fit's hard rasterizer pass samples pixels, but only over the box the meshes
+project into, and with the triangles' own normals for shading). Compositing and JPEG encoding
+run on worker threads while the next frames are cast. The per-frame numbers of the timelines
+come from ``fit/quality.json``; for ``init`` poses (which have no quality file) they are
+computed with the fit's own quality function on the fit's crops, so an initialisation and a
+fit are judged by the same numbers and the same flag thresholds.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 import hoannot
-from hoannot.io import InputError, atomic_write, read_image
+from hoannot.io import InputError, atomic_write
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig
@@ -32,14 +34,14 @@ from hoannot.fitting.quality import FLAG_DEPTH_MM, FLAG_IOU_HAND, FLAG_IOU_OBJEC
 from hoannot.fitting.parameters import PoseParameters
 from hoannot.models.hand import HandModel, HandOutput
 from hoannot.models.objects import ObjectModel
-from hoannot.renderers.cameras import ViewCameras
-from hoannot.renderers.renderer import HandObjectRenderer
+from hoannot.geometry import crop_intrinsics
+from hoannot.renderers.raycast import raycast_views
 
 STAGES = ("fit", "init")
 PANELS = ("overlay", "masks", "depth")
 RENDER_WIDTH = 320  # px: panels are rendered (and opened on click) at most this wide
 THUMB_WIDTH = 160  # px: the panels shown in the page
-FRAMES_PER_RENDER = 4  # frames rendered per renderer call (all their cameras at once)
+FRAMES_PER_POSE = 16  # frames posed per hand-model call
 DEPTH_MAX_MM = 2 * FLAG_DEPTH_MM  # top of the depth-residual colour bar
 JPEG_QUALITY = 88
 HAND_RGB, OBJECT_RGB = (255, 140, 40), (40, 150, 255)
@@ -191,53 +193,24 @@ def _dimmed(rgb: np.ndarray, factor: float = 0.4) -> np.ndarray:
     return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
 
 
-def _lambert(zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(H, W) |cos| between each rendered surface's normal (from the depth of its own class's
-    neighbours) and the pixel's viewing ray: head-light shading of a depth map (1 elsewhere)."""
-    out = np.ones(zbuf.shape, np.float32)
-    ys, xs = np.nonzero(labels)
-    if len(ys) == 0:
-        return out
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # only the rendered box
-    z, lab = zbuf[y0:y1, x0:x1], labels[y0:y1, x0:x1]
-    u, v = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-    ray = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
-    P = ray * z[..., None]
-
-    def tangent(axis: int) -> np.ndarray:  # one-sided differences, never across a class edge
-        fwd, bwd = np.zeros_like(P), np.zeros_like(P)
-        sl_a, sl_b = [slice(None)] * 2, [slice(None)] * 2
-        sl_a[axis], sl_b[axis] = slice(1, None), slice(None, -1)
-        a, b = tuple(sl_a), tuple(sl_b)
-        same = (lab[a] == lab[b]) & (lab[a] > 0)
-        d = np.where(same[..., None], P[a] - P[b], 0)
-        fwd[b], bwd[a] = d, d
-        return np.where(np.abs(fwd).sum(-1, keepdims=True) > 0, fwd, bwd)
-
-    n = np.cross(tangent(1), tangent(0))
-    nn = np.linalg.norm(n, axis=-1)
-    cos = np.abs((n * ray).sum(-1)) / (nn * np.linalg.norm(ray, axis=-1) + 1e-12)
-    out[y0:y1, x0:x1] = np.where(nn > 0, cos, 1.0)
-    return out
-
-
-def overlay_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray) -> np.ndarray:
+def overlay_panel(rgb: np.ndarray, labels: np.ndarray, shade: np.ndarray) -> np.ndarray:
     """The rendered hand and object, shaded and semi-transparent, over the image.
 
     Args:
         rgb: (H, W, 3) uint8 image at the render size.
-        zbuf: (H, W) float32 rendered depth, metres (0: nothing rendered).
         labels: (H, W) int rendered labels (0 background, 1 hand, 2 object).
-        K: (3, 3) intrinsics of the render size.
+        shade: (H, W) float |cosine| between each rendered surface's normal and the pixel's
+            viewing ray (head-light shading, :attr:`hoannot.renderers.raycast.ViewHits.cos`).
     Returns:
-        (H, W, 3) uint8.
+        (H, W, 3) uint8: ``(1 - OVERLAY_ALPHA) rgb + OVERLAY_ALPHA colour (0.35 + 0.65 shade)``
+        on rendered pixels, ``rgb`` elsewhere.
     """
     out = rgb.copy()
     m = labels > 0
     if m.any():
-        shade = 0.35 + 0.65 * _lambert(zbuf, labels, K)[m]
+        lit = 0.35 + 0.65 * np.clip(shade[m], 0, 1)
         colour = np.asarray([(0, 0, 0), HAND_RGB, OBJECT_RGB], np.float32)[labels[m]]
-        blend = rgb[m] * (1 - OVERLAY_ALPHA) + OVERLAY_ALPHA * colour * shade[:, None]
+        blend = rgb[m] * (1 - OVERLAY_ALPHA) + OVERLAY_ALPHA * colour * lit[:, None]
         out[m] = np.clip(blend, 0, 255).astype(np.uint8)
     return out
 
@@ -314,42 +287,102 @@ def render_size(cam, width: int) -> tuple[int, int]:
     return max(1, round(cam.height * w / cam.width)), w
 
 
+def panel_intrinsics(cam, size: tuple[int, int]) -> np.ndarray:
+    """(3, 3) intrinsics of a camera's whole image resampled to ``size`` (H, W), as the fit's
+    renderer scales them (:meth:`hoannot.renderers.cameras.ViewCameras.from_cameras`)."""
+    if (cam.height, cam.width) == tuple(size):
+        return np.asarray(cam.K, np.float64)
+    return np.asarray(crop_intrinsics(np.asarray(cam.K, np.float64), (-0.5, -0.5, cam.width, cam.height), size))
+
+
+def render_views(hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.ndarray, obj_faces: np.ndarray,
+                 Ks: np.ndarray, T_world_cams: np.ndarray, size: tuple[int, int]) -> list[tuple[np.ndarray, ...]]:
+    """Depth, labels and shading of one frame's hand and object in C views of one size.
+
+    Args:
+        hand_verts: (Vh, 3), obj_verts: (Vo, 3) world-frame vertices, metres.
+        hand_faces: (Fh, 3), obj_faces: (Fo, 3) int.
+        Ks: (C, 3, 3) intrinsics of the panel size; T_world_cams: (C, 4, 4).
+        size: (H, W) panel size.
+    Returns:
+        per view ``(zbuf, labels, shade)``: (H, W) float32 camera depth in metres (0: nothing
+        rendered), (H, W) uint8 labels (0 background, 1 hand, 2 object), (H, W) float32
+        head-light shading (:attr:`hoannot.renderers.raycast.ViewHits.cos`).
+    """
+    hits = raycast_views([(hand_verts, hand_faces), (obj_verts, obj_faces)], Ks, T_world_cams, size)
+    return [(h.depth, (h.geometry + 1).astype(np.uint8), h.cos) for h in hits]
+
+
+def _read(path: Path, flags: int) -> np.ndarray:
+    """cv2.imread that names the file: (H, W[, C]) array (BGR for colour)."""
+    img = cv2.imread(str(path), flags | cv2.IMREAD_IGNORE_ORIENTATION) if path.is_file() else None
+    if img is None:
+        raise InputError(f"{path}: file not found" if not path.is_file() else f"{path}: unreadable image")
+    return img
+
+
+def _read_rgb(seq: Sequence, cam, frame: int, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB image of ``size``: decoded at 1/2, 1/4 or 1/8 when that is the
+    panel's scale (JPEG decoders then skip the full-size image), else resized by area."""
+    H, W = size
+    flags = cv2.IMREAD_COLOR
+    for k, f in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+        if cam.width == W * k and cam.height == H * k:
+            flags = f
+            break
+    img = _read(seq.rgb_path(cam.name, frame), flags)
+    if img.shape[:2] != (H, W):
+        img = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
 def _observed_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray | None:
     p = seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png" if source == "gt" else seq.segmentation_path(cam, frame)
-    return read_image(p) if p.is_file() else None
+    return _read(p, cv2.IMREAD_UNCHANGED) if p.is_file() else None
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
+    """Encode (H, W, 3) uint8 RGB as JPEG into ``path`` (its folder must exist)."""
     ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
         raise RuntimeError(f"{path}: JPEG encoding failed")
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.tobytes())  # inside the report's temporary folder: the folder is swapped in whole
 
 
-def _view_panels(seq: Sequence, cam: str, frame: int, zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray,
+def _view_panels(seq: Sequence, cam, frame: int, zbuf: np.ndarray, labels: np.ndarray, shade: np.ndarray,
                  out_dir: Path, segmentation: str, lut: np.ndarray) -> dict:
     """Read one view's observations, write its panels and thumbnails, return its numbers."""
     H, W = zbuf.shape
-
-    def fit(img: np.ndarray, interp: int) -> np.ndarray:
-        return img if img.shape[:2] == (H, W) else cv2.resize(img, (W, H), interpolation=interp)
-
-    rgb = fit(seq.read_rgb(cam, frame), cv2.INTER_AREA)
-    depth = fit(seq.read_depth(cam, frame), cv2.INTER_NEAREST)
-    observed = _observed_labels(seq, cam, frame, segmentation)
-    if observed is not None:
-        observed = fit(observed, cv2.INTER_NEAREST)
+    rgb = _read_rgb(seq, cam, frame, (H, W))
+    depth = _read(seq.depth_path(cam.name, frame), cv2.IMREAD_UNCHANGED)
+    if depth.shape != (H, W):
+        depth = cv2.resize(depth, (W, H), interpolation=cv2.INTER_NEAREST)
+    depth = depth.astype(np.float32) * np.float32(cam.depth_scale)
+    observed = _observed_labels(seq, cam.name, frame, segmentation)
+    if observed is not None and observed.shape[:2] != (H, W):
+        observed = cv2.resize(observed, (W, H), interpolation=cv2.INTER_NEAREST)
     dimmed = _dimmed(rgb)
-    images = {"overlay": overlay_panel(rgb, zbuf, labels, K), "masks": mask_panel(rgb, observed, labels, dimmed),
+    images = {"overlay": overlay_panel(rgb, labels, shade), "masks": mask_panel(rgb, observed, labels, dimmed),
               "depth": depth_panel(rgb, zbuf, labels, depth, lut, dimmed)}  # fmt: skip
     tw = min(THUMB_WIDTH, W)
     th = max(1, round(H * tw / W))
     for name, img in images.items():
-        rel = f"{cam}/{frame:06d}_{name}.jpg"
+        rel = f"{cam.name}/{frame:06d}_{name}.jpg"
         _write_jpeg(out_dir / "img" / rel, img)
         _write_jpeg(out_dir / "thumb" / rel, img if tw == W else cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA))
     return {**view_stats(labels, observed, zbuf, depth), "size": (H, W), "thumb_size": (th, tw)}
+
+
+def _frame_panels(seq: Sequence, frame: int, hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.ndarray,
+                  obj_faces: np.ndarray, groups: dict, out_dir: Path, segmentation: str, lut: np.ndarray) -> dict:
+    """Render one frame in every camera, write the panels; ``{camera: view numbers}``."""
+    out = {}
+    for size, (idx, Ks, Ts) in groups.items():
+        views = render_views(hand_verts, hand_faces, obj_verts, obj_faces, Ks, Ts, size)
+        for ci, (zbuf, labels, shade) in zip(idx, views):
+            cam = seq.cameras[ci]
+            out[cam.name] = _view_panels(seq, cam, frame, zbuf, labels, shade, out_dir, segmentation, lut)
+    return out
 
 
 def render_panels(
@@ -362,22 +395,22 @@ def render_panels(
     segmentation: str = "segmentation",
     width: int = RENDER_WIDTH,
     device: str = "cpu",
-    backend: str = "auto",
     progress: bool = True,
     workers: int | None = None,
 ) -> dict[tuple[int, str], dict]:
     """Render and write the three panels of every frame and camera (full and thumbnail).
 
-    The main thread renders ``FRAMES_PER_RENDER`` frames (all cameras) per renderer call;
-    ``workers`` threads read the images and encode the panels meanwhile (OpenCV, numpy and
-    the image decoders release the GIL).
+    The main thread poses ``FRAMES_PER_POSE`` frames at a time (:func:`posed_meshes`);
+    ``workers`` threads ray-cast each frame's cameras (:func:`render_views`), read its images
+    and encode its panels (open3d's ray casting, OpenCV and numpy release the GIL).
 
     Args:
         poses: world-frame poses holding ``frames``.
         out_dir: the report folder (``img/`` and ``thumb/`` are written below it).
         segmentation: observed labels: ``"segmentation"`` or ``"gt"`` (as the fit's config).
         width: render width in pixels (at most each camera's own).
-        workers: threads for the images (default: one less than the CPU count, 1 to 8).
+        device: torch device that poses the meshes.
+        workers: threads for the frames (default: the CPU count, 1 to 8).
     Returns:
         ``{(frame, camera): view_stats(...)}`` plus ``"size"`` and ``"thumb_size"`` (H, W) of the
         panel and of its thumbnail.
@@ -390,16 +423,18 @@ def render_panels(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     lut = _colormap()
-    workers = workers or max(1, min(8, (os.cpu_count() or 2) - 1))  # one core left for rendering
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
     hand_model = hand_model.to(device)
-    obj_verts, obj_faces = obj.verts.to(device), obj.faces.to(device)
-    groups: dict[tuple[int, int], list[int]] = {}  # cameras of one native size render together
+    obj_verts, obj_faces = obj.verts.to(device), obj.faces.cpu().numpy()
+    groups: dict[tuple[int, int], tuple[list[int], np.ndarray, np.ndarray]] = {}  # cameras of one panel size
     for ci, cam in enumerate(seq.cameras):
-        groups.setdefault((cam.height, cam.width), []).append(ci)
-    view_cams = {key: ViewCameras.from_cameras([seq.cameras[ci] for ci in idx], None,
-                                               render_size(seq.cameras[idx[0]], width)).to(device)
-                 for key, idx in groups.items()}  # fmt: skip
-    renderer = HandObjectRenderer(backend=backend)
+        size = render_size(cam, width)
+        idx, Ks, Ts = groups.get(size, ([], [], []))
+        groups[size] = (idx + [ci], [*Ks, panel_intrinsics(cam, size)], [*Ts, np.asarray(cam.T_world_cam, np.float64)])
+    groups = {size: (idx, np.stack(Ks), np.stack(Ts)) for size, (idx, Ks, Ts) in groups.items()}
+    for cam in seq.cameras:
+        for kind in ("img", "thumb"):
+            (out_dir / kind / cam.name).mkdir(parents=True, exist_ok=True)
     stats: dict = {}
     pending: deque = deque()
     cols = [TextColumn("report"), BarColumn(), MofNCompleteColumn(), TextColumn("views"), TimeRemainingColumn()]
@@ -408,26 +443,21 @@ def render_panels(
 
         def collect(limit: int) -> None:
             while len(pending) > limit:
-                key, fut = pending.popleft()
-                stats[key] = fut.result()  # re-raises a worker's InputError
-                bar.advance(task)
+                frame, fut = pending.popleft()
+                for cam, st in fut.result().items():  # re-raises a worker's InputError
+                    stats[(frame, cam)] = st
+                bar.advance(task, len(seq.cameras))
 
         try:
-            for i in range(0, len(frames), FRAMES_PER_RENDER):
-                chunk = frames[i : i + FRAMES_PER_RENDER]
+            for i in range(0, len(frames), FRAMES_PER_POSE):
+                chunk = frames[i : i + FRAMES_PER_POSE]
                 hand, ov = posed_meshes(poses.select(chunk), hand_model, obj_verts, device)
-                with torch.no_grad():
-                    rendered = {}
-                    for key, idx in groups.items():
-                        r = renderer(hand.vertices, hand.faces, ov, obj_faces, view_cams[key], soft=False)
-                        zb, lb = r.zbuf.cpu().numpy(), r.labels.cpu().numpy()
-                        for j, ci in enumerate(idx):
-                            rendered[ci] = (zb[:, j], lb[:, j], view_cams[key].K[j].cpu().numpy())
+                hv, ov = hand.vertices.cpu().numpy(), ov.cpu().numpy()
+                hf = hand.faces.cpu().numpy()
                 for b, frame in enumerate(chunk):
-                    for ci, cam in enumerate(seq.cameras):
-                        zbuf, labels, K = rendered[ci][0][b], rendered[ci][1][b], rendered[ci][2]
-                        fut = pool.submit(_view_panels, seq, cam.name, frame, zbuf, labels, K, out_dir, segmentation, lut)
-                        pending.append(((frame, cam.name), fut))
+                    fut = pool.submit(_frame_panels, seq, frame, hv[b], hf, ov[b], obj_faces, groups, out_dir,
+                                      segmentation, lut)  # fmt: skip
+                    pending.append((frame, fut))
                 collect(4 * workers)  # bounded: memory does not grow with the sequence
             collect(0)
         except BaseException:
@@ -726,12 +756,11 @@ def build_report(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        stats = render_panels(seq, poses, hand_model, obj, tmp, frames, cfg.segmentation, width, device,
-                              cfg.backend, progress)  # fmt: skip
+        stats = render_panels(seq, poses, hand_model, obj, tmp, frames, cfg.segmentation, width, device, progress)
         before_stats = {}
         if refit is not None:  # the re-fitted frames as they were, panels under before/
             before_stats = render_panels(seq, refit["poses"], hand_model, obj, tmp / "before", refit["frames"],
-                                         cfg.segmentation, width, device, cfg.backend, False)  # fmt: skip
+                                         cfg.segmentation, width, device, False)  # fmt: skip
         q = quality or {"frames": np.asarray(frames, np.int64)}
         qi = {int(f): i for i, f in enumerate(q["frames"])}
         cams = seq.camera_names
