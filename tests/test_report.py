@@ -119,11 +119,11 @@ def test_overlay_is_the_fits_renderer_drawn_over_the_image(seq):
     the overlay JPEG must tint exactly those pixels (hand orange, object blue)."""
     import cv2
     import numpy as np
-    import torch
 
     from hoannot.datasets.loaders import load_hand_model, load_sequence_object
     from hoannot.datasets.sequence import open_sequence
     from hoannot.renderers.cameras import ViewCameras
+    from hoannot.renderers.raycast import PixelRays
     from hoannot.renderers.renderer import HandObjectRenderer
     from hoannot.report.build import panel_intrinsics, posed_meshes, render_size, render_views
 
@@ -140,9 +140,9 @@ def test_overlay_is_the_fits_renderer_drawn_over_the_image(seq):
     for ci, cam in enumerate(s.cameras):
         size = render_size(cam, 320)
         for b, f in enumerate(poses.frames):
-            (zbuf, labels, _), = render_views(hand.vertices[b].numpy(), hand.faces.numpy(), ov[b].numpy(),
-                                              obj.faces.numpy(), panel_intrinsics(cam, size)[None],
-                                              np.asarray(cam.T_world_cam)[None], size)  # fmt: skip
+            rays = PixelRays(panel_intrinsics(cam, size)[None], np.asarray(cam.T_world_cam)[None], size)
+            (zbuf, labels, _, _), = render_views(hand.vertices[b].numpy(), hand.faces.numpy(), ov[b].numpy(),
+                                                 obj.faces.numpy(), rays)  # fmt: skip
             ref_z, ref = theirs.zbuf[b, ci].numpy(), theirs.labels[b, ci].numpy()
             shown = (ref > 0) | (labels > 0)
             assert (ref == 1).sum() > 20 and (ref == 2).sum() > 20

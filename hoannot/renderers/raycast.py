@@ -115,66 +115,83 @@ def mesh_box(points: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray, size: t
     return y0, y1, x0, x1
 
 
-def raycast_views(
-    meshes: list[tuple[np.ndarray, np.ndarray]],
-    Ks: np.ndarray,
-    T_world_cams: np.ndarray,
-    size: tuple[int, int],
-) -> list[ViewHits]:
-    """Cast one ray per pixel centre of C views of the same size into world-frame meshes.
-
-    One scene (one BVH) and one ``cast_rays`` call serve every view; only the rays inside
-    each view's :func:`mesh_box` are cast, so a view costs in proportion to the image area the
-    meshes cover, not to the image size. Ray directions have camera z = 1, so the hit
-    distance is the camera depth (as :func:`raycast`).
+class PixelRays:
+    """The rays of every pixel centre of C views of one size, made once and cast many times.
 
     Args:
-        meshes: ``(vertices (V, 3) metres, faces (Nf, 3) int)`` per mesh, world frame.
         Ks: (C, 3, 3) intrinsics of images of ``size`` (pixel u covers [u - 0.5, u + 0.5)).
         T_world_cams: (C, 4, 4) camera poses (OpenCV axes).
         size: (H, W) of every view.
+
+    Attributes:
+        Ks, T_world_cams: float64 as given. size: (H, W).
+        dirs: (C, H, W, 3) float32 world-frame directions with camera z = 1 (a hit's distance
+            is its camera depth), :func:`hoannot.geometry.pixel_rays` without distortion.
+        inv_norm: (C, H, W) float32 ``1 / |dirs|``.
+    """
+
+    def __init__(self, Ks: np.ndarray, T_world_cams: np.ndarray, size: tuple[int, int]):
+        self.Ks, self.T_world_cams = np.asarray(Ks, np.float64), np.asarray(T_world_cams, np.float64)
+        self.size = (int(size[0]), int(size[1]))
+        H, W = self.size
+        u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
+        dirs = []
+        for K, T in zip(self.Ks, self.T_world_cams):
+            y = (v - K[1, 2]) / K[1, 1]
+            dirs.append(np.stack([(u - K[0, 2] - K[0, 1] * y) / K[0, 0], y, np.ones_like(u)], -1) @ T[:3, :3].T)
+        self.dirs = np.stack(dirs).astype(np.float32) if dirs else np.zeros((0, H, W, 3), np.float32)
+        self.inv_norm = (1.0 / np.linalg.norm(self.dirs, axis=-1)).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.Ks)
+
+
+def raycast_views(meshes: list[tuple[np.ndarray, np.ndarray]], rays: PixelRays) -> list[ViewHits]:
+    """Cast one ray per pixel centre of C views into world-frame meshes.
+
+    One scene (one BVH) and one ``cast_rays`` call serve every view; only the rays inside
+    each view's :func:`mesh_box` are cast, so a view costs in proportion to the image area the
+    meshes cover, not to the image size. Depths are camera depths, as :func:`raycast`'s.
+
+    Args:
+        meshes: ``(vertices (V, 3) metres, faces (Nf, 3) int)`` per mesh, world frame.
+        rays: the views (:class:`PixelRays`).
     Returns:
         one :class:`ViewHits` per view.
     Raises:
         ImportError: open3d is not installed.
     """
     o3d = load_open3d()
-    H, W = size
+    H, W = rays.size
     scene = o3d.t.geometry.RaycastingScene()
     ids = [scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(v, np.float32)),
                                o3d.core.Tensor(np.ascontiguousarray(f, np.uint32))) for v, f in meshes]  # fmt: skip
-    geometry_index = np.full(max(ids) + 2 if ids else 1, -1, np.int8)
-    geometry_index[ids] = np.arange(len(ids))
+    lookup = np.full(max(ids, default=0) + 2, -1, np.int8)  # geometry id -> mesh index; the last: a miss
+    lookup[ids] = np.arange(len(ids))
     points = np.concatenate([np.asarray(v, np.float64) for v, _ in meshes]) if meshes else np.zeros((0, 3))
-    boxes, chunks, dirs_all = [], [], []
-    for K, T in zip(np.asarray(Ks, np.float64), np.asarray(T_world_cams, np.float64)):
-        y0, y1, x0, x1 = box = mesh_box(points, K, T, size)
-        boxes.append(box)
-        if y0 == y1:
-            continue
-        u, v = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-        y = (v - K[1, 2]) / K[1, 1]
-        d = np.stack([(u - K[0, 2] - K[0, 1] * y) / K[0, 0], y, np.ones_like(u)], -1) @ T[:3, :3].T
-        dirs_all.append(d.reshape(-1, 3))
-        chunks.append(np.concatenate([np.broadcast_to(T[:3, 3], d.shape), d], -1).reshape(-1, 6))
-    out = []
-    if chunks:
-        ans = scene.cast_rays(o3d.core.Tensor(np.concatenate(chunks).astype(np.float32)))
-        t_all, g_all, n_all = ans["t_hit"].numpy(), ans["geometry_ids"].numpy(), ans["primitive_normals"].numpy()
-        dirs = np.concatenate(dirs_all)
+    boxes = [mesh_box(points, K, T, rays.size) for K, T in zip(rays.Ks, rays.T_world_cams)]
+    counts = [(y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes]
+    batch = np.empty((sum(counts), 6), np.float32)
     at = 0
-    for y0, y1, x0, x1 in boxes:
+    for c, ((y0, y1, x0, x1), n) in enumerate(zip(boxes, counts)):
+        batch[at : at + n, :3] = rays.T_world_cams[c, :3, 3]
+        batch[at : at + n, 3:] = rays.dirs[c, y0:y1, x0:x1].reshape(-1, 3)
+        at += n
+    if len(batch):
+        ans = scene.cast_rays(o3d.core.Tensor(batch))
+        t_all, g_all, n_all = ans["t_hit"].numpy(), ans["geometry_ids"].numpy(), ans["primitive_normals"].numpy()
+    out, at = [], 0
+    for c, ((y0, y1, x0, x1), n) in enumerate(zip(boxes, counts)):
         depth, geometry, cos = np.zeros((H, W), np.float32), np.full((H, W), -1, np.int8), np.zeros((H, W), np.float32)
-        n = (y1 - y0) * (x1 - x0)
         if n:
-            t, g, nrm, d = t_all[at : at + n], g_all[at : at + n], n_all[at : at + n], dirs[at : at + n]
-            at += n
-            hit = np.isfinite(t)
             shape = (y1 - y0, x1 - x0)
-            depth[y0:y1, x0:x1] = np.where(hit, t, 0).reshape(shape)
-            gi = np.where(hit, np.minimum(g, len(geometry_index) - 1), len(geometry_index) - 1)
-            geometry[y0:y1, x0:x1] = geometry_index[gi].reshape(shape)
-            c = np.abs((nrm * d).sum(-1)) / np.linalg.norm(d, axis=-1)
-            cos[y0:y1, x0:x1] = np.where(hit, c, 0).reshape(shape)
+            t, g, nrm = t_all[at : at + n].reshape(shape), g_all[at : at + n].reshape(shape), n_all[at : at + n]
+            hit = np.isfinite(t)
+            depth[y0:y1, x0:x1] = np.where(hit, t, 0)
+            geometry[y0:y1, x0:x1] = lookup[np.where(hit, np.minimum(g, len(lookup) - 1), len(lookup) - 1)]
+            d = batch[at : at + n, 3:]
+            c_abs = np.abs(np.einsum("ij,ij->i", nrm, d)).reshape(shape) * rays.inv_norm[c, y0:y1, x0:x1]
+            cos[y0:y1, x0:x1] = np.where(hit, c_abs, 0)
+            at += n
         out.append(ViewHits(depth, geometry, cos, (y0, y1, x0, x1)))
     return out

@@ -35,7 +35,7 @@ from hoannot.fitting.parameters import PoseParameters
 from hoannot.models.hand import HandModel, HandOutput
 from hoannot.models.objects import ObjectModel
 from hoannot.geometry import crop_intrinsics
-from hoannot.renderers.raycast import raycast_views
+from hoannot.renderers.raycast import PixelRays, raycast_views
 
 STAGES = ("fit", "init")
 PANELS = ("overlay", "masks", "depth")
@@ -296,21 +296,22 @@ def panel_intrinsics(cam, size: tuple[int, int]) -> np.ndarray:
 
 
 def render_views(hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.ndarray, obj_faces: np.ndarray,
-                 Ks: np.ndarray, T_world_cams: np.ndarray, size: tuple[int, int]) -> list[tuple[np.ndarray, ...]]:
-    """Depth, labels and shading of one frame's hand and object in C views of one size.
+                 rays: PixelRays) -> list[tuple]:
+    """Depth, labels and shading of one frame's hand and object in the views of ``rays``.
 
     Args:
         hand_verts: (Vh, 3), obj_verts: (Vo, 3) world-frame vertices, metres.
         hand_faces: (Fh, 3), obj_faces: (Fo, 3) int.
-        Ks: (C, 3, 3) intrinsics of the panel size; T_world_cams: (C, 4, 4).
-        size: (H, W) panel size.
+        rays: the panels' pixel rays (:class:`hoannot.renderers.raycast.PixelRays`; intrinsics
+            of the panel size, :func:`panel_intrinsics`).
     Returns:
-        per view ``(zbuf, labels, shade)``: (H, W) float32 camera depth in metres (0: nothing
-        rendered), (H, W) uint8 labels (0 background, 1 hand, 2 object), (H, W) float32
-        head-light shading (:attr:`hoannot.renderers.raycast.ViewHits.cos`).
+        per view ``(zbuf, labels, shade, box)``: (H, W) float32 camera depth in metres (0:
+        nothing rendered), (H, W) uint8 labels (0 background, 1 hand, 2 object), (H, W)
+        float32 head-light shading (:attr:`hoannot.renderers.raycast.ViewHits.cos`), and the
+        (y0, y1, x0, x1) box outside which nothing is rendered.
     """
-    hits = raycast_views([(hand_verts, hand_faces), (obj_verts, obj_faces)], Ks, T_world_cams, size)
-    return [(h.depth, (h.geometry + 1).astype(np.uint8), h.cos) for h in hits]
+    hits = raycast_views([(hand_verts, hand_faces), (obj_verts, obj_faces)], rays)
+    return [(h.depth, (h.geometry + 1).astype(np.uint8), h.cos, h.box) for h in hits]
 
 
 def _read(path: Path, flags: int) -> np.ndarray:
@@ -343,45 +344,63 @@ def _observed_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.nda
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
     """Encode (H, W, 3) uint8 RGB as JPEG into ``path`` (its folder must exist)."""
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
         raise RuntimeError(f"{path}: JPEG encoding failed")
     path.write_bytes(data.tobytes())  # inside the report's temporary folder: the folder is swapped in whole
 
 
+def _union_box(box: tuple[int, int, int, int], observed: np.ndarray | None) -> tuple[slice, slice]:
+    """Rows and columns holding every rendered pixel (inside ``box``) and every observed label."""
+    y0, y1, x0, x1 = box
+    if observed is not None:
+        x, y, w, h = cv2.boundingRect(observed)  # the non-zero pixels'
+        if w and h:
+            y0, y1, x0, x1 = (y, y + h, x, x + w) if y0 == y1 else (min(y0, y), max(y1, y + h), min(x0, x), max(x1, x + w))
+    return slice(y0, y1), slice(x0, x1)
+
+
 def _view_panels(seq: Sequence, cam, frame: int, zbuf: np.ndarray, labels: np.ndarray, shade: np.ndarray,
-                 out_dir: Path, segmentation: str, lut: np.ndarray) -> dict:
-    """Read one view's observations, write its panels and thumbnails, return its numbers."""
+                 box: tuple[int, int, int, int], out_dir: Path, segmentation: str, lut: np.ndarray) -> dict:
+    """Read one view's observations, write its panels and thumbnails, return its numbers.
+
+    Everything but the image itself is computed inside the box that holds the rendered and the
+    observed labels (outside it the panels are the image, or the dimmed image, as they are).
+    """
     H, W = zbuf.shape
     rgb = _read_rgb(seq, cam, frame, (H, W))
-    depth = _read(seq.depth_path(cam.name, frame), cv2.IMREAD_UNCHANGED)
-    if depth.shape != (H, W):
-        depth = cv2.resize(depth, (W, H), interpolation=cv2.INTER_NEAREST)
-    depth = depth.astype(np.float32) * np.float32(cam.depth_scale)
+    raw = _read(seq.depth_path(cam.name, frame), cv2.IMREAD_UNCHANGED)
+    if raw.shape != (H, W):
+        raw = cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST)
     observed = _observed_labels(seq, cam.name, frame, segmentation)
     if observed is not None and observed.shape[:2] != (H, W):
         observed = cv2.resize(observed, (W, H), interpolation=cv2.INTER_NEAREST)
+    roi = _union_box(box, observed)
+    z, lab, obs = zbuf[roi], labels[roi], observed[roi] if observed is not None else None
+    depth = raw[roi].astype(np.float32) * np.float32(cam.depth_scale)
     dimmed = _dimmed(rgb)
-    images = {"overlay": overlay_panel(rgb, labels, shade), "masks": mask_panel(rgb, observed, labels, dimmed),
-              "depth": depth_panel(rgb, zbuf, labels, depth, lut, dimmed)}  # fmt: skip
+    images = {"overlay": rgb.copy(), "masks": dimmed.copy(), "depth": dimmed.copy()}
+    images["overlay"][roi] = overlay_panel(rgb[roi], lab, shade[roi])
+    images["masks"][roi] = mask_panel(rgb[roi], obs, lab, dimmed[roi])
+    images["depth"][roi] = depth_panel(rgb[roi], z, lab, depth, lut, dimmed[roi])
     tw = min(THUMB_WIDTH, W)
     th = max(1, round(H * tw / W))
     for name, img in images.items():
         rel = f"{cam.name}/{frame:06d}_{name}.jpg"
         _write_jpeg(out_dir / "img" / rel, img)
         _write_jpeg(out_dir / "thumb" / rel, img if tw == W else cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA))
-    return {**view_stats(labels, observed, zbuf, depth), "size": (H, W), "thumb_size": (th, tw)}
+    return {**view_stats(lab, obs, z, depth), "size": (H, W), "thumb_size": (th, tw)}
 
 
 def _frame_panels(seq: Sequence, frame: int, hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.ndarray,
-                  obj_faces: np.ndarray, groups: dict, out_dir: Path, segmentation: str, lut: np.ndarray) -> dict:
+                  obj_faces: np.ndarray, groups: list[tuple[list[int], PixelRays]], out_dir: Path, segmentation: str,
+                  lut: np.ndarray) -> dict:
     """Render one frame in every camera, write the panels; ``{camera: view numbers}``."""
     out = {}
-    for size, (idx, Ks, Ts) in groups.items():
-        views = render_views(hand_verts, hand_faces, obj_verts, obj_faces, Ks, Ts, size)
-        for ci, (zbuf, labels, shade) in zip(idx, views):
+    for idx, rays in groups:
+        for ci, (zbuf, labels, shade, box) in zip(idx, render_views(hand_verts, hand_faces, obj_verts, obj_faces, rays)):
             cam = seq.cameras[ci]
-            out[cam.name] = _view_panels(seq, cam, frame, zbuf, labels, shade, out_dir, segmentation, lut)
+            out[cam.name] = _view_panels(seq, cam, frame, zbuf, labels, shade, box, out_dir, segmentation, lut)
     return out
 
 
@@ -426,12 +445,12 @@ def render_panels(
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     hand_model = hand_model.to(device)
     obj_verts, obj_faces = obj.verts.to(device), obj.faces.cpu().numpy()
-    groups: dict[tuple[int, int], tuple[list[int], np.ndarray, np.ndarray]] = {}  # cameras of one panel size
+    by_size: dict[tuple[int, int], list[int]] = {}  # cameras of one panel size are cast together
     for ci, cam in enumerate(seq.cameras):
-        size = render_size(cam, width)
-        idx, Ks, Ts = groups.get(size, ([], [], []))
-        groups[size] = (idx + [ci], [*Ks, panel_intrinsics(cam, size)], [*Ts, np.asarray(cam.T_world_cam, np.float64)])
-    groups = {size: (idx, np.stack(Ks), np.stack(Ts)) for size, (idx, Ks, Ts) in groups.items()}
+        by_size.setdefault(render_size(cam, width), []).append(ci)
+    groups = [(idx, PixelRays(np.stack([panel_intrinsics(seq.cameras[ci], size) for ci in idx]),
+                              np.stack([np.asarray(seq.cameras[ci].T_world_cam, np.float64) for ci in idx]), size))
+              for size, idx in by_size.items()]  # fmt: skip
     for cam in seq.cameras:
         for kind in ("img", "thumb"):
             (out_dir / kind / cam.name).mkdir(parents=True, exist_ok=True)
