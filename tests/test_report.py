@@ -125,7 +125,7 @@ def test_overlay_is_the_fits_renderer_drawn_over_the_image(seq):
     from hoannot.renderers.cameras import ViewCameras
     from hoannot.renderers.raycast import PixelRays
     from hoannot.renderers.renderer import HandObjectRenderer
-    from hoannot.report.build import panel_intrinsics, posed_meshes, render_size, render_views
+    from hoannot.report.build import PANELS, panel_intrinsics, posed_meshes, render_size, render_views, sheet_layout
 
     r = invoke("report", seq)
     assert r.exit_code == 0, r.output
@@ -137,6 +137,8 @@ def test_overlay_is_the_fits_renderer_drawn_over_the_image(seq):
     theirs = HandObjectRenderer()(hand.vertices, hand.faces, ov, obj.faces, ViewCameras.from_cameras(
         s.cameras, None, render_size(s.cameras[0], 320)), soft=False)  # fmt: skip
     kernel = np.ones((3, 3), np.uint8)
+    layout = sheet_layout([render_size(c, 320) for c in s.cameras])
+    html = (seq / "report" / "index.html").read_text()
     for ci, cam in enumerate(s.cameras):
         size = render_size(cam, 320)
         for b, f in enumerate(poses.frames):
@@ -149,7 +151,11 @@ def test_overlay_is_the_fits_renderer_drawn_over_the_image(seq):
             assert (labels[shown] == ref[shown]).mean() > 0.98, (f, cam.name)  # at most silhouette-edge ties
             both = (labels == ref) & (ref > 0)
             assert np.abs(zbuf[both] - ref_z[both]).max() < 2e-4  # metres
-            over = cv2.imread(str(seq / "report" / "img" / cam.name / f"{int(f):06d}_overlay.jpg"))[..., ::-1].astype(float)
+            h, w, xy = layout["full"]["cells"][ci]  # the overlay panel: its cell of the frame's full-size sheet
+            x, y = xy[PANELS.index("overlay")]
+            sheet = cv2.imread(str(seq / "report" / "img" / f"{int(f):06d}.jpg"))[..., ::-1].astype(float)
+            over = sheet[y : y + h, x : x + w]
+            assert over.shape[:2] == size
             rgb = cv2.resize(s.read_rgb(cam.name, int(f)), size[::-1], interpolation=cv2.INTER_AREA).astype(float)
             tint = (over[..., 0] - over[..., 2]) - (rgb[..., 0] - rgb[..., 2])  # red minus blue, added by the overlay
             hand_px = cv2.erode((ref == 1).astype(np.uint8), kernel) > 0
@@ -157,3 +163,11 @@ def test_overlay_is_the_fits_renderer_drawn_over_the_image(seq):
             far = cv2.dilate((ref > 0).astype(np.uint8), kernel, iterations=3) == 0
             assert tint[hand_px].mean() > 40 and tint[obj_px].mean() < -40, (f, cam.name)
             assert np.abs(over[far] - rgb[far]).mean() < 4  # elsewhere the image itself (JPEG noise)
+            # the page shows the same panel as its cell of the thumbnail sheet
+            th, tw, txy = layout["thumb"]["cells"][ci]
+            tx, ty = txy[PANELS.index("overlay")]
+            small = cv2.imread(str(seq / "report" / "thumb" / f"{int(f):06d}.jpg"))[..., ::-1].astype(float)
+            shrunk = cv2.resize(over, (tw, th), interpolation=cv2.INTER_AREA)
+            assert np.abs(small[ty : ty + th, tx : tx + tw] - shrunk).mean() < 6
+            assert (f'src="thumb/{int(f):06d}.jpg" width="{tw}" height="{th}" style="object-position: {-tx}px {-ty}px"'
+                    in html)  # fmt: skip

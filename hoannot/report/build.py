@@ -44,6 +44,8 @@ THUMB_WIDTH = 160  # px: the panels shown in the page
 FRAMES_PER_POSE = 16  # frames posed per hand-model call
 DEPTH_MAX_MM = 2 * FLAG_DEPTH_MM  # top of the depth-residual colour bar
 JPEG_QUALITY = 88
+SHEET_ALIGN = 16  # px: panels start on JPEG block boundaries of a frame's sheet (no colour bleeds across)
+SHEET_GREY = 238  # the sheet between panels
 HAND_RGB, OBJECT_RGB = (255, 140, 40), (40, 150, 255)
 #: mask panel: observed but not rendered, rendered but not observed, hand and object swapped
 MISSED_RGB, EXTRA_RGB, SWAPPED_RGB = (230, 40, 230), (250, 240, 60), (240, 30, 30)
@@ -360,12 +362,53 @@ def _union_box(box: tuple[int, int, int, int], observed: np.ndarray | None) -> t
     return slice(y0, y1), slice(x0, x1)
 
 
+def _align(n: int) -> int:
+    return -(-int(n) // SHEET_ALIGN) * SHEET_ALIGN
+
+
+def sheet_layout(sizes: list[tuple[int, int]]) -> dict:
+    """Where each camera's panels lie in a frame's sheets: one row per camera (in order), the
+    ``PANELS`` side by side, every panel starting at a multiple of ``SHEET_ALIGN`` pixels.
+
+    Args:
+        sizes: (H, W) panel size of each camera.
+    Returns:
+        ``full`` and ``thumb``: each ``{"shape": (H, W) of the sheet, "cells": per camera
+        ``(h, w, [(x, y) of each panel])``}``; the thumbnail of an (H, W) panel is at most
+        ``THUMB_WIDTH`` wide, same aspect ratio.
+    """
+    out = {}
+    for kind in ("full", "thumb"):
+        cells, y, width = [], 0, 0
+        for H, W in sizes:
+            if kind == "thumb":
+                w = min(THUMB_WIDTH, W)
+                H, W = max(1, round(H * w / W)), w
+            xs = [i * _align(W) for i in range(len(PANELS))]
+            cells.append((H, W, [(x, y) for x in xs]))
+            width = max(width, xs[-1] + W)
+            y += _align(H)
+        out[kind] = {"shape": (max(1, y), max(1, width)), "cells": cells}
+    return out
+
+
 def _view_panels(seq: Sequence, cam, frame: int, zbuf: np.ndarray, labels: np.ndarray, shade: np.ndarray,
-                 box: tuple[int, int, int, int], out_dir: Path, segmentation: str, lut: np.ndarray) -> dict:
-    """Read one view's observations, write its panels and thumbnails, return its numbers.
+                 box: tuple[int, int, int, int], full: list[np.ndarray], thumb: list[np.ndarray], segmentation: str,
+                 lut: np.ndarray) -> dict:
+    """Read one view's observations, draw its panels into its cells of the frame's sheets,
+    return its numbers.
 
     Everything but the image itself is computed inside the box that holds the rendered and the
     observed labels (outside it the panels are the image, or the dimmed image, as they are).
+
+    Args:
+        zbuf, labels, shade, box: the view's rendering (:func:`render_views`), (H, W).
+        full: per panel of ``PANELS``, the (H, W, 3) uint8 cell of the full-size sheet to fill.
+        thumb: the same cells of the thumbnail sheet, (h, w, 3).
+    Returns:
+        :func:`view_stats` of the view.
+    Raises:
+        InputError: an unreadable image (names the file).
     """
     H, W = zbuf.shape
     rgb = _read_rgb(seq, cam, frame, (H, W))
@@ -379,28 +422,36 @@ def _view_panels(seq: Sequence, cam, frame: int, zbuf: np.ndarray, labels: np.nd
     z, lab, obs = zbuf[roi], labels[roi], observed[roi] if observed is not None else None
     depth = raw[roi].astype(np.float32) * np.float32(cam.depth_scale)
     dimmed = _dimmed(rgb)
-    images = {"overlay": rgb.copy(), "masks": dimmed.copy(), "depth": dimmed.copy()}
-    images["overlay"][roi] = overlay_panel(rgb[roi], lab, shade[roi])
-    images["masks"][roi] = mask_panel(rgb[roi], obs, lab, dimmed[roi])
-    images["depth"][roi] = depth_panel(rgb[roi], z, lab, depth, lut, dimmed[roi])
-    tw = min(THUMB_WIDTH, W)
-    th = max(1, round(H * tw / W))
-    for name, img in images.items():
-        rel = f"{cam.name}/{frame:06d}_{name}.jpg"
-        _write_jpeg(out_dir / "img" / rel, img)
-        _write_jpeg(out_dir / "thumb" / rel, img if tw == W else cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA))
-    return {**view_stats(lab, obs, z, depth), "size": (H, W), "thumb_size": (th, tw)}
+    cells = dict(zip(PANELS, full))
+    cells["overlay"][:] = rgb
+    cells["overlay"][roi] = overlay_panel(rgb[roi], lab, shade[roi])
+    cells["masks"][:] = dimmed
+    cells["masks"][roi] = mask_panel(rgb[roi], obs, lab, dimmed[roi])
+    cells["depth"][:] = dimmed
+    cells["depth"][roi] = depth_panel(rgb[roi], z, lab, depth, lut, dimmed[roi])
+    for img, small in zip(full, thumb):
+        small[:] = img if small.shape == img.shape else cv2.resize(img, small.shape[1::-1], interpolation=cv2.INTER_AREA)
+    return view_stats(lab, obs, z, depth)
 
 
 def _frame_panels(seq: Sequence, frame: int, hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.ndarray,
-                  obj_faces: np.ndarray, groups: list[tuple[list[int], PixelRays]], out_dir: Path, segmentation: str,
-                  lut: np.ndarray) -> dict:
-    """Render one frame in every camera, write the panels; ``{camera: view numbers}``."""
+                  obj_faces: np.ndarray, groups: list[tuple[list[int], PixelRays]], layout: dict, out_dir: Path,
+                  segmentation: str, lut: np.ndarray) -> dict:
+    """Render one frame in every camera, write its two sheets; ``{camera: view numbers}``."""
+    sheets = {kind: np.full((*layout[kind]["shape"], 3), SHEET_GREY, np.uint8) for kind in ("full", "thumb")}
+
+    def cells(kind: str, ci: int) -> list[np.ndarray]:
+        h, w, xy = layout[kind]["cells"][ci]
+        return [sheets[kind][y : y + h, x : x + w] for x, y in xy]
+
     out = {}
     for idx, rays in groups:
         for ci, (zbuf, labels, shade, box) in zip(idx, render_views(hand_verts, hand_faces, obj_verts, obj_faces, rays)):
             cam = seq.cameras[ci]
-            out[cam.name] = _view_panels(seq, cam, frame, zbuf, labels, shade, box, out_dir, segmentation, lut)
+            out[cam.name] = _view_panels(seq, cam, frame, zbuf, labels, shade, box, cells("full", ci), cells("thumb", ci),
+                                         segmentation, lut)  # fmt: skip
+    _write_jpeg(out_dir / "img" / f"{frame:06d}.jpg", sheets["full"])
+    _write_jpeg(out_dir / "thumb" / f"{frame:06d}.jpg", sheets["thumb"])
     return out
 
 
@@ -417,11 +468,16 @@ def render_panels(
     progress: bool = True,
     workers: int | None = None,
 ) -> dict[tuple[int, str], dict]:
-    """Render and write the three panels of every frame and camera (full and thumbnail).
+    """Render the three panels of every frame and camera and write each frame's two sheets:
+    ``img/<frame:06d>.jpg`` (every camera's panels at the render size, one row per camera) and
+    ``thumb/<frame:06d>.jpg`` (the same at thumbnail size); the page shows each panel as its
+    cell of the thumbnail sheet and opens the full-size sheet on click. Two files per frame
+    instead of six per view: creating a file is the costliest step on some file systems
+    (about 0.5-1 ms each on this project's ext4).
 
     The main thread poses ``FRAMES_PER_POSE`` frames at a time (:func:`posed_meshes`);
     ``workers`` threads ray-cast each frame's cameras (:func:`render_views`), read its images
-    and encode its panels (open3d's ray casting, OpenCV and numpy release the GIL).
+    and encode its sheets (open3d's ray casting, OpenCV and numpy release the GIL).
 
     Args:
         poses: world-frame poses holding ``frames``.
@@ -431,8 +487,8 @@ def render_panels(
         device: torch device that poses the meshes.
         workers: threads for the frames (default: the CPU count, 1 to 8).
     Returns:
-        ``{(frame, camera): view_stats(...)}`` plus ``"size"`` and ``"thumb_size"`` (H, W) of the
-        panel and of its thumbnail.
+        ``{(frame, camera): view_stats(...)}``, and under ``"layout"`` the sheets' layout
+        (:func:`sheet_layout`, camera by camera in ``seq.cameras`` order).
     Raises:
         InputError: an unreadable image (names the file).
     """
@@ -451,10 +507,10 @@ def render_panels(
     groups = [(idx, PixelRays(np.stack([panel_intrinsics(seq.cameras[ci], size) for ci in idx]),
                               np.stack([np.asarray(seq.cameras[ci].T_world_cam, np.float64) for ci in idx]), size))
               for size, idx in by_size.items()]  # fmt: skip
-    for cam in seq.cameras:
-        for kind in ("img", "thumb"):
-            (out_dir / kind / cam.name).mkdir(parents=True, exist_ok=True)
-    stats: dict = {}
+    layout = sheet_layout([render_size(cam, width) for cam in seq.cameras])
+    for kind in ("img", "thumb"):
+        (out_dir / kind).mkdir(parents=True, exist_ok=True)
+    stats: dict = {"layout": layout}
     pending: deque = deque()
     cols = [TextColumn("report"), BarColumn(), MofNCompleteColumn(), TextColumn("views"), TimeRemainingColumn()]
     with Progress(*cols, disable=not progress, transient=False) as bar, ThreadPoolExecutor(workers) as pool:
@@ -474,7 +530,7 @@ def render_panels(
                 hv, ov = hand.vertices.cpu().numpy(), ov.cpu().numpy()
                 hf = hand.faces.cpu().numpy()
                 for b, frame in enumerate(chunk):
-                    fut = pool.submit(_frame_panels, seq, frame, hv[b], hf, ov[b], obj_faces, groups, out_dir,
+                    fut = pool.submit(_frame_panels, seq, frame, hv[b], hf, ov[b], obj_faces, groups, layout, out_dir,
                                       segmentation, lut)  # fmt: skip
                     pending.append((frame, fut))
                 collect(4 * workers)  # bounded: memory does not grow with the sequence
@@ -678,6 +734,17 @@ def load_refit(seq: Sequence, frames: list[int]) -> dict | None:
             "frames": [int(f) for f in poses.frames if int(f) in shown]}  # fmt: skip
 
 
+def _view_row(stats: dict, f: int, ci: int, c: str, prefix: str = "") -> dict:
+    """Page data of camera ``c`` (index ``ci``) of frame ``f``: its numbers and its panels as
+    cells of the frame's thumbnail sheet (``x``, ``y``: the CSS object-position, pixels)."""
+    h, w, xy = stats["layout"]["thumb"]["cells"][ci]
+    st = stats[(f, c)]
+    return {"camera": c, "anchor": f"f{f:06d}-{c}", "h": h, "w": w,
+            "panels": [{"name": p, "full": f"{prefix}img/{f:06d}.jpg", "thumb": f"{prefix}thumb/{f:06d}.jpg",
+                        "x": -x, "y": -y} for p, (x, y) in zip(PANELS, xy)],
+            "iou_hand": _fmt(st["iou_hand"]), "iou_object": _fmt(st["iou_object"]), "depth": _fmt(st["depth_residual_mm"])}  # fmt: skip
+
+
 def _before_row(refit: dict, f: int, cams: list[str], stats: dict) -> dict:
     """A re-fitted frame's numbers and panels before the re-fit (page data)."""
     q = refit["quality"]
@@ -685,11 +752,7 @@ def _before_row(refit: dict, f: int, cams: list[str], stats: dict) -> dict:
     val = lambda k: _fmt(q[k][i]) if k in q else "–"  # noqa: E731
     return {"flag": bool(q["flag"][i]) if "flag" in q else False, "iou_hand": val("iou_hand"),
             "iou_object": val("iou_object"), "depth": val("depth_residual_mm"), "start": refit["starts"].get(f, "–"),
-            "views": [{"camera": c, "h": stats[(f, c)]["thumb_size"][0], "w": stats[(f, c)]["thumb_size"][1],
-                       "panels": [{"name": p, "full": f"before/img/{c}/{f:06d}_{p}.jpg",
-                                   "thumb": f"before/thumb/{c}/{f:06d}_{p}.jpg"} for p in PANELS],
-                       "iou_hand": _fmt(stats[(f, c)]["iou_hand"]), "iou_object": _fmt(stats[(f, c)]["iou_object"]),
-                       "depth": _fmt(stats[(f, c)]["depth_residual_mm"])} for c in cams]}  # fmt: skip
+            "views": [_view_row(stats, f, ci, c, "before/") for ci, c in enumerate(cams)]}  # fmt: skip
 
 
 def refit_rows(refit: dict, q: dict[str, np.ndarray]) -> list[dict]:
@@ -792,14 +855,7 @@ def build_report(
                 "iou_hand": val("iou_hand"), "iou_object": val("iou_object"), "depth": val("depth_residual_mm"),
                 "errors": [(k.removesuffix("_error_est_mm"), val(k)) for k in _error_keys(q)],
                 "energies": [(k, val(k)) for k in sorted(k for k in q if k.startswith("E_"))],
-                "views": [{
-                    "camera": c, "anchor": f"f{f:06d}-{c}",
-                    "panels": [{"name": p, "full": f"img/{c}/{f:06d}_{p}.jpg", "thumb": f"thumb/{c}/{f:06d}_{p}.jpg"}
-                               for p in PANELS],
-                    "h": stats[(f, c)]["thumb_size"][0], "w": stats[(f, c)]["thumb_size"][1],
-                    "iou_hand": _fmt(stats[(f, c)]["iou_hand"]), "iou_object": _fmt(stats[(f, c)]["iou_object"]),
-                    "depth": _fmt(stats[(f, c)]["depth_residual_mm"]),
-                } for c in cams],
+                "views": [_view_row(stats, f, ci, c) for ci, c in enumerate(cams)],
                 "before": _before_row(refit, f, cams, before_stats) if refit is not None and f in refit["frames"] else None,
             })  # fmt: skip
         lut = _colormap()
