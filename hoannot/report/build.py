@@ -13,6 +13,7 @@ fit are judged by the same numbers and the same flag thresholds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -28,6 +29,7 @@ import torch
 import hoannot
 from hoannot.io import InputError, atomic_write
 from hoannot.datasets.poses import HandObjectPoses
+from hoannot.datasets.segmentation import segmentation_path
 from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig
 from hoannot.fitting.quality import FLAG_DEPTH_MM, FLAG_IOU_HAND, FLAG_IOU_OBJECT, load_calibration
@@ -316,15 +318,33 @@ def render_views(hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.n
     return [(h.depth, (h.geometry + 1).astype(np.uint8), h.cos, h.box) for h in hits]
 
 
-def _read(path: Path, flags: int) -> np.ndarray:
-    """cv2.imread that names the file: (H, W[, C]) array (BGR for colour)."""
-    img = cv2.imread(str(path), flags | cv2.IMREAD_IGNORE_ORIENTATION) if path.is_file() else None
+def _read(path: str, flags: int, optional: bool = False) -> np.ndarray | None:
+    """cv2.imread that names the file: (H, W[, C]) array (BGR for colour); None for a missing
+    ``optional`` file.
+
+    Raises:
+        InputError: a missing (not ``optional``) or undecodable file.
+    """
+    img = cv2.imread(path, flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
-        raise InputError(f"{path}: file not found" if not path.is_file() else f"{path}: unreadable image")
+        if not os.path.isfile(path):
+            if optional:
+                return None
+            raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: unreadable image")
     return img
 
 
-def _read_rgb(seq: Sequence, cam, frame: int, size: tuple[int, int]) -> np.ndarray:
+@functools.lru_cache(maxsize=256)
+def _view_files(root: str, cam: str, rgb_ext: str, segmentation: str) -> tuple[str, str, str]:
+    """``str.format`` templates (field ``f``: the frame) of a camera's rgb, depth and observed
+    labels (``segmentation/`` or ``gt/segmentation/``), as :class:`Sequence` names them."""
+    seg = segmentation_path(root, cam, 0, segmentation).parent
+    return (str(Path(root) / "rgb" / cam) + "/{f:06d}." + rgb_ext, str(Path(root) / "depth" / cam) + "/{f:06d}.png",
+            str(seg) + "/{f:06d}.png")  # fmt: skip
+
+
+def _read_rgb(path: str, cam, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 RGB image of ``size``: decoded at 1/2, 1/4 or 1/8 when that is the
     panel's scale (JPEG decoders then skip the full-size image), else resized by area."""
     H, W = size
@@ -333,15 +353,10 @@ def _read_rgb(seq: Sequence, cam, frame: int, size: tuple[int, int]) -> np.ndarr
         if cam.width == W * k and cam.height == H * k:
             flags = f
             break
-    img = _read(seq.rgb_path(cam.name, frame), flags)
+    img = _read(path, flags)
     if img.shape[:2] != (H, W):
         img = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def _observed_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray | None:
-    p = seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png" if source == "gt" else seq.segmentation_path(cam, frame)
-    return _read(p, cv2.IMREAD_UNCHANGED) if p.is_file() else None
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
@@ -411,11 +426,12 @@ def _view_panels(seq: Sequence, cam, frame: int, zbuf: np.ndarray, labels: np.nd
         InputError: an unreadable image (names the file).
     """
     H, W = zbuf.shape
-    rgb = _read_rgb(seq, cam, frame, (H, W))
-    raw = _read(seq.depth_path(cam.name, frame), cv2.IMREAD_UNCHANGED)
+    rgb_file, depth_file, seg_file = _view_files(str(seq.root), cam.name, seq.config.rgb_ext, segmentation)
+    rgb = _read_rgb(rgb_file.format(f=frame), cam, (H, W))
+    raw = _read(depth_file.format(f=frame), cv2.IMREAD_UNCHANGED)
     if raw.shape != (H, W):
         raw = cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST)
-    observed = _observed_labels(seq, cam.name, frame, segmentation)
+    observed = _read(seg_file.format(f=frame), cv2.IMREAD_UNCHANGED, optional=True)
     if observed is not None and observed.shape[:2] != (H, W):
         observed = cv2.resize(observed, (W, H), interpolation=cv2.INTER_NEAREST)
     roi = _union_box(box, observed)
