@@ -206,7 +206,7 @@ def report_speed(r: dict) -> list[Row]:
     caps = r["captures"]
     parts = []
     for c in caps:
-        old = f", old report {c['old_report_seconds']:.0f} s ({c['speedup']:.0f}x faster now)" if "old_report_seconds" in c else ""
+        old = f", old report {c['old_report_seconds']:.0f} s ({c['speedup']:.1f}x faster now)" if "old_report_seconds" in c else ""
         parts.append(f"{c['capture']} {c['frames']} x {c['cameras']}: report {c['report_seconds']:.1f} s vs export "
                      f"{c['export_seconds']:.1f} s (**{c['ratio']:.2f}**){old}")  # fmt: skip
     met = sum(bool(c["meets_target"]) for c in caps)
