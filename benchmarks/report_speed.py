@@ -17,8 +17,8 @@ so). The flags are many (the initial poses are noisy), which is the report's wor
 
 Timing, per capture, in one run: the commands as a user runs them (a fresh Python process
 each: imports, validation and models included), ``hoannot export SEQ/`` (default format
-ho3d) and ``hoannot report SEQ/``, alternated ``--repeats`` times; the median of each and
-their ratio (report / export; the target is <= 1). ``--base`` (default: the commit this
+ho3d) and ``hoannot report SEQ/``, alternated ``--repeats`` times (and once more after the old
+report's run); the median of each and their ratio (report / export; the target is <= 1). ``--base`` (default: the commit this
 branch left main at, before the report was made faster) runs the report of that commit's
 code (``git archive``) on the same capture in the same run: ``old_report_seconds`` and the
 speedup. Also the in-process time per view of the new report's panels.
@@ -175,7 +175,8 @@ def markdown(res: dict) -> str:
     L = ["# Report vs export speed (issue 20.1)", "",
          f"`{res['command']}` at `{res['git_commit']}` ({res['date']}; package digest `{res['package_digest']}`). "
          f"{CAMERAS} cameras at {WIDTH}x{HEIGHT}; each command in a fresh process (imports included), export "
-         f"(`--format ho3d`) and report alternated {res['repeats']} time(s), medians; old report: the code of "
+         f"(`--format ho3d`) and report alternated {res['repeats']} time(s) plus once after the old report, medians; "
+         f"old report: the code of "
          f"`{res['base_commit'][:12]}`.", "",
          "| capture | frames x cameras | export s | report s | report / export | target <= 1 | old report s | "
          "speedup | panels ms / view | report MB | load avg |",
