@@ -221,11 +221,24 @@ def scale(r: dict) -> list[Row]:
     return rows
 
 
+def report_speed(r: dict) -> list[Row]:
+    caps = r["captures"]
+    parts = []
+    for c in caps:
+        old = f", old report {c['old_report_seconds']:.0f} s ({c['speedup']:.1f}x faster now)" if "old_report_seconds" in c else ""
+        parts.append(f"{c['capture']} {c['frames']} x {c['cameras']}: report {c['report_seconds']:.1f} s vs export "
+                     f"{c['export_seconds']:.1f} s (**{c['ratio']:.2f}**){old}")  # fmt: skip
+    met = sum(bool(c["meets_target"]) for c in caps)
+    return [(f"`report_speed.py` ({len(caps)} captures, {caps[0]['image_size']}, `hoannot report` vs `hoannot export`)",
+             "; ".join(parts) + f"; no slower than the export on {met} of {len(caps)}",
+             "report / export <= 1 at 1000 x 5 (issue 20.1)")]  # fmt: skip
+
+
 #: results file (stem) -> its rows, in the order of the table
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
     "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "auto_diagnosis": auto_diagnosis, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "real_photo": real_photo, "baselines": baselines,
-    "render": render, "fit": fit, "scale": scale, "qa": qa,
+    "render": render, "fit": fit, "scale": scale, "qa": qa, "report_speed": report_speed,
 }  # fmt: skip
 
 

@@ -111,3 +111,63 @@ def test_bad_input_is_one_line_error(seq, tmp_path, args, needle):
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.output
     assert not (bare / "report").exists() and not (bare / ".report.tmp").exists()
+
+
+def test_overlay_is_the_fits_renderer_drawn_over_the_image(seq):
+    """The report ray-casts its panels (open3d); the fit's PyTorch3D-based renderer, an
+    independent implementation, must see the same hand and object at the same depths, and
+    the overlay JPEG must tint exactly those pixels (hand orange, object blue)."""
+    import cv2
+    import numpy as np
+
+    from hoannot.datasets.loaders import load_hand_model, load_sequence_object
+    from hoannot.datasets.sequence import open_sequence
+    from hoannot.renderers.cameras import ViewCameras
+    from hoannot.renderers.raycast import PixelRays
+    from hoannot.renderers.renderer import HandObjectRenderer
+    from hoannot.report.build import PANELS, panel_intrinsics, posed_meshes, render_size, render_views, sheet_layout
+
+    r = invoke("report", seq)
+    assert r.exit_code == 0, r.output
+    s = open_sequence(seq)
+    cfg_faces = json.loads((seq / "fit" / "info.json").read_text())["config"]["object_max_faces"]
+    hand_model, obj = load_hand_model(s), load_sequence_object(s, None, cfg_faces)
+    poses = HandObjectPoses.load(seq / "fit" / "poses.npz")
+    hand, ov = posed_meshes(poses, hand_model, obj.verts)
+    theirs = HandObjectRenderer()(hand.vertices, hand.faces, ov, obj.faces, ViewCameras.from_cameras(
+        s.cameras, None, render_size(s.cameras[0], 320)), soft=False)  # fmt: skip
+    kernel = np.ones((3, 3), np.uint8)
+    layout = sheet_layout([render_size(c, 320) for c in s.cameras])
+    html = (seq / "report" / "index.html").read_text()
+    for ci, cam in enumerate(s.cameras):
+        size = render_size(cam, 320)
+        for b, f in enumerate(poses.frames):
+            rays = PixelRays(panel_intrinsics(cam, size)[None], np.asarray(cam.T_world_cam)[None], size)
+            (zbuf, labels, _, _), = render_views(hand.vertices[b].numpy(), hand.faces.numpy(), ov[b].numpy(),
+                                                 obj.faces.numpy(), rays)  # fmt: skip
+            ref_z, ref = theirs.zbuf[b, ci].numpy(), theirs.labels[b, ci].numpy()
+            shown = (ref > 0) | (labels > 0)
+            assert (ref == 1).sum() > 20 and (ref == 2).sum() > 20
+            assert (labels[shown] == ref[shown]).mean() > 0.98, (f, cam.name)  # at most silhouette-edge ties
+            both = (labels == ref) & (ref > 0)
+            assert np.abs(zbuf[both] - ref_z[both]).max() < 2e-4  # metres
+            h, w, xy = layout["full"]["cells"][ci]  # the overlay panel: its cell of the frame's full-size sheet
+            x, y = xy[PANELS.index("overlay")]
+            sheet = cv2.imread(str(seq / "report" / "img" / f"{int(f):06d}.jpg"))[..., ::-1].astype(float)
+            over = sheet[y : y + h, x : x + w]
+            assert over.shape[:2] == size
+            rgb = cv2.resize(s.read_rgb(cam.name, int(f)), size[::-1], interpolation=cv2.INTER_AREA).astype(float)
+            tint = (over[..., 0] - over[..., 2]) - (rgb[..., 0] - rgb[..., 2])  # red minus blue, added by the overlay
+            hand_px = cv2.erode((ref == 1).astype(np.uint8), kernel) > 0
+            obj_px = cv2.erode((ref == 2).astype(np.uint8), kernel) > 0
+            far = cv2.dilate((ref > 0).astype(np.uint8), kernel, iterations=3) == 0
+            assert tint[hand_px].mean() > 40 and tint[obj_px].mean() < -40, (f, cam.name)
+            assert np.abs(over[far] - rgb[far]).mean() < 4  # elsewhere the image itself (JPEG noise)
+            # the page shows the same panel as its cell of the thumbnail sheet
+            th, tw, txy = layout["thumb"]["cells"][ci]
+            tx, ty = txy[PANELS.index("overlay")]
+            small = cv2.imread(str(seq / "report" / "thumb" / f"{int(f):06d}.jpg"))[..., ::-1].astype(float)
+            shrunk = cv2.resize(over, (tw, th), interpolation=cv2.INTER_AREA)
+            assert np.abs(small[ty : ty + th, tx : tx + tw] - shrunk).mean() < 6
+            assert (f'src="thumb/{int(f):06d}.jpg" width="{tw}" height="{th}" style="object-position: {-tx}px {-ty}px"'
+                    in html)  # fmt: skip

@@ -1,16 +1,19 @@
 """Gather a stage's poses and quality, render every frame and camera, write ``SEQ/report/``.
 
-The meshes are posed and rendered exactly as the fit's quality pass does it
-(:class:`hoannot.fitting.parameters.PoseParameters`, :class:`hoannot.renderers.renderer.
-HandObjectRenderer`, hard pass), but over the whole image at the render size instead of the
-fit's crops: one call per batch of frames renders all of their cameras. The per-frame
-numbers of the timelines come from ``fit/quality.json``; for ``init`` poses (which have no
-quality file) they are computed with the fit's own quality function on the fit's crops, so
-an initialisation and a fit are judged by the same numbers and the same flag thresholds.
+The meshes are posed by the fit's own code (:class:`hoannot.fitting.parameters.PoseParameters`)
+and drawn over the whole image at the panel size by ray casting
+(:func:`hoannot.renderers.raycast.raycast_views`: Embree through open3d, one ray per pixel
+centre, as the fit's hard rasterizer pass samples pixels, but only over the box the meshes
+project into, and with the triangles' own normals for shading). Compositing and JPEG encoding
+run on worker threads while the next frames are cast. The per-frame numbers of the timelines
+come from ``fit/quality.json``; for ``init`` poses (which have no quality file) they are
+computed with the fit's own quality function on the fit's crops, so an initialisation and a
+fit are judged by the same numbers and the same flag thresholds.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -24,24 +27,27 @@ import numpy as np
 import torch
 
 import hoannot
-from hoannot.io import InputError, atomic_write, read_image
+from hoannot.io import InputError, atomic_write
 from hoannot.datasets.poses import HandObjectPoses
+from hoannot.datasets.segmentation import segmentation_path
 from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig
 from hoannot.fitting.quality import FLAG_DEPTH_MM, FLAG_IOU_HAND, FLAG_IOU_OBJECT, load_calibration
 from hoannot.fitting.parameters import PoseParameters
 from hoannot.models.hand import HandModel, HandOutput
 from hoannot.models.objects import ObjectModel
-from hoannot.renderers.cameras import ViewCameras
-from hoannot.renderers.renderer import HandObjectRenderer
+from hoannot.geometry import crop_intrinsics
+from hoannot.renderers.raycast import PixelRays, raycast_views
 
 STAGES = ("fit", "init")
 PANELS = ("overlay", "masks", "depth")
 RENDER_WIDTH = 320  # px: panels are rendered (and opened on click) at most this wide
 THUMB_WIDTH = 160  # px: the panels shown in the page
-FRAMES_PER_RENDER = 4  # frames rendered per renderer call (all their cameras at once)
+FRAMES_PER_POSE = 16  # frames posed per hand-model call
 DEPTH_MAX_MM = 2 * FLAG_DEPTH_MM  # top of the depth-residual colour bar
 JPEG_QUALITY = 88
+SHEET_ALIGN = 16  # px: panels start on JPEG block boundaries of a frame's sheet (no colour bleeds across)
+SHEET_GREY = 238  # the sheet between panels
 HAND_RGB, OBJECT_RGB = (255, 140, 40), (40, 150, 255)
 #: mask panel: observed but not rendered, rendered but not observed, hand and object swapped
 MISSED_RGB, EXTRA_RGB, SWAPPED_RGB = (230, 40, 230), (250, 240, 60), (240, 30, 30)
@@ -191,53 +197,24 @@ def _dimmed(rgb: np.ndarray, factor: float = 0.4) -> np.ndarray:
     return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
 
 
-def _lambert(zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(H, W) |cos| between each rendered surface's normal (from the depth of its own class's
-    neighbours) and the pixel's viewing ray: head-light shading of a depth map (1 elsewhere)."""
-    out = np.ones(zbuf.shape, np.float32)
-    ys, xs = np.nonzero(labels)
-    if len(ys) == 0:
-        return out
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # only the rendered box
-    z, lab = zbuf[y0:y1, x0:x1], labels[y0:y1, x0:x1]
-    u, v = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-    ray = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
-    P = ray * z[..., None]
-
-    def tangent(axis: int) -> np.ndarray:  # one-sided differences, never across a class edge
-        fwd, bwd = np.zeros_like(P), np.zeros_like(P)
-        sl_a, sl_b = [slice(None)] * 2, [slice(None)] * 2
-        sl_a[axis], sl_b[axis] = slice(1, None), slice(None, -1)
-        a, b = tuple(sl_a), tuple(sl_b)
-        same = (lab[a] == lab[b]) & (lab[a] > 0)
-        d = np.where(same[..., None], P[a] - P[b], 0)
-        fwd[b], bwd[a] = d, d
-        return np.where(np.abs(fwd).sum(-1, keepdims=True) > 0, fwd, bwd)
-
-    n = np.cross(tangent(1), tangent(0))
-    nn = np.linalg.norm(n, axis=-1)
-    cos = np.abs((n * ray).sum(-1)) / (nn * np.linalg.norm(ray, axis=-1) + 1e-12)
-    out[y0:y1, x0:x1] = np.where(nn > 0, cos, 1.0)
-    return out
-
-
-def overlay_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray) -> np.ndarray:
+def overlay_panel(rgb: np.ndarray, labels: np.ndarray, shade: np.ndarray) -> np.ndarray:
     """The rendered hand and object, shaded and semi-transparent, over the image.
 
     Args:
         rgb: (H, W, 3) uint8 image at the render size.
-        zbuf: (H, W) float32 rendered depth, metres (0: nothing rendered).
         labels: (H, W) int rendered labels (0 background, 1 hand, 2 object).
-        K: (3, 3) intrinsics of the render size.
+        shade: (H, W) float |cosine| between each rendered surface's normal and the pixel's
+            viewing ray (head-light shading, :attr:`hoannot.renderers.raycast.ViewHits.cos`).
     Returns:
-        (H, W, 3) uint8.
+        (H, W, 3) uint8: ``(1 - OVERLAY_ALPHA) rgb + OVERLAY_ALPHA colour (0.35 + 0.65 shade)``
+        on rendered pixels, ``rgb`` elsewhere.
     """
     out = rgb.copy()
     m = labels > 0
     if m.any():
-        shade = 0.35 + 0.65 * _lambert(zbuf, labels, K)[m]
+        lit = 0.35 + 0.65 * np.clip(shade[m], 0, 1)
         colour = np.asarray([(0, 0, 0), HAND_RGB, OBJECT_RGB], np.float32)[labels[m]]
-        blend = rgb[m] * (1 - OVERLAY_ALPHA) + OVERLAY_ALPHA * colour * shade[:, None]
+        blend = rgb[m] * (1 - OVERLAY_ALPHA) + OVERLAY_ALPHA * colour * lit[:, None]
         out[m] = np.clip(blend, 0, 255).astype(np.uint8)
     return out
 
@@ -292,16 +269,16 @@ def view_stats(labels: np.ndarray, observed: np.ndarray | None, zbuf: np.ndarray
     at the render size: ``iou_hand``, ``iou_object`` (NaN without a segmentation) and
     ``depth_residual_mm`` (median over pixels labelled in both and with a sensor depth; NaN
     when there are none)."""
-    out = {}
-    o = observed if observed is not None else None
-    for name, cls in (("iou_hand", 1), ("iou_object", 2)):
-        if o is None:
-            out[name] = math.nan
-            continue
-        a, b = labels == cls, o == cls
-        out[name] = float((a & b).sum() / max(int((a | b).sum()), 1))
-    valid = (labels > 0) & (depth > 0) & ((o > 0) if o is not None else True)
-    out["depth_residual_mm"] = float(np.median(np.abs(zbuf - depth)[valid]) * 1000) if valid.any() else math.nan
+    out = {"iou_hand": math.nan, "iou_object": math.nan}
+    if observed is not None:  # counts of (rendered, observed) label pairs in one pass; observed > 2: "other"
+        n = np.bincount((labels.astype(np.uint8) * 4 + np.minimum(observed, 3)).ravel(), minlength=12)
+        for name, c in (("iou_hand", 1), ("iou_object", 2)):
+            inter = n[5 * c]
+            out[name] = float(inter / max(int(n[4 * c : 4 * c + 4].sum() + n[c::4].sum() - inter), 1))
+    valid = (labels > 0) & (depth > 0)
+    if observed is not None:
+        valid &= observed > 0
+    out["depth_residual_mm"] = float(np.median(np.abs(zbuf[valid] - depth[valid])) * 1000) if valid.any() else math.nan
     return out
 
 
@@ -314,42 +291,184 @@ def render_size(cam, width: int) -> tuple[int, int]:
     return max(1, round(cam.height * w / cam.width)), w
 
 
-def _observed_labels(seq: Sequence, cam: str, frame: int, source: str) -> np.ndarray | None:
-    p = seq.root / "gt" / "segmentation" / cam / f"{frame:06d}.png" if source == "gt" else seq.segmentation_path(cam, frame)
-    return read_image(p) if p.is_file() else None
+def panel_intrinsics(cam, size: tuple[int, int]) -> np.ndarray:
+    """(3, 3) intrinsics of a camera's whole image resampled to ``size`` (H, W), as the fit's
+    renderer scales them (:meth:`hoannot.renderers.cameras.ViewCameras.from_cameras`)."""
+    if (cam.height, cam.width) == tuple(size):
+        return np.asarray(cam.K, np.float64)
+    return np.asarray(crop_intrinsics(np.asarray(cam.K, np.float64), (-0.5, -0.5, cam.width, cam.height), size))
+
+
+def render_views(hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.ndarray, obj_faces: np.ndarray,
+                 rays: PixelRays) -> list[tuple]:
+    """Depth, labels and shading of one frame's hand and object in the views of ``rays``.
+
+    Args:
+        hand_verts: (Vh, 3), obj_verts: (Vo, 3) world-frame vertices, metres.
+        hand_faces: (Fh, 3), obj_faces: (Fo, 3) int.
+        rays: the panels' pixel rays (:class:`hoannot.renderers.raycast.PixelRays`; intrinsics
+            of the panel size, :func:`panel_intrinsics`).
+    Returns:
+        per view ``(zbuf, labels, shade, box)``: (H, W) float32 camera depth in metres (0:
+        nothing rendered), (H, W) uint8 labels (0 background, 1 hand, 2 object), (H, W)
+        float32 head-light shading (:attr:`hoannot.renderers.raycast.ViewHits.cos`), and the
+        (y0, y1, x0, x1) box outside which nothing is rendered.
+    """
+    hits = raycast_views([(hand_verts, hand_faces), (obj_verts, obj_faces)], rays)
+    return [(h.depth, (h.geometry + 1).astype(np.uint8), h.cos, h.box) for h in hits]
+
+
+def _read(path: str, flags: int, optional: bool = False) -> np.ndarray | None:
+    """cv2.imread that names the file: (H, W[, C]) array (BGR for colour); None for a missing
+    ``optional`` file.
+
+    Raises:
+        InputError: a missing (not ``optional``) or undecodable file.
+    """
+    img = cv2.imread(path, flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    if img is None:
+        if not os.path.isfile(path):
+            if optional:
+                return None
+            raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: unreadable image")
+    return img
+
+
+@functools.lru_cache(maxsize=256)
+def _view_files(root: str, cam: str, rgb_ext: str, segmentation: str) -> tuple[str, str, str]:
+    """``str.format`` templates (field ``f``: the frame) of a camera's rgb, depth and observed
+    labels (``segmentation/`` or ``gt/segmentation/``), as :class:`Sequence` names them."""
+    seg = segmentation_path(root, cam, 0, segmentation).parent
+    return (str(Path(root) / "rgb" / cam) + "/{f:06d}." + rgb_ext, str(Path(root) / "depth" / cam) + "/{f:06d}.png",
+            str(seg) + "/{f:06d}.png")  # fmt: skip
+
+
+def _read_rgb(path: str, cam, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB image of ``size``: decoded at 1/2, 1/4 or 1/8 when that is the
+    panel's scale (JPEG decoders then skip the full-size image), else resized by area."""
+    H, W = size
+    flags = cv2.IMREAD_COLOR
+    for k, f in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+        if cam.width == W * k and cam.height == H * k:
+            flags = f
+            break
+    img = _read(path, flags)
+    if img.shape[:2] != (H, W):
+        img = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    """Encode (H, W, 3) uint8 RGB as JPEG into ``path`` (its folder must exist)."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
         raise RuntimeError(f"{path}: JPEG encoding failed")
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.tobytes())  # inside the report's temporary folder: the folder is swapped in whole
 
 
-def _view_panels(seq: Sequence, cam: str, frame: int, zbuf: np.ndarray, labels: np.ndarray, K: np.ndarray,
-                 out_dir: Path, segmentation: str, lut: np.ndarray) -> dict:
-    """Read one view's observations, write its panels and thumbnails, return its numbers."""
-    H, W = zbuf.shape
-
-    def fit(img: np.ndarray, interp: int) -> np.ndarray:
-        return img if img.shape[:2] == (H, W) else cv2.resize(img, (W, H), interpolation=interp)
-
-    rgb = fit(seq.read_rgb(cam, frame), cv2.INTER_AREA)
-    depth = fit(seq.read_depth(cam, frame), cv2.INTER_NEAREST)
-    observed = _observed_labels(seq, cam, frame, segmentation)
+def _union_box(box: tuple[int, int, int, int], observed: np.ndarray | None) -> tuple[slice, slice]:
+    """Rows and columns holding every rendered pixel (inside ``box``) and every observed label."""
+    y0, y1, x0, x1 = box
     if observed is not None:
-        observed = fit(observed, cv2.INTER_NEAREST)
+        x, y, w, h = cv2.boundingRect(observed)  # the non-zero pixels'
+        if w and h:
+            y0, y1, x0, x1 = (y, y + h, x, x + w) if y0 == y1 else (min(y0, y), max(y1, y + h), min(x0, x), max(x1, x + w))
+    return slice(y0, y1), slice(x0, x1)
+
+
+def _align(n: int) -> int:
+    return -(-int(n) // SHEET_ALIGN) * SHEET_ALIGN
+
+
+def sheet_layout(sizes: list[tuple[int, int]]) -> dict:
+    """Where each camera's panels lie in a frame's sheets: one row per camera (in order), the
+    ``PANELS`` side by side, every panel starting at a multiple of ``SHEET_ALIGN`` pixels.
+
+    Args:
+        sizes: (H, W) panel size of each camera.
+    Returns:
+        ``full`` and ``thumb``: each ``{"shape": (H, W) of the sheet, "cells": per camera
+        ``(h, w, [(x, y) of each panel])``}``; the thumbnail of an (H, W) panel is at most
+        ``THUMB_WIDTH`` wide, same aspect ratio.
+    """
+    out = {}
+    for kind in ("full", "thumb"):
+        cells, y, width = [], 0, 0
+        for H, W in sizes:
+            if kind == "thumb":
+                w = min(THUMB_WIDTH, W)
+                H, W = max(1, round(H * w / W)), w
+            xs = [i * _align(W) for i in range(len(PANELS))]
+            cells.append((H, W, [(x, y) for x in xs]))
+            width = max(width, xs[-1] + W)
+            y += _align(H)
+        out[kind] = {"shape": (max(1, y), max(1, width)), "cells": cells}
+    return out
+
+
+def _view_panels(seq: Sequence, cam, frame: int, zbuf: np.ndarray, labels: np.ndarray, shade: np.ndarray,
+                 box: tuple[int, int, int, int], full: list[np.ndarray], thumb: list[np.ndarray], segmentation: str,
+                 lut: np.ndarray) -> dict:
+    """Read one view's observations, draw its panels into its cells of the frame's sheets,
+    return its numbers.
+
+    Everything but the image itself is computed inside the box that holds the rendered and the
+    observed labels (outside it the panels are the image, or the dimmed image, as they are).
+
+    Args:
+        zbuf, labels, shade, box: the view's rendering (:func:`render_views`), (H, W).
+        full: per panel of ``PANELS``, the (H, W, 3) uint8 cell of the full-size sheet to fill.
+        thumb: the same cells of the thumbnail sheet, (h, w, 3).
+    Returns:
+        :func:`view_stats` of the view.
+    Raises:
+        InputError: an unreadable image (names the file).
+    """
+    H, W = zbuf.shape
+    rgb_file, depth_file, seg_file = _view_files(str(seq.root), cam.name, seq.config.rgb_ext, segmentation)
+    rgb = _read_rgb(rgb_file.format(f=frame), cam, (H, W))
+    raw = _read(depth_file.format(f=frame), cv2.IMREAD_UNCHANGED)
+    if raw.shape != (H, W):
+        raw = cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST)
+    observed = _read(seg_file.format(f=frame), cv2.IMREAD_UNCHANGED, optional=True)
+    if observed is not None and observed.shape[:2] != (H, W):
+        observed = cv2.resize(observed, (W, H), interpolation=cv2.INTER_NEAREST)
+    roi = _union_box(box, observed)
+    z, lab, obs = zbuf[roi], labels[roi], observed[roi] if observed is not None else None
+    depth = raw[roi].astype(np.float32) * np.float32(cam.depth_scale)
     dimmed = _dimmed(rgb)
-    images = {"overlay": overlay_panel(rgb, zbuf, labels, K), "masks": mask_panel(rgb, observed, labels, dimmed),
-              "depth": depth_panel(rgb, zbuf, labels, depth, lut, dimmed)}  # fmt: skip
-    tw = min(THUMB_WIDTH, W)
-    th = max(1, round(H * tw / W))
-    for name, img in images.items():
-        rel = f"{cam}/{frame:06d}_{name}.jpg"
-        _write_jpeg(out_dir / "img" / rel, img)
-        _write_jpeg(out_dir / "thumb" / rel, img if tw == W else cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA))
-    return {**view_stats(labels, observed, zbuf, depth), "size": (H, W), "thumb_size": (th, tw)}
+    cells = dict(zip(PANELS, full))
+    cells["overlay"][:] = rgb
+    cells["overlay"][roi] = overlay_panel(rgb[roi], lab, shade[roi])
+    cells["masks"][:] = dimmed
+    cells["masks"][roi] = mask_panel(rgb[roi], obs, lab, dimmed[roi])
+    cells["depth"][:] = dimmed
+    cells["depth"][roi] = depth_panel(rgb[roi], z, lab, depth, lut, dimmed[roi])
+    for img, small in zip(full, thumb):
+        small[:] = img if small.shape == img.shape else cv2.resize(img, small.shape[1::-1], interpolation=cv2.INTER_AREA)
+    return view_stats(lab, obs, z, depth)
+
+
+def _frame_panels(seq: Sequence, frame: int, hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.ndarray,
+                  obj_faces: np.ndarray, groups: list[tuple[list[int], PixelRays]], layout: dict, out_dir: Path,
+                  segmentation: str, lut: np.ndarray) -> dict:
+    """Render one frame in every camera, write its two sheets; ``{camera: view numbers}``."""
+    sheets = {kind: np.full((*layout[kind]["shape"], 3), SHEET_GREY, np.uint8) for kind in ("full", "thumb")}
+
+    def cells(kind: str, ci: int) -> list[np.ndarray]:
+        h, w, xy = layout[kind]["cells"][ci]
+        return [sheets[kind][y : y + h, x : x + w] for x, y in xy]
+
+    out = {}
+    for idx, rays in groups:
+        for ci, (zbuf, labels, shade, box) in zip(idx, render_views(hand_verts, hand_faces, obj_verts, obj_faces, rays)):
+            cam = seq.cameras[ci]
+            out[cam.name] = _view_panels(seq, cam, frame, zbuf, labels, shade, box, cells("full", ci), cells("thumb", ci),
+                                         segmentation, lut)  # fmt: skip
+    _write_jpeg(out_dir / "img" / f"{frame:06d}.jpg", sheets["full"])
+    _write_jpeg(out_dir / "thumb" / f"{frame:06d}.jpg", sheets["thumb"])
+    return out
 
 
 def render_panels(
@@ -362,25 +481,30 @@ def render_panels(
     segmentation: str = "segmentation",
     width: int = RENDER_WIDTH,
     device: str = "cpu",
-    backend: str = "auto",
     progress: bool = True,
     workers: int | None = None,
 ) -> dict[tuple[int, str], dict]:
-    """Render and write the three panels of every frame and camera (full and thumbnail).
+    """Render the three panels of every frame and camera and write each frame's two sheets:
+    ``img/<frame:06d>.jpg`` (every camera's panels at the render size, one row per camera) and
+    ``thumb/<frame:06d>.jpg`` (the same at thumbnail size); the page shows each panel as its
+    cell of the thumbnail sheet and opens the full-size sheet on click. Two files per frame
+    instead of six per view: creating a file is the costliest step on some file systems
+    (about 0.5-1 ms each on this project's ext4).
 
-    The main thread renders ``FRAMES_PER_RENDER`` frames (all cameras) per renderer call;
-    ``workers`` threads read the images and encode the panels meanwhile (OpenCV, numpy and
-    the image decoders release the GIL).
+    The main thread poses ``FRAMES_PER_POSE`` frames at a time (:func:`posed_meshes`);
+    ``workers`` threads ray-cast each frame's cameras (:func:`render_views`), read its images
+    and encode its sheets (open3d's ray casting, OpenCV and numpy release the GIL).
 
     Args:
         poses: world-frame poses holding ``frames``.
         out_dir: the report folder (``img/`` and ``thumb/`` are written below it).
         segmentation: observed labels: ``"segmentation"`` or ``"gt"`` (as the fit's config).
         width: render width in pixels (at most each camera's own).
-        workers: threads for the images (default: one less than the CPU count, 1 to 8).
+        device: torch device that poses the meshes.
+        workers: threads for the frames (default: the CPU count, 1 to 8).
     Returns:
-        ``{(frame, camera): view_stats(...)}`` plus ``"size"`` and ``"thumb_size"`` (H, W) of the
-        panel and of its thumbnail.
+        ``{(frame, camera): view_stats(...)}``, and under ``"layout"`` the sheets' layout
+        (:func:`sheet_layout`, camera by camera in ``seq.cameras`` order).
     Raises:
         InputError: an unreadable image (names the file).
     """
@@ -390,17 +514,19 @@ def render_panels(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     lut = _colormap()
-    workers = workers or max(1, min(8, (os.cpu_count() or 2) - 1))  # one core left for rendering
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
     hand_model = hand_model.to(device)
-    obj_verts, obj_faces = obj.verts.to(device), obj.faces.to(device)
-    groups: dict[tuple[int, int], list[int]] = {}  # cameras of one native size render together
+    obj_verts, obj_faces = obj.verts.to(device), obj.faces.cpu().numpy()
+    by_size: dict[tuple[int, int], list[int]] = {}  # cameras of one panel size are cast together
     for ci, cam in enumerate(seq.cameras):
-        groups.setdefault((cam.height, cam.width), []).append(ci)
-    view_cams = {key: ViewCameras.from_cameras([seq.cameras[ci] for ci in idx], None,
-                                               render_size(seq.cameras[idx[0]], width)).to(device)
-                 for key, idx in groups.items()}  # fmt: skip
-    renderer = HandObjectRenderer(backend=backend)
-    stats: dict = {}
+        by_size.setdefault(render_size(cam, width), []).append(ci)
+    groups = [(idx, PixelRays(np.stack([panel_intrinsics(seq.cameras[ci], size) for ci in idx]),
+                              np.stack([np.asarray(seq.cameras[ci].T_world_cam, np.float64) for ci in idx]), size))
+              for size, idx in by_size.items()]  # fmt: skip
+    layout = sheet_layout([render_size(cam, width) for cam in seq.cameras])
+    for kind in ("img", "thumb"):
+        (out_dir / kind).mkdir(parents=True, exist_ok=True)
+    stats: dict = {"layout": layout}
     pending: deque = deque()
     cols = [TextColumn("report"), BarColumn(), MofNCompleteColumn(), TextColumn("views"), TimeRemainingColumn()]
     with Progress(*cols, disable=not progress, transient=False) as bar, ThreadPoolExecutor(workers) as pool:
@@ -408,26 +534,21 @@ def render_panels(
 
         def collect(limit: int) -> None:
             while len(pending) > limit:
-                key, fut = pending.popleft()
-                stats[key] = fut.result()  # re-raises a worker's InputError
-                bar.advance(task)
+                frame, fut = pending.popleft()
+                for cam, st in fut.result().items():  # re-raises a worker's InputError
+                    stats[(frame, cam)] = st
+                bar.advance(task, len(seq.cameras))
 
         try:
-            for i in range(0, len(frames), FRAMES_PER_RENDER):
-                chunk = frames[i : i + FRAMES_PER_RENDER]
+            for i in range(0, len(frames), FRAMES_PER_POSE):
+                chunk = frames[i : i + FRAMES_PER_POSE]
                 hand, ov = posed_meshes(poses.select(chunk), hand_model, obj_verts, device)
-                with torch.no_grad():
-                    rendered = {}
-                    for key, idx in groups.items():
-                        r = renderer(hand.vertices, hand.faces, ov, obj_faces, view_cams[key], soft=False)
-                        zb, lb = r.zbuf.cpu().numpy(), r.labels.cpu().numpy()
-                        for j, ci in enumerate(idx):
-                            rendered[ci] = (zb[:, j], lb[:, j], view_cams[key].K[j].cpu().numpy())
+                hv, ov = hand.vertices.cpu().numpy(), ov.cpu().numpy()
+                hf = hand.faces.cpu().numpy()
                 for b, frame in enumerate(chunk):
-                    for ci, cam in enumerate(seq.cameras):
-                        zbuf, labels, K = rendered[ci][0][b], rendered[ci][1][b], rendered[ci][2]
-                        fut = pool.submit(_view_panels, seq, cam.name, frame, zbuf, labels, K, out_dir, segmentation, lut)
-                        pending.append(((frame, cam.name), fut))
+                    fut = pool.submit(_frame_panels, seq, frame, hv[b], hf, ov[b], obj_faces, groups, layout, out_dir,
+                                      segmentation, lut)  # fmt: skip
+                    pending.append((frame, fut))
                 collect(4 * workers)  # bounded: memory does not grow with the sequence
             collect(0)
         except BaseException:
@@ -629,6 +750,17 @@ def load_refit(seq: Sequence, frames: list[int]) -> dict | None:
             "frames": [int(f) for f in poses.frames if int(f) in shown]}  # fmt: skip
 
 
+def _view_row(stats: dict, f: int, ci: int, c: str, prefix: str = "") -> dict:
+    """Page data of camera ``c`` (index ``ci``) of frame ``f``: its numbers and its panels as
+    cells of the frame's thumbnail sheet (``x``, ``y``: the CSS object-position, pixels)."""
+    h, w, xy = stats["layout"]["thumb"]["cells"][ci]
+    st = stats[(f, c)]
+    return {"camera": c, "anchor": f"f{f:06d}-{c}", "h": h, "w": w,
+            "panels": [{"name": p, "full": f"{prefix}img/{f:06d}.jpg", "thumb": f"{prefix}thumb/{f:06d}.jpg",
+                        "x": -x, "y": -y} for p, (x, y) in zip(PANELS, xy)],
+            "iou_hand": _fmt(st["iou_hand"]), "iou_object": _fmt(st["iou_object"]), "depth": _fmt(st["depth_residual_mm"])}  # fmt: skip
+
+
 def _before_row(refit: dict, f: int, cams: list[str], stats: dict) -> dict:
     """A re-fitted frame's numbers and panels before the re-fit (page data)."""
     q = refit["quality"]
@@ -636,11 +768,7 @@ def _before_row(refit: dict, f: int, cams: list[str], stats: dict) -> dict:
     val = lambda k: _fmt(q[k][i]) if k in q else "–"  # noqa: E731
     return {"flag": bool(q["flag"][i]) if "flag" in q else False, "iou_hand": val("iou_hand"),
             "iou_object": val("iou_object"), "depth": val("depth_residual_mm"), "start": refit["starts"].get(f, "–"),
-            "views": [{"camera": c, "h": stats[(f, c)]["thumb_size"][0], "w": stats[(f, c)]["thumb_size"][1],
-                       "panels": [{"name": p, "full": f"before/img/{c}/{f:06d}_{p}.jpg",
-                                   "thumb": f"before/thumb/{c}/{f:06d}_{p}.jpg"} for p in PANELS],
-                       "iou_hand": _fmt(stats[(f, c)]["iou_hand"]), "iou_object": _fmt(stats[(f, c)]["iou_object"]),
-                       "depth": _fmt(stats[(f, c)]["depth_residual_mm"])} for c in cams]}  # fmt: skip
+            "views": [_view_row(stats, f, ci, c, "before/") for ci, c in enumerate(cams)]}  # fmt: skip
 
 
 def refit_rows(refit: dict, q: dict[str, np.ndarray]) -> list[dict]:
@@ -726,12 +854,11 @@ def build_report(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        stats = render_panels(seq, poses, hand_model, obj, tmp, frames, cfg.segmentation, width, device,
-                              cfg.backend, progress)  # fmt: skip
+        stats = render_panels(seq, poses, hand_model, obj, tmp, frames, cfg.segmentation, width, device, progress)
         before_stats = {}
         if refit is not None:  # the re-fitted frames as they were, panels under before/
             before_stats = render_panels(seq, refit["poses"], hand_model, obj, tmp / "before", refit["frames"],
-                                         cfg.segmentation, width, device, cfg.backend, False)  # fmt: skip
+                                         cfg.segmentation, width, device, False)  # fmt: skip
         q = quality or {"frames": np.asarray(frames, np.int64)}
         qi = {int(f): i for i, f in enumerate(q["frames"])}
         cams = seq.camera_names
@@ -744,14 +871,7 @@ def build_report(
                 "iou_hand": val("iou_hand"), "iou_object": val("iou_object"), "depth": val("depth_residual_mm"),
                 "errors": [(k.removesuffix("_error_est_mm"), val(k)) for k in _error_keys(q)],
                 "energies": [(k, val(k)) for k in sorted(k for k in q if k.startswith("E_"))],
-                "views": [{
-                    "camera": c, "anchor": f"f{f:06d}-{c}",
-                    "panels": [{"name": p, "full": f"img/{c}/{f:06d}_{p}.jpg", "thumb": f"thumb/{c}/{f:06d}_{p}.jpg"}
-                               for p in PANELS],
-                    "h": stats[(f, c)]["thumb_size"][0], "w": stats[(f, c)]["thumb_size"][1],
-                    "iou_hand": _fmt(stats[(f, c)]["iou_hand"]), "iou_object": _fmt(stats[(f, c)]["iou_object"]),
-                    "depth": _fmt(stats[(f, c)]["depth_residual_mm"]),
-                } for c in cams],
+                "views": [_view_row(stats, f, ci, c) for ci, c in enumerate(cams)],
                 "before": _before_row(refit, f, cams, before_stats) if refit is not None and f in refit["frames"] else None,
             })  # fmt: skip
         lut = _colormap()
