@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hoannot.camera import Camera
+from hoannot.geometry import pixel_rays
 from hoannot.models._open3d import load as load_open3d
 
 
@@ -134,11 +135,7 @@ class PixelRays:
         self.Ks, self.T_world_cams = np.asarray(Ks, np.float64), np.asarray(T_world_cams, np.float64)
         self.size = (int(size[0]), int(size[1]))
         H, W = self.size
-        u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
-        dirs = []
-        for K, T in zip(self.Ks, self.T_world_cams):
-            y = (v - K[1, 2]) / K[1, 1]
-            dirs.append(np.stack([(u - K[0, 2] - K[0, 1] * y) / K[0, 0], y, np.ones_like(u)], -1) @ T[:3, :3].T)
+        dirs = [pixel_rays(K, W, H, T) for K, T in zip(self.Ks, self.T_world_cams)]
         self.dirs = np.stack(dirs).astype(np.float32) if dirs else np.zeros((0, H, W, 3), np.float32)
         self.inv_norm = (1.0 / np.linalg.norm(self.dirs, axis=-1)).astype(np.float32)
 
