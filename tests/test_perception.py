@@ -141,6 +141,34 @@ def test_detect_keypoints_maps_back_to_image():
     assert np.isnan(uv0).all() and (conf0 == 0).all()
 
 
+def test_hand_crops_keep_joints_on_the_hand_and_survive_jpeg(samples, tmp_path):
+    from hoannot.annotate.training import hand_crops
+    from hoannot.synthesis.training_renders import load_pool, save_pool
+
+    pool = {k: np.stack([s[k] for s in samples]) for k in ("rgb", "label", "depth", "uv", "visible")}
+    crops = hand_crops(pool, size=48, context=2.0)
+    assert crops["rgb"].shape == (4, 48, 48, 3) and crops["uv"].shape == (4, 21, 2)
+    for i in range(4):
+        vis = crops["visible"][i]
+        assert vis.sum() >= 5 and _near_label(crops["label"][i], crops["uv"][i], 1)[vis].mean() > 0.9
+        # the whole hand is inside the crop: as many hand pixels as the view has, times the scale squared
+        ys, xs = np.nonzero(pool["label"][i] == 1)
+        side = max(np.ptp(np.r_[xs, pool["uv"][i][pool["visible"][i], 0]]),
+                   np.ptp(np.r_[ys, pool["uv"][i][pool["visible"][i], 1]])) + 1
+        expect = len(xs) * (48 / (2.0 * side)) ** 2
+        assert abs((crops["label"][i] == 1).sum() - expect) < 0.25 * expect + 10
+    save_pool(tmp_path / "c.npz", crops, jpeg_quality=90)
+    back = load_pool(tmp_path / "c.npz")
+    assert back["rgb"].shape == crops["rgb"].shape and back["rgb"].dtype == np.uint8
+    assert np.abs(back["rgb"].astype(float) - crops["rgb"]).mean() < 6
+    np.testing.assert_array_equal(back["uv"], crops["uv"])
+    z = dict(np.load(tmp_path / "c.npz"))
+    z["rgb_jpeg"] = np.zeros_like(z["rgb_jpeg"])
+    np.savez(tmp_path / "bad.npz", **z)
+    with pytest.raises(InputError, match="undecodable JPEG"):
+        load_pool(tmp_path / "bad.npz")
+
+
 def test_tiny_training_reduces_loss(samples, tmp_path):
     pool = {k: np.stack([s[k] for s in samples]) for k in ("rgb", "label", "depth", "uv", "visible")}
     torch.manual_seed(0)

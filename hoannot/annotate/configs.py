@@ -171,6 +171,7 @@ class TrainConfig(BaseModel):
     max_minutes: Optional[float] = Field(None, gt=0, description="stop (with a checkpoint) after this many minutes of this run; rerun to resume")
     seed: int = Field(0, description="seed of the rendered views, the initial weights, the shuffling and the augmentation")
     device: str = Field("cpu", min_length=1, description="torch device to train on (cpu, cuda)")
+    workers: int = Field(0, ge=0, description="data-loading processes that augment the next batches while the network trains (0: in the training process)")
 
     @classmethod
     def with_settings(cls, settings: dict[str, Any], where: str, base: TrainConfig | None = None, options: bool = False):

@@ -76,6 +76,45 @@ def augment(
             "visible": sample["visible"] & inside}  # fmt: skip
 
 
+def hand_crops(pool: dict[str, np.ndarray], size: int = 112, context: float = 2.2) -> dict[str, np.ndarray]:
+    """Cut each view of a rendered pool down to a square around its hand, for the 2D-joint network.
+
+    A pool of hand crops is ~6x smaller than one of full views, so it can be carried to a
+    GPU machine and augmented there (:class:`KeypointDataset` treats it as a pool of views:
+    it still finds the hand box in ``label`` and the joints in ``uv``).
+
+    Args:
+        pool: a pool from :func:`~hoannot.synthesis.training_renders.render_pool`; views
+            without hand pixels are dropped.
+        size: side of the stored crops, pixels.
+        context: crop side as a multiple of the larger extent of the hand mask and the
+            joints together, so that the dataset's shift, scale and rotation stay inside.
+    Returns:
+        a pool with the same keys: ``rgb`` (N, size, size, 3) uint8, ``label`` (N, size,
+        size) uint8, ``depth`` (N, size, size) float16 (zeros: the CPM reads RGB only),
+        ``uv`` (N, 21, 2) float32 crop pixels, ``visible`` (N, 21) bool, ``object`` (N,).
+    """
+    out: dict[str, list] = {k: [] for k in ("rgb", "label", "uv", "visible", "object")}
+    for i in range(len(pool["rgb"])):
+        s = _pool_item(pool, i)
+        ys, xs = np.nonzero(s["label"] == 1)
+        if len(xs) == 0:
+            continue
+        vis = s["visible"]
+        px = np.concatenate([xs, s["uv"][vis, 0]])
+        py = np.concatenate([ys, s["uv"][vis, 1]])
+        cx, cy = (px.min() + px.max()) / 2, (py.min() + py.max()) / 2
+        side = max(px.max() - px.min() + 1, py.max() - py.min() + 1, 8) * context
+        c = augment(s, np.random.default_rng(0), (size, size), crop_affine((cx, cy, side), size), photometric=False)
+        for k in ("rgb", "label", "uv"):
+            out[k].append(c[k])
+        out["visible"].append(c["visible"])
+        out["object"].append(pool["object"][i] if "object" in pool else "")
+    crops = {k: np.stack(v) for k, v in out.items()}
+    crops["depth"] = np.zeros(crops["label"].shape, np.float16)
+    return crops
+
+
 def _pool_item(pool: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     return {k: pool[k][i] for k in ("rgb", "label", "depth", "uv", "visible")}
 
@@ -203,6 +242,7 @@ def train_loop(
     seed: int = 0,
     device: str = "cpu",
     description: str = "training",
+    workers: int = 0,
 ) -> dict:
     """Adam with cosine learning-rate decay, checkpointed so that a run can be resumed.
 
@@ -224,6 +264,7 @@ def train_loop(
         seed: shuffling seed.
         device: torch device.
         description: progress bar label.
+        workers: DataLoader worker processes (0: augment in this process).
     Returns:
         ``{"step", "losses" (per-step list of floats), "seconds" (total, all runs),
         "resumed_from" (step or 0)}``.
@@ -270,9 +311,10 @@ def train_loop(
             if hasattr(dataset, "epoch"):
                 dataset.epoch = state["step"] // max(1, len(dataset) // batch_size) + 1000 * resumed
             loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                                 generator=g, num_workers=0)  # fmt: skip
+                                                 generator=g, num_workers=workers,
+                                                 pin_memory=device.startswith("cuda"))  # fmt: skip
             for batch in loader:
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 # cosine decay over the run's progress: steps, or wall time when capped
                 prog = state["step"] / max(steps, 1)
                 if max_minutes is not None:
@@ -395,7 +437,8 @@ def _train_network(
     name = {"segmentation": "train-seg", "keypoints": "train-kp"}[kind]
     hist = train_loop(j.model, j.loss_fn, j.dataset, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                       ckpt_path=out_path.with_name(out_path.name + ".ckpt"), resume=resume, progress=progress,
-                      max_minutes=cfg.max_minutes, seed=cfg.seed, device=cfg.device, description=name)  # fmt: skip
+                      max_minutes=cfg.max_minutes, seed=cfg.seed, device=cfg.device, description=name,
+                      workers=cfg.workers)  # fmt: skip
     losses = hist["losses"]
     meta = {
         "steps": hist["step"], "batch_size": cfg.batch_size, "lr": cfg.lr, "samples": len(j.pool["rgb"]),

@@ -286,9 +286,21 @@ def render_pool(
     return pool
 
 
-def save_pool(path: str | Path, pool: dict[str, np.ndarray]) -> None:
-    """Cache a rendered pool as ``.npz`` (atomic)."""
-    write_npz(path, **pool)
+def save_pool(path: str | Path, pool: dict[str, np.ndarray], jpeg_quality: int | None = None) -> None:
+    """Cache a rendered pool as ``.npz`` (atomic).
+
+    Args:
+        jpeg_quality: store ``rgb`` as JPEG at this quality (1-100; ~10x smaller for the
+            noisy composites, e.g. to carry a pool to another machine), as ``rgb_jpeg``
+            (all files' bytes, uint8) and ``rgb_jpeg_ends`` (each file's end offset);
+            :func:`load_pool` decodes it. None: raw pixels.
+    """
+    if jpeg_quality is None:
+        write_npz(path, **pool)
+        return
+    files = [cv2.imencode(".jpg", im[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])[1] for im in pool["rgb"]]
+    rest = {k: v for k, v in pool.items() if k != "rgb"}
+    write_npz(path, rgb_jpeg=np.concatenate(files), rgb_jpeg_ends=np.cumsum([len(f) for f in files]), **rest)
 
 
 def load_pool(path: str | Path) -> dict[str, np.ndarray]:
@@ -302,6 +314,13 @@ def load_pool(path: str | Path) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: training-data cache not found")
     with np.load(path) as z:
         pool = {k: z[k] for k in z.files}
+    if "rgb_jpeg" in pool:
+        buf, ends = pool.pop("rgb_jpeg"), pool.pop("rgb_jpeg_ends")
+        starts = np.concatenate([[0], ends[:-1]])
+        images = [cv2.imdecode(buf[a:b], cv2.IMREAD_COLOR) for a, b in zip(starts, ends)]
+        if any(im is None for im in images):
+            raise InputError(f"{path}: training-data cache has an undecodable JPEG image")
+        pool["rgb"] = np.stack([im[..., ::-1] for im in images])
     missing = [k for k in ("rgb", "label", "depth", "uv", "visible") if k not in pool]
     if missing:
         raise InputError(f"{path}: training-data cache lacks {missing}")
