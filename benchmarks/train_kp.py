@@ -7,10 +7,19 @@ open hand with the training objects, cut to hand crops by
 data-loading workers, for ``--minutes`` (the cosine decay follows the time used). Weights
 go to ``OUT/kp_<variant>.pt`` (with their config and hash); the training checkpoint next to
 them resumes a cut run. ``OUT/train_kp.json`` records what each variant did; choose among
-them with ``python benchmarks/perception.py --eval-only``-style scoring on held-out views.
+them with ``--score``.
+
+``--score RUN`` (CPU, needs ../shared) scores the shipped weights and each ``RUN/kp_*.pt`` on
+held-out views (the WebXR hand, never trained on, holding the held-out YCB objects, 320x240;
+crops from the ground-truth masks): PCK@10px and @5px, median error, ms per view; with
+``--fit-captures`` it also runs ``init --auto`` then ``fit`` (``auto_annotation.run_one``) on
+those captures of ``benchmarks/auto_annotation.py`` once per weights file (``$HOANNOT_CACHE``
+pointing at it), to see what the joints buy the fitted hand. Writes
+``benchmarks/results/train_kp.{json,md}``.
 
     python benchmarks/train_kp.py --render 9000 --pool kpdata/crops.npz          # CPU, ~10 min on 2 cores
     python benchmarks/train_kp.py --pool kpdata/crops.npz --out OUT --device cuda --minutes 7
+    python benchmarks/train_kp.py --pool kpdata/crops.npz --score OUT --fit-captures mustard_b cracker_b meat_b
 """
 
 from __future__ import annotations
@@ -85,6 +94,111 @@ def train_one(name: str, pool_path: Path, out: Path, device: str, minutes: float
     return info
 
 
+def _pck(weights: Path, test: dict) -> dict:
+    """PCK of one weights file on the test views (crops from the ground-truth hand masks)."""
+    import numpy as np
+
+    from hoannot.annotate.keypoints import detect_keypoints, load_keypoints
+
+    model = load_keypoints(weights)
+    detect_keypoints(model, test["rgb"][0], test["label"][0] == 1)  # one-off set-up costs
+    errs, t = [], time.perf_counter()
+    for i in range(len(test["rgb"])):
+        uv, _ = detect_keypoints(model, test["rgb"][i], test["label"][i] == 1)
+        errs.append(np.linalg.norm(uv - test["uv"][i], axis=-1)[test["visible"][i]])
+    ms = (time.perf_counter() - t) / len(test["rgb"]) * 1000
+    e = np.concatenate(errs)
+    return {"pck_10px": round(float((e <= 10).mean()), 4), "pck_5px": round(float((e <= 5).mean()), 4),
+            "median_px": round(float(np.median(e)), 2), "ms_per_view": round(ms, 1), "joints": int(len(e))}  # fmt: skip
+
+
+def _fit_one(weights: Path, capture: str, work: Path) -> dict:
+    """``init --auto`` + ``fit`` of one capture with ``weights`` as the CPM (a subprocess, one thread)."""
+    from harness import package_digest, sha256
+
+    key = f"{package_digest()}-{sha256(weights)}"
+    cache = work / "fits" / f"{capture}-{key}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    home = work / "cache" / sha256(weights)
+    home.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((weights, "keypoints.pt"), (weights.with_name(weights.name + ".json"), "keypoints.pt.json")):
+        (home / dst).write_bytes(src.read_bytes())
+    code = ("import sys, json, torch; torch.set_num_threads(1); sys.path.insert(0, 'benchmarks'); "
+            "from pathlib import Path; import auto_annotation as A; "
+            f"cap = A.make_capture(Path({str(work / 'auto')!r}), {capture!r}); "
+            f"print(json.dumps(A.run_one(cap, Path({str(work / 'runs' / key / capture)!r}), A.VARIANTS['auto'])))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "HOANNOT_CACHE": str(home)},
+                         capture_output=True, text=True)  # fmt: skip
+    if out.returncode:
+        raise SystemExit(f"train_kp: the fit of {capture} failed:\n{out.stderr[-2000:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(r))
+    return r
+
+
+def score(run: Path, test_samples: int, captures: list[str], fit_weights: list[str], work: Path, pool: Path) -> None:
+    """Score the shipped and ``run``'s weights; write ``benchmarks/results/train_kp``."""
+    import concurrent.futures as cf
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from harness import SHARED, WEBXR_HAND, stamp, write_result
+
+    from hoannot.annotate.weights import BUNDLED
+    from hoannot.synthesis.training_assets import TEST_YCB
+    from hoannot.synthesis.training_renders import load_pool, render_pool, save_pool
+
+    torch.set_num_threads(1)
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / f"test_pool_{test_samples}.npz"
+    if not cache.is_file():
+        save_pool(cache, render_pool(test_samples, [str(SHARED / "ycb" / n) for n in TEST_YCB], hand=str(WEBXR_HAND),
+                                     seed=12345))  # fmt: skip
+    test = load_pool(cache)
+    weights = {"shipped": BUNDLED / "keypoints.pt", **{p.stem[3:]: p for p in sorted(run.glob("kp_*.pt"))}}
+    rows = {n: {"weights": str(p), "sha256": json.loads(p.with_name(p.name + ".json").read_text())["sha256"][:16],
+                "config": json.loads(p.with_name(p.name + ".json").read_text())["config"],
+                "meta": json.loads(p.with_name(p.name + ".json").read_text())["meta"], **_pck(p, test)}
+            for n, p in weights.items()}  # fmt: skip
+    if captures:
+        with cf.ThreadPoolExecutor(2) as ex:  # two one-thread fits at a time on the 2 cores
+            futs = {(n, c): ex.submit(_fit_one, weights[n], c, work) for n in fit_weights for c in captures}
+            for (n, c), f in futs.items():
+                rows[n].setdefault("auto_fit", {})[c] = f.result()
+    training = [json.loads(p.read_text()) for p in sorted(run.glob("train_kp*.json"))]
+    res = {**stamp(__file__, data={"pool": pool, "webxr_hand": WEBXR_HAND},
+                   weights={n: p for n, p in weights.items()}),
+           "test_data": {"samples": test_samples, "hand": "webxr_generic_hand (held out)", "objects": list(TEST_YCB),
+                         "size": [320, 240], "masks": "ground truth"},
+           "training": training, "variants": rows}  # fmt: skip
+    write_result("train_kp", res, _markdown(res, captures))
+
+
+def _markdown(res: dict, captures: list[str]) -> str:
+    lines = ["# 2D hand joints (CPM): variants trained on a lent GPU, scored on held-out views", "",
+             f"`{res['command']}` at `{res['git_commit']}` ({res['date']}, package digest `{res['package_digest']}`).",
+             *[f"Training: `{t.get('command', '?')}` on {t.get('gpu') or t.get('device', '?')} at `{t.get('git_commit', '?')}` "
+               f"({t.get('date', '?')}): {', '.join(t.get('variants', {}))} at once, {t.get('workers_per_variant', '?')} "
+               "data-loading processes each." for t in res["training"]],
+             f"Test: {res['test_data']['samples']} views of the WebXR hand (never trained on) with "
+             f"{', '.join(res['test_data']['objects'])}, 320x240, crops from the ground-truth hand masks.", "",
+             "| weights | width / stages | steps | train min | MB | PCK@10px | PCK@5px | median px | ms / view (CPU, 1 thread) |"
+             + "".join(f" auto fit {c} mm |" for c in captures),
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(captures)]  # fmt: skip
+    for n, r in res["variants"].items():
+        m, c = r["meta"], r["config"]
+        mb = Path(r["weights"]).stat().st_size / 2**20 if Path(r["weights"]).is_file() else float("nan")
+        fits = "".join(f" {r.get('auto_fit', {}).get(k, {}).get('fit_hand_mpjpe_mm', '-')} |" for k in captures)
+        lines.append(f"| {n} | {c['width']} / {c['stages']} | {m.get('steps')} | {m.get('train_seconds', 0) / 60:.1f} | "
+                     f"{mb:.1f} | {r['pck_10px']} | {r['pck_5px']} | {r['median_px']} | {r['ms_per_view']} |{fits}")  # fmt: skip
+    lines += ["", "`auto fit`: `init --auto` (grasp search) then `fit` at default settings with these weights as the "
+              "CPM (its joints enter the fit's E_j2d), hand MPJPE against the ground truth."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pool", type=Path, required=True, help="hand-crop pool (.npz); written by --render")
@@ -98,7 +212,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="data-loading processes per variant (0: cpu count / variants - 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--score", type=Path, default=None, help="score the shipped weights and this run's (a --out folder)")
+    ap.add_argument("--test-samples", type=int, default=300)
+    ap.add_argument("--fit-captures", nargs="*", default=[], help="auto_annotation.py captures to fit with each weights file")
+    ap.add_argument("--fit-weights", nargs="*", default=["shipped"], help="weights (shipped or a variant) fitted with")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/hoannot_train_kp"), help="caches of --score")
     args = ap.parse_args()
+    if args.score:
+        return score(args.score, args.test_samples, args.fit_captures, args.fit_weights, args.work, args.pool)
     if args.render_part:
         return render_part(args.render_part, args.pool, args.seed)
     if args.render:
