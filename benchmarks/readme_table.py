@@ -234,10 +234,21 @@ def report_speed(r: dict) -> list[Row]:
              "report / export <= 1 at 1000 x 5 (issue 20.1)")]  # fmt: skip
 
 
+def train_kp(r: dict) -> list[Row]:
+    v = r["variants"]
+    best = max((n for n in v if n != "shipped"), key=lambda n: v[n]["pck_10px"])
+    caps = list(v["shipped"].get("auto_fit", {}))
+    fits = ", ".join(f"{c} {v['shipped']['auto_fit'][c]['fit_hand_mpjpe_mm']} -> {v[best].get('auto_fit', {}).get(c, {}).get('fit_hand_mpjpe_mm', '-')} mm"
+                     for c in caps)  # fmt: skip
+    return [(f"`train_kp.py` (CPM variants trained on a lent GPU; {r['test_data']['samples']} held-out views, ground-truth masks)",
+             f"PCK@10px {v['shipped']['pck_10px']:.2f} (the 45-min CPU model) -> {v[best]['pck_10px']:.2f} ({best}); "
+             f"auto fit hand MPJPE {fits}", "0.9 (issue 19 route: perception training)")]  # fmt: skip
+
+
 #: results file (stem) -> its rows, in the order of the table
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
-    "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "auto_diagnosis": auto_diagnosis, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "real_photo": real_photo, "baselines": baselines,
+    "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "auto_diagnosis": auto_diagnosis, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "train_kp": train_kp, "real_photo": real_photo, "baselines": baselines,
     "render": render, "fit": fit, "scale": scale, "qa": qa, "report_speed": report_speed,
 }  # fmt: skip
 

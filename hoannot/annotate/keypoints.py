@@ -25,6 +25,10 @@ one CPU thread): after 6 minutes of training batch norm gave 0.22 against 0.20 w
 (within noise); after 40 minutes (11k steps, batch norm, half the crops around the
 joints) one pass gave 0.47 and the refine pass 0.49, against 0.25 for the 8-minute
 model of the committed benchmark. The network is far from converged on a CPU budget.
+The shipped weights (5 stages of width 64) were trained for 7 minutes on a lent GPU on 9000
+hand crops (``benchmarks/train_kp.py``): on 300 held-out views of the WebXR hand, PCK@10px
+0.54 against 0.46 for the 45-minute CPU model they replace, at 41 against 20 ms per view on
+one CPU thread (``benchmarks/results/train_kp.md``).
 
 ``distal_crop`` (off by default) crops the hand end of the mask only
 (:func:`~hoannot.annotate.preprocess.distal_hand_box`); with the shipped weights it

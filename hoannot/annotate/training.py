@@ -444,7 +444,7 @@ def _train_network(
         "steps": hist["step"], "batch_size": cfg.batch_size, "lr": cfg.lr, "samples": len(j.pool["rgb"]),
         "objects": sorted(set(str(o) for o in j.pool.get("object", []))), "init": j.init_note, **j.meta,
         "first_loss": losses[0] if losses else None, "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "train_seconds": hist["seconds"], "seed": cfg.seed,
+        "train_seconds": hist["seconds"], "seed": cfg.seed, "device": cfg.device,
     }  # fmt: skip
     digest = W.save_weights(out_path, kind, j.model.config, j.weights(), meta)
     return {"path": str(out_path), "sha256": digest, "steps": hist["step"], "first_loss": meta["first_loss"],
