@@ -38,6 +38,7 @@ VARIANTS = {
     "default": {},
     "curled_starts": {"start_curls": (0.0, 0.8), "keep_best": 8},
     "free_space_all": {"free_space": "all"},
+    "brute_nn": {"nearest": "brute"},  # the exhaustive nearest-vertex search the k-d tree replaced (speed)
     "no_contact": {"lambda_contact": 0.0},
 }
 

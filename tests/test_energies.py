@@ -144,3 +144,19 @@ def test_hand_in_object_frame_invariant_to_a_shared_rigid_motion():
     slid = E.hand_in_object_frame(wrist + R_obj[:, :, 0] * 0.01, R_hand, R_obj, t_obj)
     assert torch.allclose(slid[:, :3] - base[:, :3], torch.tensor([0.01, 0.0, 0.0]).expand(2, 3), atol=1e-6)
     assert torch.allclose(slid[:, 3:], base[:, 3:])
+
+
+def test_nearest_sq_dists_kdtree_matches_a_brute_force_search():
+    g = torch.Generator().manual_seed(0)
+    points = torch.rand(3, 400, 3, generator=g) * 0.1
+    verts = (torch.rand(3, 150, 3, generator=g) * 0.1).requires_grad_()
+    d_kd = E.nearest_sq_dists(points, verts, "kdtree")
+    # independent: every pairwise distance, then the minimum
+    d_all = ((points[:, :, None] - verts[:, None]) ** 2).sum(-1).min(-1).values
+    torch.testing.assert_close(d_kd, d_all, rtol=1e-5, atol=1e-10)
+    torch.testing.assert_close(E.nearest_sq_dists(points, verts, "brute"), d_all, rtol=1e-5, atol=1e-10)
+    (g_kd,) = torch.autograd.grad(d_kd.sum(), verts)
+    (g_all,) = torch.autograd.grad(d_all.sum(), verts)
+    torch.testing.assert_close(g_kd, g_all, rtol=1e-4, atol=1e-8)
+    with pytest.raises(ValueError, match="expected auto, kdtree or brute"):
+        E.nearest_sq_dists(points, verts, "fast")

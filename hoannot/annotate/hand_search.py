@@ -109,6 +109,7 @@ def search_grasp(
     seed: int = 0,
     extra_starts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     free_space: str = "object",
+    nearest: str = "auto",
 ) -> GraspSearch:
     """One grasp for the sequence from the hand's depth points and masks (module docstring).
 
@@ -139,13 +140,20 @@ def search_grasp(
         free_space: where a hand vertex more than 1.5 cm in front of the observed depth is
             penalised (the camera would have seen it there): ``"object"`` the object's pixels,
             ``"all"`` every pixel with depth (hand, object and background).
+        nearest: how each hand point finds its nearest hand vertex
+            (:func:`hoannot.fitting.energies.nearest_sq_dists`): ``"auto"`` (a k-d tree on the
+            CPU, the exhaustive search on a GPU), ``"kdtree"`` or ``"brute"``.
     Returns:
         :class:`GraspSearch`.
     Raises:
-        InputError: no hand pixel with depth in any view.
+        InputError: no hand pixel with depth in any view; an unknown ``free_space`` or ``nearest``.
     """
     from pytorch3d.ops import knn_points
 
+    from hoannot.fitting.energies import nearest_sq_dists
+
+    if nearest not in ("auto", "kdtree", "brute"):
+        raise InputError(f"search_grasp: nearest {nearest!r}: expected auto, kdtree or brute")
     F, C = labels.shape[:2]
     R = Rotation.from_rotvec(np.asarray(obj_rot, np.float64)).as_matrix()
     t = np.asarray(obj_transl, np.float64)
@@ -209,7 +217,7 @@ def search_grasp(
         Bh = go.shape[0]
         out = hand_model(go, pose, betas, tr * 0.1)
         V, Jn = out.vertices, out.joints  # (B, V, 3) object frame
-        d2 = knn_points(Pt[None].expand(Bh, -1, -1), V, K=1).dists[..., 0]  # (B, N) m^2
+        d2 = nearest_sq_dists(Pt[None].expand(Bh, -1, -1), V, nearest)  # (B, N) m^2
         e_pts = (d2.clamp(min=1e-12).sqrt() / 0.01).clamp(max=2.0).mean(-1)
 
         def to_pixels(X, with_z=False):  # (B, N, 3) object frame -> uv (F, C, B, N, 2) [, z (F, C, B, N)]
