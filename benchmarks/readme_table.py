@@ -102,8 +102,9 @@ def grasp_search(r: dict) -> list[Row]:
              f"{_span([c['variants'][v]['search_mpjpe_mm'] for c in caps])} mm vs floor "
              f"{_span([c['floor_mm'] for c in caps])} mm", "diagnosis (issue 19)")] + [
         (f"`grasp_search.py` variant `{v}`", "search winner " + ", ".join(
-            f"{c['name']} {c['variants']['default']['search_mpjpe_mm']:.1f} -> {c['variants'][v]['search_mpjpe_mm']:.1f}"
-            for c in caps) + " mm (default -> variant)", "diagnosis (issue 19)")
+            f"{c['name']} {c['variants']['default']['search_mpjpe_mm']:.1f} -> {c['variants'][v]['search_mpjpe_mm']:.1f} mm "
+            f"({c['variants']['default']['seconds']:.0f} -> {c['variants'][v]['seconds']:.0f} s)"
+            for c in caps) + " (default -> variant)", "diagnosis (issue 19)")
         for v in (caps[0]["variants"] if caps else {}) if v != "default"]  # fmt: skip
 
 
