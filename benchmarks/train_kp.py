@@ -20,6 +20,16 @@ pointing at it), to see what the joints buy the fitted hand. Writes
     python benchmarks/train_kp.py --render 9000 --pool kpdata/crops.npz          # CPU, ~10 min on 2 cores
     python benchmarks/train_kp.py --pool kpdata/crops.npz --out OUT --device cuda --minutes 7
     python benchmarks/train_kp.py --pool kpdata/crops.npz --score OUT --fit-captures mustard_b cracker_b meat_b
+
+On a lent GPU machine (no registry there; its python has torch, cv2, rich, scipy): carry the
+wheels that hoannot's training path imports beyond those (pydantic, pydantic_core,
+annotated_types, typing_inspection, typing_extensions, trimesh; ``pip download --no-deps
+--python-version 3.12 --platform manylinux2014_x86_64 -d .whl ...``) and the pool, then run
+``pip install --no-index --no-deps --target /tmp/site .whl/*.whl; PYTHONPATH=/tmp/site:$PWD
+python3 benchmarks/train_kp.py --pool kpdata/crops.npz --out /tmp/kp --device cuda --minutes 7``
+and copy ``/tmp/kp/*.pt*`` and ``train_kp.json`` to the returned folder (the ``.ckpt`` files,
+31-38 MB with the optimiser state, may exceed what comes back). Render each session's pool with
+a new ``--seed``, so that training continued over sessions (variant ``continue``) sees new views.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ VARIANTS: dict[str, dict] = {
     "base": {"width": 48, "stages": 3, "batch_size": 128, "lr": 2e-3},
     "wide": {"width": 96, "stages": 3, "batch_size": 128, "lr": 2e-3},
     "deep": {"width": 64, "stages": 5, "batch_size": 128, "lr": 2e-3},
+    # the shipped weights trained further (their stored network config; a lower rate)
+    "continue": {"init_weights": "shipped", "batch_size": 128, "lr": 5e-4},
 }
 
 
@@ -85,11 +97,16 @@ def train_one(name: str, pool_path: Path, out: Path, device: str, minutes: float
     from hoannot.annotate.training import train_keypoints
     from hoannot.synthesis.training_renders import load_pool
 
+    from hoannot.annotate.weights import BUNDLED
+
     torch.backends.cudnn.benchmark = True
     pool = load_pool(pool_path)
+    settings = dict(VARIANTS[name])
+    init = settings.pop("init_weights", None)
+    net = {} if init else {"batchnorm": True, "refine_passes": 1}  # else the stored config
     info = train_keypoints(out / f"kp_{name}.pt", pool=pool, progress=False, steps=10**7, max_minutes=minutes,
-                           device=device, workers=workers, seed=seed, joint_box_prob=0.5, batchnorm=True,
-                           refine_passes=1, **VARIANTS[name])  # fmt: skip
+                           device=device, workers=workers, seed=seed, joint_box_prob=0.5,
+                           init_weights=BUNDLED / "keypoints.pt" if init == "shipped" else init, **net, **settings)  # fmt: skip
     info.pop("losses")
     return info
 
