@@ -186,6 +186,21 @@ def test_tiny_training_reduces_loss(samples, tmp_path):
     assert hist2["resumed_from"] == 30 and hist2["step"] == 32 and len(hist2["losses"]) == 32
 
 
+def test_training_with_workers_runs_long_epochs_of_fresh_augmentations(samples, tmp_path):
+    from hoannot.annotate.training import kp_loss
+
+    pool = {k: np.stack([s[k] for s in samples]) for k in ("rgb", "label", "depth", "uv", "visible")}
+    torch.manual_seed(0)
+    model = CPM({"stages": 1, "width": 4, "crop": 32})
+    ds = KeypointDataset(pool, crop=32, sigma=1.0)
+    hist = train_loop(model, kp_loss, ds, steps=3, batch_size=2, lr=1e-3, ckpt_path=tmp_path / "w.ckpt",
+                      progress=False, workers=1)  # fmt: skip
+    assert hist["step"] == 3 and len(hist["losses"]) == 3 and np.isfinite(hist["losses"]).all()
+    assert ds.repeats == 250 and len(ds) == 1000  # ~500 steps of 2 per epoch
+    a, b = ds[1], ds[1 + 4]  # the same view, augmented differently
+    assert not torch.equal(a["uv"], b["uv"])
+
+
 def test_weights_round_trip_hash_and_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HOANNOT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(W, "BUNDLED", tmp_path / "nothing")

@@ -133,9 +133,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.pool, self.size, self.rgbd, self.aug = pool, size, rgbd, augment
         self.scale, self.rot, self.seed = scale, rot_deg, seed
         self.epoch = 0
+        self.repeats = 1  # passes over the pool per epoch (each view differently augmented)
 
     def __len__(self) -> int:
-        return len(self.pool["rgb"])
+        return len(self.pool["rgb"]) * self.repeats
 
     def item(self, i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         s = _pool_item(self.pool, i)
@@ -153,7 +154,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng((self.seed, self.epoch, i))
-        s = self.item(i, rng)
+        s = self.item(i % len(self.pool["rgb"]), rng)
         x = normalise_rgb(s["rgb"])
         if self.rgbd:
             x = np.concatenate([x, normalise_depth(s["depth"])[None]], 0)
@@ -198,9 +199,10 @@ class KeypointDataset(torch.utils.data.Dataset):
         self.joint_box_prob, self.joint_margin = joint_box_prob, joint_margin
         self.shift, self.scale, self.rot, self.seed = shift, scale, rot_deg, seed
         self.epoch = 0
+        self.repeats = 1  # passes over the pool per epoch (each crop differently augmented)
 
     def __len__(self) -> int:
-        return len(self.pool["rgb"])
+        return len(self.pool["rgb"]) * self.repeats
 
     def item(self, i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         s = _pool_item(self.pool, i)
@@ -218,7 +220,7 @@ class KeypointDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng((self.seed, self.epoch, i, 1))
-        s = self.item(i, rng)
+        s = self.item(i % len(self.pool["rgb"]), rng)
         hm_size = self.crop // self.stride
         uv_hm = (s["uv"] + 0.5) / self.stride - 0.5
         hm = gaussian_heatmaps(uv_hm, s["visible"], hm_size, self.sigma)
@@ -251,7 +253,8 @@ def train_loop(
 
     Args:
         model: the network (moved to ``device``).
-        loss_fn: ``loss_fn(model, batch) -> (loss tensor, {name: float})``.
+        loss_fn: ``loss_fn(model, batch) -> (loss tensor, {name: 0-d tensor})`` (the parts are
+            left on the device: reading them would wait for the step on a GPU).
         dataset: yields dict batches; its ``epoch`` attribute (if any) is advanced each
             pass so augmentations differ between epochs.
         steps: total optimisation steps (a resumed run continues up to this number).
@@ -264,7 +267,9 @@ def train_loop(
         seed: shuffling seed.
         device: torch device.
         description: progress bar label.
-        workers: DataLoader worker processes (0: augment in this process).
+        workers: DataLoader worker processes (0: augment in this process). With workers, a
+            dataset with a ``repeats`` attribute makes each epoch at least ~500 steps long (the
+            workers start once per epoch).
     Returns:
         ``{"step", "losses" (per-step list of floats), "seconds" (total, all runs),
         "resumed_from" (step or 0)}``.
@@ -277,6 +282,10 @@ def train_loop(
     if len(dataset) == 0:
         raise InputError("training: the dataset is empty")
     batch_size = min(batch_size, len(dataset))
+    if workers > 0 and hasattr(dataset, "repeats"):
+        # an epoch of at least ~500 steps: the workers are started once per epoch, which on a
+        # small pool (70 steps of 128 crops from 9000) cost a large share of the time
+        dataset.repeats = max(1, -(-500 * batch_size // len(dataset)))
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     state = {"step": 0, "losses": [], "seconds": 0.0}
@@ -299,6 +308,16 @@ def train_loop(
 
     t0 = time.time()
     t_prev = state["seconds"]
+    # losses are read back every few steps, not every step: on a GPU each read waits for the step
+    pending: list[torch.Tensor] = []
+    read_every = 1 if device == "cpu" else 20
+
+    def flush() -> None:
+        if pending:
+            state["losses"].extend(torch.stack(pending).tolist())
+            pending.clear()
+            recent = state["losses"][-20:]
+            bar.update(task, completed=state["step"], loss=sum(recent) / len(recent))
     g = torch.Generator().manual_seed(seed)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -326,10 +345,10 @@ def train_loop(
                 loss.backward()
                 opt.step()
                 state["step"] += 1
-                state["losses"].append(float(loss.detach()))
+                pending.append(loss.detach())
                 state["seconds"] = t_prev + time.time() - t0
-                recent = state["losses"][-20:]
-                bar.update(task, completed=state["step"], loss=sum(recent) / len(recent))
+                if len(pending) >= read_every or state["step"] % ckpt_every == 0 or state["step"] >= steps:
+                    flush()
                 if state["step"] % ckpt_every == 0:
                     save_ckpt()
                 out_of_time = max_minutes is not None and time.time() - t0 > 60 * max_minutes
@@ -337,6 +356,7 @@ def train_loop(
                     break
             if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
                 break
+        flush()
     save_ckpt()
     model.eval()
     return {"step": state["step"], "losses": state["losses"], "seconds": state["seconds"], "resumed_from": resumed}
@@ -347,7 +367,7 @@ def seg_loss(model: SegmentationNet, batch: dict) -> tuple[torch.Tensor, dict]:
     logits = model(batch["image"])
     w = torch.tensor(CLASS_WEIGHTS, device=logits.device)
     loss = F.cross_entropy(logits, batch["label"], weight=w)
-    return loss, {"ce": float(loss.detach())}
+    return loss, {"ce": loss.detach()}
 
 
 def _init_from(model: SegmentationNet, init_weights: str | Path) -> str:
@@ -386,7 +406,7 @@ def get_pool(pool_cache: str | Path | None, samples: int, objects: list[str] | N
 
 def kp_loss(model: CPM, batch: dict) -> tuple[torch.Tensor, dict]:
     total, per = cpm_loss(model(batch["image"]), batch["heatmaps"])
-    return total, {f"stage{t + 1}": float(v.detach()) for t, v in enumerate(per)}
+    return total, {f"stage{t + 1}": v.detach() for t, v in enumerate(per)}
 
 
 class _Job(NamedTuple):
