@@ -95,9 +95,8 @@ def train_one(name: str, pool_path: Path, out: Path, device: str, minutes: float
     import torch
 
     from hoannot.annotate.training import train_keypoints
-    from hoannot.synthesis.training_renders import load_pool
-
     from hoannot.annotate.weights import BUNDLED
+    from hoannot.synthesis.training_renders import load_pool
 
     torch.backends.cudnn.benchmark = True
     pool = load_pool(pool_path)
