@@ -51,6 +51,7 @@ CAPTURES = {
 #: automatic variants: name -> run_init keyword arguments (the first is the default path)
 VARIANTS = {
     "auto": dict(auto=True, perception="model"),  # geometric labels + grasp search
+    "auto_search_joints": dict(auto=True, perception="model", search_joints=0.3),  # the search also fits the CPM's joints
     "auto_joints": dict(auto=True, perception="model", hand_init="joints"),  # geometric labels + Eq. 11/12 from the CPM
     "auto_network_masks": dict(auto=True, perception="model", geometry=False, hand_init="joints"),  # the seed's path
 }
@@ -174,6 +175,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", help="automatic variants to run (default all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-write", action="store_true", help="print, do not write benchmarks/results")
+    ap.add_argument("--out", default="auto_annotation", help="results name (benchmarks/results/NAME.json and .md)")
     a = ap.parse_args()
     if not WEBXR_HAND.is_file():
         sys.exit(f"{SHARED}: ../shared not found (this benchmark needs its meshes and hand)")
@@ -226,7 +228,7 @@ def main() -> None:
     md = markdown(res)
     print(md)
     if not a.no_write:
-        write_result("auto_annotation", res, md)
+        write_result(a.out, res, md)
 
 
 if __name__ == "__main__":

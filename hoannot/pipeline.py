@@ -96,6 +96,7 @@ def run_init(
     geometry: bool = True,
     hand_init: str = "search",
     hypotheses: int = 1,
+    search_joints: float = 0.0,
 ) -> tuple[HandObjectPoses, str]:
     """Validate a sequence and write ``init/poses.npz`` (+ ``segmentation/`` when asked).
 
@@ -120,6 +121,8 @@ def run_init(
         hypotheses: with ``auto`` and ``"search"``: how many of the search's hypotheses are
             fitted briefly and ranked by the fit's energy (1: the search's winner;
             :mod:`hoannot.annotate.hypotheses`).
+        search_joints: with ``auto`` and ``"search"``: weight of the 2D joints in the grasp
+            search (0: not used; :func:`hoannot.annotate.init2d.initialize_sequence`).
     Returns:
         (poses, a one-paragraph summary of what was done).
     Raises:
@@ -139,6 +142,8 @@ def run_init(
         raise InputError(f"--hand-init {hand_init!r}: expected one of {', '.join(HAND_INITS)}")
     if auto and hypotheses < 1:
         raise InputError(f"--hypotheses {hypotheses}: expected at least 1")
+    if auto and not search_joints >= 0:
+        raise InputError(f"--search-joints {search_joints}: expected a weight >= 0")
     if auto:
         check_device(device)
     seq_dir = Path(seq_dir)
@@ -166,6 +171,7 @@ def run_init(
         lines.append(run_perception_stage(seq, perception, seg_weights, kp_weights, device, progress, kp_detector,
                                           obj, geometry, seed))  # fmt: skip
         poses = initialize_sequence(seq, hand_model, obj, seed=seed, hand_init=hand_init, hypotheses=hypotheses,
+                                    search_joints=search_joints,
                                     fit_cfg=load_fit_config(None, device=device) if hypotheses > 1 else None)  # fmt: skip
     elif from_gt:
         gt = GroundTruth.load(seq.root / "gt" / "poses.npz")

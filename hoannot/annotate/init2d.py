@@ -453,6 +453,7 @@ def initialize_sequence(
     hand_init: str = "search",
     hypotheses: int = 1,
     fit_cfg: FitConfig | None = None,
+    search_joints: float = 0.0,
 ) -> HandObjectPoses:
     """Initial hand and object poses of a sequence from 2D joints, segmentation and depth.
 
@@ -481,6 +482,9 @@ def initialize_sequence(
             chosen one's short-fitted poses (hand and object) are returned. 1: the search's
             winner, no fit.
         fit_cfg: the fit settings of those short fits (default: the fit's defaults).
+        search_joints: with ``"search"``: weight of the 2D joints in the search's energy
+            (:func:`~hoannot.annotate.hand_search.search_grasp` ``lambda_2d``; 0: the joints
+            are not used).
     Returns:
         :class:`HandObjectPoses` (world frame), ``source`` = ``"2d-joints+registration"``
         plus the path taken.
@@ -533,7 +537,10 @@ def initialize_sequence(
         L = np.stack([[v.labels for v in row] for row in views])
         if not (L == SEGMENTATION_LABELS["hand"]).any():
             raise InputError(f"{seg_dir}: no hand pixel in any view: the hand cannot be initialised")
-        s = search_grasp(hand_model, seq.cameras, D, L, obj_rot, obj_transl, obj.verts, obj.faces, seed=seed)
+        if search_joints < 0:
+            raise InputError(f"--search-joints {search_joints}: expected a weight >= 0")
+        s = search_grasp(hand_model, seq.cameras, D, L, obj_rot, obj_transl, obj.verts, obj.faces, seed=seed,
+                         **({"uv": uv, "conf": conf, "lambda_2d": search_joints} if search_joints > 0 else {}))  # fmt: skip
         h = HandInit(s.global_orient, s.hand_pose, s.transl, s.betas, np.zeros(len(frames), np.float32))
         how = f"grasp search on the hand's depth points and masks ({s.points} points, {len(seq.cameras)} cameras, energy {s.energy[0]:.3f})"
         if hypotheses > 1 and s.hypotheses is not None:
