@@ -53,6 +53,7 @@ def test_init_fit_export_eval(seq):
         (("init", "{seq}"), "--from-gt"),
         (("init", "{seq}", "--auto", "--hand-init", "bogus"), "bogus"),
         (("init", "{seq}", "--auto", "--hypotheses", "0"), "--hypotheses 0"),
+        (("init", "{seq}", "--auto", "--search-joints", "-1"), "--search-joints -1"),
         (("fit", "{seq}", "--weight", "mask"), "NAME=NUMBER"),
         (("fit", "{tmp}/empty"), "empty"),
         (("export", "{seq}", "--stage", "bogus"), "bogus"),
