@@ -492,7 +492,7 @@ def initialize_sequence(
         InputError: an unknown ``hand_init``, a missing or malformed 2D-joint file,
             segmentation image or depth image (names the file), no confident 2D joint in any
             view (``"joints"``), no hand pixel in any view (``"search"``), a frame where
-            the object cannot be registered, or ``hypotheses`` < 1.
+            the object cannot be registered, ``hypotheses`` < 1, or ``search_joints`` < 0 or NaN.
     """
     from hoannot.annotate.object_pose import DepthView, track_object
 
@@ -500,6 +500,8 @@ def initialize_sequence(
         raise InputError(f"--hand-init {hand_init!r}: expected one of {', '.join(HAND_INITS)}")
     if hypotheses < 1:
         raise InputError(f"--hypotheses {hypotheses}: expected at least 1")
+    if not search_joints >= 0:  # NaN too
+        raise InputError(f"--search-joints {search_joints}: expected a weight >= 0")
     frames = list(seq.frames if frames is None else frames)
     kp_dir = Path(keypoints2d_dir) if keypoints2d_dir is not None else seq.root / "keypoints2d"
     seg_dir = Path(segmentation_dir) if segmentation_dir is not None else segmentation_dir_of(seq.root)
@@ -537,8 +539,6 @@ def initialize_sequence(
         L = np.stack([[v.labels for v in row] for row in views])
         if not (L == SEGMENTATION_LABELS["hand"]).any():
             raise InputError(f"{seg_dir}: no hand pixel in any view: the hand cannot be initialised")
-        if search_joints < 0:
-            raise InputError(f"--search-joints {search_joints}: expected a weight >= 0")
         s = search_grasp(hand_model, seq.cameras, D, L, obj_rot, obj_transl, obj.verts, obj.faces, seed=seed,
                          **({"uv": uv, "conf": conf, "lambda_2d": search_joints} if search_joints > 0 else {}))  # fmt: skip
         h = HandInit(s.global_orient, s.hand_pose, s.transl, s.betas, np.zeros(len(frames), np.float32))
