@@ -130,8 +130,10 @@ def init(
     hypotheses: int = typer.Option(1, help="With --auto --hand-init search: fit the search's best K "
                                    "hypotheses briefly and start from the one with the lowest fit energy (1: the "
                                    "search's winner)."),
-    search_joints: float = typer.Option(0.0, help="With --auto --hand-init search: weight of the 2D joints in the "
-                                        "grasp search's energy (0: the joints are not used)."),
+    search_joints: Optional[list[float]] = typer.Option(
+        None, help="With --auto --hand-init search: weight of the 2D joints in the grasp search's energy (0: not "
+        "used); repeat for one search per weight, the start with the lowest estimated hand error kept "
+        "[default: 0 and 0.3]."),
     perception: str = typer.Option("auto", help="With --auto: auto (existing folders, else the models), model, or gt."),
     seg_weights: Optional[Path] = typer.Option(None, help="Segmentation weights (default: user cache, then bundled)."),
     kp_weights: Optional[Path] = typer.Option(None, help="2D joint (CPM) weights (default: user cache, then bundled)."),
@@ -162,7 +164,8 @@ def init(
                               ycb_dir=ycb_dir, seed=seed, auto=auto, perception=perception,
                               seg_weights=seg_weights, kp_weights=kp_weights, device=device,
                               kp_detector=kp_detector, progress=True, geometry=geometry,
-                              hand_init=hand_init, hypotheses=hypotheses, search_joints=search_joints)  # fmt: skip
+                              hand_init=hand_init, hypotheses=hypotheses,
+                              search_joints=tuple(search_joints) if search_joints else None)  # fmt: skip
     except InputError as e:
         _fail(e)
     console.print(summary)

@@ -96,7 +96,7 @@ def run_init(
     geometry: bool = True,
     hand_init: str = "search",
     hypotheses: int = 1,
-    search_joints: float = 0.0,
+    search_joints: float | tuple[float, ...] | None = None,
 ) -> tuple[HandObjectPoses, str]:
     """Validate a sequence and write ``init/poses.npz`` (+ ``segmentation/`` when asked).
 
@@ -121,8 +121,10 @@ def run_init(
         hypotheses: with ``auto`` and ``"search"``: how many of the search's hypotheses are
             fitted briefly and ranked by the fit's energy (1: the search's winner;
             :mod:`hoannot.annotate.hypotheses`).
-        search_joints: with ``auto`` and ``"search"``: weight of the 2D joints in the grasp
-            search (0: not used; :func:`hoannot.annotate.init2d.initialize_sequence`).
+        search_joints: with ``auto`` and ``"search"``: weights of the 2D joints in the grasp
+            search, one search each, the start with the lowest estimated hand error kept (0:
+            not used; default :data:`hoannot.annotate.init2d.SEARCH_JOINTS`;
+            :func:`hoannot.annotate.init2d.initialize_sequence`).
     Returns:
         (poses, a one-paragraph summary of what was done).
     Raises:
@@ -136,14 +138,14 @@ def run_init(
     from hoannot.annotate.initialize import from_file, from_ground_truth
     from hoannot.datasets.validate import check_device, check_object_model, check_poses, validate_sequence
 
-    from hoannot.annotate.init2d import HAND_INITS
+    from hoannot.annotate.init2d import HAND_INITS, SEARCH_JOINTS, check_search_joints
 
     if auto and hand_init not in HAND_INITS:  # before the (long) perception stage
         raise InputError(f"--hand-init {hand_init!r}: expected one of {', '.join(HAND_INITS)}")
     if auto and hypotheses < 1:
         raise InputError(f"--hypotheses {hypotheses}: expected at least 1")
-    if auto and not search_joints >= 0:
-        raise InputError(f"--search-joints {search_joints}: expected a weight >= 0")
+    if auto:
+        search_joints = check_search_joints(SEARCH_JOINTS if search_joints is None else search_joints)
     if auto:
         check_device(device)
     seq_dir = Path(seq_dir)
@@ -171,8 +173,7 @@ def run_init(
         lines.append(run_perception_stage(seq, perception, seg_weights, kp_weights, device, progress, kp_detector,
                                           obj, geometry, seed))  # fmt: skip
         poses = initialize_sequence(seq, hand_model, obj, seed=seed, hand_init=hand_init, hypotheses=hypotheses,
-                                    search_joints=search_joints,
-                                    fit_cfg=load_fit_config(None, device=device) if hypotheses > 1 else None)  # fmt: skip
+                                    search_joints=search_joints, fit_cfg=load_fit_config(None, device=device))
     elif from_gt:
         gt = GroundTruth.load(seq.root / "gt" / "poses.npz")
         obj = load_sequence_object(seq, ycb_dir, strict=False)

@@ -145,3 +145,36 @@ def rank_hypotheses(
         energies.append(fit_energy(res, scfg))
     e = np.asarray(energies, np.float64)
     return HypothesisRanking(e, int(np.argmin(e)), starts, fitted, round(time.perf_counter() - t0, 1))
+
+
+def estimated_hand_error(seq: Sequence, hand_model: HandModel, obj: ObjectModel, poses: HandObjectPoses,
+                         cfg: FitConfig | None = None) -> np.ndarray:
+    """Per-frame estimated hand MPJPE of any poses, without ground truth: the fit's own quality
+    pass (:func:`hoannot.fitting.quality.sequence_quality`: Laplace std, point and mask
+    residuals, joint limits, temporal jumps and the depth energy, through the shipped
+    calibration; none of its features reads the 2D joints).
+
+    Used to choose between whole-sequence starts: on the auto_annotation captures the start
+    with the lower mean estimate was the one that fitted better on 6 of 7 (the seventh within
+    0.4 mm; ``benchmarks/results/auto_annotation.md``).
+
+    Args:
+        poses: world-frame poses of frames of ``seq`` (its ``segmentation/`` and depth are read
+            as the fit reads them).
+        cfg: the fit settings (crops, points, batch size; default: the fit's defaults).
+    Returns:
+        (F,) float32 estimated hand MPJPE, mm, in the order of ``poses.frames``.
+    Raises:
+        InputError: a missing or bad observation (names the file); no shipped calibration
+            (``hoannot/fitting/qa_calibration.json``: the package is incomplete).
+    """
+    from hoannot.fitting.objective import Objective
+    from hoannot.fitting.quality import CALIBRATION_PATH, load_calibration, sequence_quality
+    from hoannot.io import InputError
+
+    cal = load_calibration()
+    if cal is None:
+        raise InputError(f"{CALIBRATION_PATH}: file not found (the error-estimate calibration ships with hoannot; reinstall)")
+    cfg = cfg if cfg is not None else load_fit_config(None)
+    q = sequence_quality(seq, poses, Objective.make(seq, hand_model, obj, cfg), cal)
+    return np.asarray(q["hand_error_est_mm"], np.float32)

@@ -68,6 +68,9 @@ MIN_INIT_JOINTS = 6
 MIN_HAND_PIXELS = 100
 #: the ways to initialise the hand (see :func:`initialize_sequence`)
 HAND_INITS = ("search", "joints")
+#: weights of the 2D joints in the grasp search (``search_grasp`` ``lambda_2d``), one search
+#: each; the start with the lowest estimated hand error wins (:func:`initialize_sequence`)
+SEARCH_JOINTS = (0.0, 0.3)
 
 
 class HandInit(NamedTuple):
@@ -440,6 +443,21 @@ def grasp_from_2d_single_view(
 # a whole sequence
 
 
+def check_search_joints(weights: float | tuple[float, ...] | list[float]) -> tuple[float, ...]:
+    """The grasp search's 2D-joint weights (``--search-joints``) as a tuple of floats.
+
+    Raises:
+        InputError: no weight, or one that is negative or not finite (one line naming it).
+    """
+    ws = (weights,) if isinstance(weights, (int, float)) else tuple(weights)
+    if not ws:
+        raise InputError("--search-joints: expected at least one weight")
+    for w in ws:
+        if not (np.isfinite(w) and w >= 0):
+            raise InputError(f"--search-joints {w}: expected a weight >= 0")
+    return tuple(float(w) for w in ws)
+
+
 def initialize_sequence(
     seq: Sequence,
     hand_model: HandModel,
@@ -453,7 +471,7 @@ def initialize_sequence(
     hand_init: str = "search",
     hypotheses: int = 1,
     fit_cfg: FitConfig | None = None,
-    search_joints: float = 0.0,
+    search_joints: float | tuple[float, ...] = SEARCH_JOINTS,
 ) -> HandObjectPoses:
     """Initial hand and object poses of a sequence from 2D joints, segmentation and depth.
 
@@ -482,9 +500,14 @@ def initialize_sequence(
             chosen one's short-fitted poses (hand and object) are returned. 1: the search's
             winner, no fit.
         fit_cfg: the fit settings of those short fits (default: the fit's defaults).
-        search_joints: with ``"search"``: weight of the 2D joints in the search's energy
+        search_joints: with ``"search"``: weights of the 2D joints in the search's energy
             (:func:`~hoannot.annotate.hand_search.search_grasp` ``lambda_2d``; 0: the joints
-            are not used).
+            are not used), one search per weight. With several, each search's winner is
+            scored by its estimated hand error (:func:`hoannot.annotate.hypotheses.
+            estimated_hand_error`, mean over the frames) and the lowest is kept: the joints
+            helped the search on some captures and hurt it on others
+            (``benchmarks/results/auto_annotation_search_joints.md``), and the estimate,
+            which does not read the joints, tells which.
     Returns:
         :class:`HandObjectPoses` (world frame), ``source`` = ``"2d-joints+registration"``
         plus the path taken.
@@ -492,7 +515,8 @@ def initialize_sequence(
         InputError: an unknown ``hand_init``, a missing or malformed 2D-joint file,
             segmentation image or depth image (names the file), no confident 2D joint in any
             view (``"joints"``), no hand pixel in any view (``"search"``), a frame where
-            the object cannot be registered, ``hypotheses`` < 1, or ``search_joints`` < 0 or NaN.
+            the object cannot be registered, ``hypotheses`` < 1, or no ``search_joints`` or
+            one < 0 or not finite.
     """
     from hoannot.annotate.object_pose import DepthView, track_object
 
@@ -500,8 +524,7 @@ def initialize_sequence(
         raise InputError(f"--hand-init {hand_init!r}: expected one of {', '.join(HAND_INITS)}")
     if hypotheses < 1:
         raise InputError(f"--hypotheses {hypotheses}: expected at least 1")
-    if not search_joints >= 0:  # NaN too
-        raise InputError(f"--search-joints {search_joints}: expected a weight >= 0")
+    search_joints = check_search_joints(search_joints)
     frames = list(seq.frames if frames is None else frames)
     kp_dir = Path(keypoints2d_dir) if keypoints2d_dir is not None else seq.root / "keypoints2d"
     seg_dir = Path(segmentation_dir) if segmentation_dir is not None else segmentation_dir_of(seq.root)
@@ -539,10 +562,24 @@ def initialize_sequence(
         L = np.stack([[v.labels for v in row] for row in views])
         if not (L == SEGMENTATION_LABELS["hand"]).any():
             raise InputError(f"{seg_dir}: no hand pixel in any view: the hand cannot be initialised")
-        s = search_grasp(hand_model, seq.cameras, D, L, obj_rot, obj_transl, obj.verts, obj.faces, seed=seed,
-                         **({"uv": uv, "conf": conf, "lambda_2d": search_joints} if search_joints > 0 else {}))  # fmt: skip
+        searches = [search_grasp(hand_model, seq.cameras, D, L, obj_rot, obj_transl, obj.verts, obj.faces, seed=seed,
+                                 **({"uv": uv, "conf": conf, "lambda_2d": w} if w > 0 else {}))
+                    for w in search_joints]  # fmt: skip
+        s, how = searches[0], ""
+        if len(searches) > 1:  # the search's energies differ by weight: compare the winners by their estimated error
+            from hoannot.annotate.hypotheses import estimated_hand_error
+
+            est = [float(np.mean(estimated_hand_error(seq, hand_model, obj, HandObjectPoses(
+                frames=np.asarray(frames), global_orient=c.global_orient, hand_pose=c.hand_pose, betas=c.betas,
+                transl=c.transl, obj_rot=obj_rot, obj_transl=obj_transl, source="grasp search"), fit_cfg)))
+                for c in searches]  # fmt: skip
+            k = int(np.argmin(est))
+            s = searches[k]
+            how = (f"; 2D-joint weight {search_joints[k]:g} chosen by the estimated hand error ("
+                   + ", ".join(f"weight {w:g}: {e:.2f} mm" for w, e in zip(search_joints, est)) + ")")
         h = HandInit(s.global_orient, s.hand_pose, s.transl, s.betas, np.zeros(len(frames), np.float32))
-        how = f"grasp search on the hand's depth points and masks ({s.points} points, {len(seq.cameras)} cameras, energy {s.energy[0]:.3f})"
+        how = (f"grasp search on the hand's depth points and masks ({s.points} points, {len(seq.cameras)} cameras, "
+               f"energy {s.energy[0]:.3f})" + how)
         if hypotheses > 1 and s.hypotheses is not None:
             from hoannot.annotate.hypotheses import rank_hypotheses
 
