@@ -290,7 +290,7 @@ def report(
     seq: Path = typer.Argument(..., help="Sequence folder with fit/poses.npz (or init/poses.npz)."),
     stage: str = typer.Option("fit", help="Which poses to show: fit or init."),
     device: str = typer.Option("cpu", help="cpu or cuda (rendering)."),
-    width: int = typer.Option(320, help="Panel render width, pixels (thumbnails are 160)."),
+    width: int = typer.Option(320, help="Panel render width, pixels (shown 160 wide, at this width on click)."),
     mano_model_path: Optional[Path] = ManoOpt,
     ycb_dir: Optional[Path] = YcbOpt,
     rerun: Optional[Path] = typer.Option(None, "--rerun", help='Also write this Rerun recording (.rrd; open with `rerun FILE.rrd`; needs pip install "hoannot\\[viewer]").'),

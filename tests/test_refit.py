@@ -108,9 +108,9 @@ def test_refit_flagged_fixes_the_bad_frame_and_leaves_the_others_bit_for_bit(fit
     assert r.exit_code == 0, r.output
     html = (root / "report" / "index.html").read_text()
     assert 'id="refitted"' in html and f'data-frame="{BAD_FRAME}"' in html
-    for kind in ("thumb", "img"):  # the frame's panels before the re-fit: its sheets, shown in the page
-        assert (root / "report" / "before" / kind / f"{BAD_FRAME:06d}.jpg").is_file()
-        assert f'"before/{kind}/{BAD_FRAME:06d}.jpg"' in html
+    # the frame's panels before the re-fit: its layers, shown in the page
+    assert (root / "report" / "before" / "layers" / f"{BAD_FRAME:06d}.png").is_file()
+    assert f'src="before/layers/{BAD_FRAME:06d}.png"' in html and f'id="f{BAD_FRAME:06d}-cam0-before"' in html
 
 
 def test_refit_with_nothing_flagged_writes_nothing(fitted, tmp_path):

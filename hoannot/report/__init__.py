@@ -2,15 +2,18 @@
 
 ``SEQ/report/`` (replaced as a whole when a report is rebuilt)::
 
-    index.html              the page (relative links only: opens from a file path)
-    img/<frame:06d>.jpg     the frame's sheet: every camera's panels at the render size, one row
-                            per camera (opened on click)
-    thumb/<frame:06d>.jpg   the same with 160 px wide panels; the page shows each panel as its
-                            cell of this sheet (CSS object-position)
+    index.html              the page (relative links only: opens from a file path); its
+                            images are the sequence's own (``../rgb``), so the report stays
+                            in its sequence folder
+    layers/<frame:06d>.png  the frame's drawings, one 8-bit palette PNG with transparency:
+                            per camera, the box around what is rendered or observed, one
+                            layer per panel; the page cuts each out and lays it over the image
     before/                 the same for the frames of the last re-fit, before it
 
 Panels: ``overlay`` (the posed hand and object meshes, shaded, over the RGB image),
-``masks`` (observed vs rendered segmentation) and ``depth`` (|rendered - observed| depth).
+``masks`` (observed vs rendered segmentation) and ``depth`` (|rendered - observed| depth),
+the last two over the image dimmed by CSS. Shown 160 px wide; a click shows the camera's
+panels at the render size.
 See :func:`hoannot.report.build.build_report`.
 """
 

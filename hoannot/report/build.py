@@ -1,11 +1,13 @@
 """Gather a stage's poses and quality, render every frame and camera, write ``SEQ/report/``.
 
 The meshes are posed by the fit's own code (:class:`hoannot.fitting.parameters.PoseParameters`)
-and drawn over the whole image at the panel size by ray casting
-(:func:`hoannot.renderers.raycast.raycast_views`: Embree through open3d, one ray per pixel
-centre, as the fit's hard rasterizer pass samples pixels, but only over the box the meshes
-project into, and with the triangles' own normals for shading). Compositing and JPEG encoding
-run on worker threads while the next frames are cast. The per-frame numbers of the timelines
+and drawn at the panel size by ray casting (:func:`hoannot.renderers.raycast.raycast_views`:
+Embree through open3d, one ray per pixel centre, as the fit's hard rasterizer pass samples
+pixels, but only over the box the meshes project into, and with the triangles' own normals for
+shading). Only the drawings are written (8-bit palette layers over the box that holds the
+rendered and the observed labels); the browser lays them over the sequence's own RGB images,
+so no RGB image is decoded or encoded here. Drawing and PNG encoding run on worker threads
+while the next frames are posed. The per-frame numbers of the timelines
 come from ``fit/quality.json``; for ``init`` poses (which have no quality file) they are
 computed with the fit's own quality function on the fit's crops, so an initialisation and a
 fit are judged by the same numbers and the same flag thresholds.
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import math
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -45,9 +49,8 @@ RENDER_WIDTH = 320  # px: panels are rendered (and opened on click) at most this
 THUMB_WIDTH = 160  # px: the panels shown in the page
 FRAMES_PER_POSE = 16  # frames posed per hand-model call
 DEPTH_MAX_MM = 2 * FLAG_DEPTH_MM  # top of the depth-residual colour bar
-JPEG_QUALITY = 88
-SHEET_ALIGN = 16  # px: panels start on JPEG block boundaries of a frame's sheet (no colour bleeds across)
-SHEET_GREY = 238  # the sheet between panels
+ATLAS_GAP = 2  # px: transparent gap between two layers in a frame's layer image
+PNG_LEVEL = 3  # zlib level of the layer images (measured: smaller and faster than 1 here, 6 is slower)
 HAND_RGB, OBJECT_RGB = (255, 140, 40), (40, 150, 255)
 #: mask panel: observed but not rendered, rendered but not observed, hand and object swapped
 MISSED_RGB, EXTRA_RGB, SWAPPED_RGB = (230, 40, 230), (250, 240, 60), (240, 30, 30)
@@ -189,79 +192,98 @@ def compute_quality(
 
 
 # ---- panels ------------------------------------------------------------------------------
+#
+# A panel is the sequence's own RGB image (dimmed by CSS for masks and depth) under a layer
+# that covers the box holding the rendered and the observed labels; the browser composites
+# them. So the report decodes no RGB image. Each layer is drawn in one 8-bit palette
+# (``PALETTE``: the overlay's two colours at ``SHADES`` shading levels, the mask codes, the
+# depth colour map at ``DEPTH_LEVELS`` levels), a quarter of the bytes of RGBA to compress.
 
-
-def _dimmed(rgb: np.ndarray, factor: float = 0.4) -> np.ndarray:
-    """(H, W, 3) uint8 grey, darkened copy of an RGB image (the background of two panels)."""
-    grey = cv2.convertScaleAbs(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), alpha=factor)
-    return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
-
-
-def overlay_panel(rgb: np.ndarray, labels: np.ndarray, shade: np.ndarray) -> np.ndarray:
-    """The rendered hand and object, shaded and semi-transparent, over the image.
-
-    Args:
-        rgb: (H, W, 3) uint8 image at the render size.
-        labels: (H, W) int rendered labels (0 background, 1 hand, 2 object).
-        shade: (H, W) float |cosine| between each rendered surface's normal and the pixel's
-            viewing ray (head-light shading, :attr:`hoannot.renderers.raycast.ViewHits.cos`).
-    Returns:
-        (H, W, 3) uint8: ``(1 - OVERLAY_ALPHA) rgb + OVERLAY_ALPHA colour (0.35 + 0.65 shade)``
-        on rendered pixels, ``rgb`` elsewhere.
-    """
-    out = rgb.copy()
-    m = labels > 0
-    if m.any():
-        lit = 0.35 + 0.65 * np.clip(shade[m], 0, 1)
-        colour = np.asarray([(0, 0, 0), HAND_RGB, OBJECT_RGB], np.float32)[labels[m]]
-        blend = rgb[m] * (1 - OVERLAY_ALPHA) + OVERLAY_ALPHA * colour * lit[:, None]
-        out[m] = np.clip(blend, 0, 255).astype(np.uint8)
-    return out
-
-
+SHADES = 32  # overlay shading levels per colour
+DEPTH_LEVELS = 64  # depth-residual colour levels over 0..DEPTH_MAX_MM
+#: first palette index of each part: 0 is transparent
+_OVERLAY0, _MASK0 = 1, 1 + 2 * SHADES
+_DEPTH0 = _MASK0 + 9
+_NO_DEPTH = _DEPTH0 + DEPTH_LEVELS  # rendered, no sensor depth: dark grey
 #: mask panel colour of (rendered label) * 3 + (observed label); 0: background (image shows)
 _MASK_CODES = np.array([(0, 0, 0), MISSED_RGB, MISSED_RGB, EXTRA_RGB, HAND_RGB, SWAPPED_RGB,
                         EXTRA_RGB, SWAPPED_RGB, OBJECT_RGB], np.uint8)  # fmt: skip
 
 
-def mask_panel(rgb: np.ndarray, observed: np.ndarray | None, labels: np.ndarray, dimmed: np.ndarray | None = None) -> np.ndarray:
-    """Observed vs rendered segmentation: agreement in the class colour, observed only in
-    magenta, rendered only in yellow, hand and object swapped in red, over the dimmed image.
+@functools.lru_cache(maxsize=1)
+def palette() -> np.ndarray:
+    """(``_NO_DEPTH`` + 1, 4) uint8 RGBA palette of the layers: 0 transparent; the overlay's
+    hand and object colours times ``0.35 + 0.65 s`` for ``SHADES`` levels of s in [0, 1] at alpha
+    ``OVERLAY_ALPHA``; the 8 mask codes; the depth colour map (:func:`_colormap`) at
+    ``DEPTH_LEVELS`` levels; dark grey. All but the overlay are opaque."""
+    lut = _colormap()
+    s = (np.arange(SHADES) + 0.5) / SHADES
+    over = [np.clip(np.asarray(c, np.float64)[None] * (0.35 + 0.65 * s[:, None]) + 0.5, 0, 255) for c in (HAND_RGB, OBJECT_RGB)]
+    depth = lut[np.round((np.arange(DEPTH_LEVELS) + 0.5) / DEPTH_LEVELS * 255).astype(int)]
+    rgb = np.concatenate([np.zeros((1, 3)), *over, _MASK_CODES, depth, [(70, 70, 70)]]).astype(np.uint8)
+    alpha = np.full((len(rgb), 1), 255, np.uint8)
+    alpha[0] = 0
+    alpha[_OVERLAY0:_MASK0] = round(OVERLAY_ALPHA * 255)
+    alpha[_MASK0] = 0  # mask code 0: nothing rendered or observed
+    return np.concatenate([rgb, alpha], 1)
+
+
+def overlay_layer(labels: np.ndarray, shade: np.ndarray) -> np.ndarray:
+    """The rendered hand and object, shaded, semi-transparent (``palette`` indices).
 
     Args:
-        observed: (H, W) observed labels at the render size, or None (all counts as rendered only).
-        dimmed: ``_dimmed(rgb)`` when already computed.
+        labels: (h, w) int rendered labels (0 background, 1 hand, 2 object).
+        shade: (h, w) float |cosine| between each rendered surface's normal and the pixel's
+            viewing ray (head-light shading, :attr:`hoannot.renderers.raycast.ViewHits.cos`).
     Returns:
-        (H, W, 3) uint8.
+        (h, w) uint8: over the image, ``(1 - OVERLAY_ALPHA) rgb + OVERLAY_ALPHA colour
+        (0.35 + 0.65 shade)`` on rendered pixels (shade in ``SHADES`` levels), the image elsewhere.
     """
-    out = _dimmed(rgb) if dimmed is None else dimmed.copy()
+    level = np.minimum((np.clip(shade, 0, 1) * SHADES).astype(np.uint8), SHADES - 1)
+    idx = np.uint8(_OVERLAY0) + (labels.astype(np.uint8) - np.uint8(1)) * np.uint8(SHADES) + level  # wraps where 0
+    return np.where(labels > 0, idx, np.uint8(0))
+
+
+def mask_layer(observed: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
+    """Observed vs rendered segmentation, opaque where either labels anything (``palette``
+    indices; shown over the dimmed image): agreement in the class colour, observed only in
+    magenta, rendered only in yellow, hand and object swapped in red.
+
+    Args:
+        observed: (h, w) observed labels, or None (all counts as rendered only).
+        labels: (h, w) rendered labels.
+    Returns:
+        (h, w) uint8, transparent where neither labels anything.
+    """
     code = labels.astype(np.uint8) * 3
     if observed is not None:
         code += np.minimum(observed, 2).astype(np.uint8)
-    m = code > 0
-    out[m] = _MASK_CODES[code[m]]
-    return out
+    return code + np.uint8(_MASK0)
 
 
-def depth_panel(rgb: np.ndarray, zbuf: np.ndarray, labels: np.ndarray, depth: np.ndarray, lut: np.ndarray,
-                dimmed: np.ndarray | None = None) -> np.ndarray:
+def depth_layer(zbuf: np.ndarray, labels: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """|rendered - observed| depth where both exist, colour-mapped over 0..``DEPTH_MAX_MM`` mm
-    (clipped) over the dimmed image; rendered pixels without a sensor depth in dark grey.
+    (``DEPTH_LEVELS`` levels, clipped); rendered pixels without a sensor depth in dark grey
+    (``palette`` indices; shown over the dimmed image).
 
     Args:
-        depth: (H, W) float32 observed depth at the render size, metres (0: no value).
-        lut: (256, 3) uint8 colour map (:func:`_colormap`).
-        dimmed: ``_dimmed(rgb)`` when already computed.
+        zbuf: (h, w) rendered camera depth, metres. labels: (h, w) rendered labels.
+        depth: (h, w) float32 observed depth, metres (0: no value).
     Returns:
-        (H, W, 3) uint8.
+        (h, w) uint8, transparent where nothing is rendered.
     """
-    out = _dimmed(rgb) if dimmed is None else dimmed.copy()
-    rendered = labels > 0
-    valid = rendered & (depth > 0)
-    res = np.abs(zbuf[valid] - depth[valid]) * 1000.0
-    out[valid] = lut[np.clip(res / DEPTH_MAX_MM * 255.0, 0, 255).astype(np.uint8)]
-    out[rendered & ~valid] = (70, 70, 70)
-    return out
+    res_mm = np.abs(zbuf - depth) * 1000.0
+    level = np.minimum(res_mm * (DEPTH_LEVELS / DEPTH_MAX_MM), DEPTH_LEVELS - 1).astype(np.uint8)
+    idx = np.where(depth > 0, level + np.uint8(_DEPTH0), np.uint8(_NO_DEPTH))
+    return np.where(labels > 0, idx, np.uint8(0))
+
+
+def composite(rgb: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """A layer over an image as the page shows it ("source over"): (h, w, 3) uint8 RGB under
+    (h, w) uint8 ``palette`` indices -> (h, w, 3) uint8 (for checks and pictures outside a browser)."""
+    px = palette()[layer].astype(np.float32)
+    a = px[..., 3:] / 255.0
+    return np.clip(rgb * (1 - a) + px[..., :3] * a + 0.5, 0, 255).astype(np.uint8)
 
 
 def view_stats(labels: np.ndarray, observed: np.ndarray | None, zbuf: np.ndarray, depth: np.ndarray) -> dict:
@@ -336,138 +358,123 @@ def _read(path: str, flags: int, optional: bool = False) -> np.ndarray | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _view_files(root: str, cam: str, rgb_ext: str, segmentation: str) -> tuple[str, str, str]:
-    """``str.format`` templates (field ``f``: the frame) of a camera's rgb, depth and observed
+def _view_files(root: str, cam: str, segmentation: str) -> tuple[str, str]:
+    """``str.format`` templates (field ``f``: the frame) of a camera's depth and observed
     labels (``segmentation/`` or ``gt/segmentation/``), as :class:`Sequence` names them."""
     seg = segmentation_path(root, cam, 0, segmentation).parent
-    return (str(Path(root) / "rgb" / cam) + "/{f:06d}." + rgb_ext, str(Path(root) / "depth" / cam) + "/{f:06d}.png",
-            str(seg) + "/{f:06d}.png")  # fmt: skip
+    return str(Path(root) / "depth" / cam) + "/{f:06d}.png", str(seg) + "/{f:06d}.png"
 
 
-def _read_rgb(path: str, cam, size: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB image of ``size``: decoded at 1/2, 1/4 or 1/8 when that is the
-    panel's scale (JPEG decoders then skip the full-size image), else resized by area."""
-    H, W = size
-    flags = cv2.IMREAD_COLOR
-    for k, f in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
-        if cam.width == W * k and cam.height == H * k:
-            flags = f
-            break
-    img = _read(path, flags)
-    if img.shape[:2] != (H, W):
-        img = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
-    """Encode (H, W, 3) uint8 RGB as JPEG into ``path`` (its folder must exist)."""
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
-        raise RuntimeError(f"{path}: JPEG encoding failed")
-    path.write_bytes(data.tobytes())  # inside the report's temporary folder: the folder is swapped in whole
-
-
-def _union_box(box: tuple[int, int, int, int], observed: np.ndarray | None) -> tuple[slice, slice]:
-    """Rows and columns holding every rendered pixel (inside ``box``) and every observed label."""
+def _union_box(box: tuple[int, int, int, int], observed: np.ndarray | None) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): rows and columns holding every rendered pixel (inside ``box``) and
+    every observed label; empty (y0 == y1) when there are none."""
     y0, y1, x0, x1 = box
     if observed is not None:
         x, y, w, h = cv2.boundingRect(observed)  # the non-zero pixels'
         if w and h:
             y0, y1, x0, x1 = (y, y + h, x, x + w) if y0 == y1 else (min(y0, y), max(y1, y + h), min(x0, x), max(x1, x + w))
-    return slice(y0, y1), slice(x0, x1)
+    return y0, y1, x0, x1
 
 
-def _align(n: int) -> int:
-    return -(-int(n) // SHEET_ALIGN) * SHEET_ALIGN
-
-
-def sheet_layout(sizes: list[tuple[int, int]]) -> dict:
-    """Where each camera's panels lie in a frame's sheets: one row per camera (in order), the
-    ``PANELS`` side by side, every panel starting at a multiple of ``SHEET_ALIGN`` pixels.
-
-    Args:
-        sizes: (H, W) panel size of each camera.
-    Returns:
-        ``full`` and ``thumb``: each ``{"shape": (H, W) of the sheet, "cells": per camera
-        ``(h, w, [(x, y) of each panel])``}``; the thumbnail of an (H, W) panel is at most
-        ``THUMB_WIDTH`` wide, same aspect ratio.
-    """
-    out = {}
-    for kind in ("full", "thumb"):
-        cells, y, width = [], 0, 0
-        for H, W in sizes:
-            if kind == "thumb":
-                w = min(THUMB_WIDTH, W)
-                H, W = max(1, round(H * w / W)), w
-            xs = [i * _align(W) for i in range(len(PANELS))]
-            cells.append((H, W, [(x, y) for x in xs]))
-            width = max(width, xs[-1] + W)
-            y += _align(H)
-        out[kind] = {"shape": (max(1, y), max(1, width)), "cells": cells}
-    return out
-
-
-def _view_panels(seq: Sequence, cam, frame: int, zbuf: np.ndarray, labels: np.ndarray, shade: np.ndarray,
-                 box: tuple[int, int, int, int], full: list[np.ndarray], thumb: list[np.ndarray], segmentation: str,
-                 lut: np.ndarray) -> dict:
-    """Read one view's observations, draw its panels into its cells of the frame's sheets,
-    return its numbers.
-
-    Everything but the image itself is computed inside the box that holds the rendered and the
-    observed labels (outside it the panels are the image, or the dimmed image, as they are).
+def view_layers(seq: Sequence, cam, frame: int, zbuf: np.ndarray, labels: np.ndarray, shade: np.ndarray,
+                box: tuple[int, int, int, int], segmentation: str) -> tuple[dict, tuple | None, list]:
+    """Read one view's observations (depth, observed labels; not its RGB image) and draw its
+    panels' layers over the box that holds the rendered and the observed labels.
 
     Args:
         zbuf, labels, shade, box: the view's rendering (:func:`render_views`), (H, W).
-        full: per panel of ``PANELS``, the (H, W, 3) uint8 cell of the full-size sheet to fill.
-        thumb: the same cells of the thumbnail sheet, (h, w, 3).
+        segmentation: observed labels: ``"segmentation"`` or ``"gt"``.
     Returns:
-        :func:`view_stats` of the view.
+        (:func:`view_stats` of the view, the layers' box ``(y0, y1, x0, x1)`` in the panel's
+        pixels or None when nothing is rendered or observed, the ``PANELS``' (h, w) uint8
+        ``palette`` layers: :func:`overlay_layer`, :func:`mask_layer`, :func:`depth_layer`).
     Raises:
-        InputError: an unreadable image (names the file).
+        InputError: a missing or unreadable depth image or segmentation (names the file).
     """
     H, W = zbuf.shape
-    rgb_file, depth_file, seg_file = _view_files(str(seq.root), cam.name, seq.config.rgb_ext, segmentation)
-    rgb = _read_rgb(rgb_file.format(f=frame), cam, (H, W))
+    depth_file, seg_file = _view_files(str(seq.root), cam.name, segmentation)
     raw = _read(depth_file.format(f=frame), cv2.IMREAD_UNCHANGED)
     if raw.shape != (H, W):
         raw = cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST)
     observed = _read(seg_file.format(f=frame), cv2.IMREAD_UNCHANGED, optional=True)
     if observed is not None and observed.shape[:2] != (H, W):
         observed = cv2.resize(observed, (W, H), interpolation=cv2.INTER_NEAREST)
-    roi = _union_box(box, observed)
+    y0, y1, x0, x1 = _union_box(box, observed)
+    roi = slice(y0, y1), slice(x0, x1)
     z, lab, obs = zbuf[roi], labels[roi], observed[roi] if observed is not None else None
     depth = raw[roi].astype(np.float32) * np.float32(cam.depth_scale)
-    dimmed = _dimmed(rgb)
-    cells = dict(zip(PANELS, full))
-    cells["overlay"][:] = rgb
-    cells["overlay"][roi] = overlay_panel(rgb[roi], lab, shade[roi])
-    cells["masks"][:] = dimmed
-    cells["masks"][roi] = mask_panel(rgb[roi], obs, lab, dimmed[roi])
-    cells["depth"][:] = dimmed
-    cells["depth"][roi] = depth_panel(rgb[roi], z, lab, depth, lut, dimmed[roi])
-    for img, small in zip(full, thumb):
-        small[:] = img if small.shape == img.shape else cv2.resize(img, small.shape[1::-1], interpolation=cv2.INTER_AREA)
-    return view_stats(lab, obs, z, depth)
+    stats = view_stats(lab, obs, z, depth)
+    if y1 <= y0 or x1 <= x0:
+        return stats, None, []
+    return stats, (y0, y1, x0, x1), [overlay_layer(lab, shade[roi]), mask_layer(obs, lab), depth_layer(z, lab, depth)]
 
 
-def _frame_panels(seq: Sequence, frame: int, hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.ndarray,
-                  obj_faces: np.ndarray, groups: list[tuple[list[int], PixelRays]], layout: dict, out_dir: Path,
-                  segmentation: str, lut: np.ndarray) -> dict:
-    """Render one frame in every camera, write its two sheets; ``{camera: view numbers}``."""
-    sheets = {kind: np.full((*layout[kind]["shape"], 3), SHEET_GREY, np.uint8) for kind in ("full", "thumb")}
+def write_palette_png(path: Path, index: np.ndarray) -> None:
+    """Write (H, W) uint8 ``palette`` indices as an 8-bit palette PNG (Pillow; the palette's
+    alpha as its transparency chunk) into ``path`` (its folder must exist)."""
+    from PIL import Image
 
-    def cells(kind: str, ci: int) -> list[np.ndarray]:
-        h, w, xy = layout[kind]["cells"][ci]
-        return [sheets[kind][y : y + h, x : x + w] for x, y in xy]
+    pal = palette()
+    img = Image.fromarray(index, "P")
+    img.putpalette(pal[:, :3].tobytes())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", transparency=pal[:, 3].tobytes(), compress_level=PNG_LEVEL)
+    path.write_bytes(buf.getvalue())
 
-    out = {}
+
+def atlas_layout(boxes: list[tuple | None]) -> tuple[tuple[int, int], list[tuple[int, list[int]] | None]]:
+    """Where a frame's layers lie in its one image: a row per camera that has a box, the
+    ``PANELS``' layers side by side, ``ATLAS_GAP`` transparent pixels between any two (so a
+    browser scaling one never samples its neighbour).
+
+    Args:
+        boxes: per camera, its layers' ``(y0, y1, x0, x1)`` or None.
+    Returns:
+        ((H, W) of the atlas, per camera None or ``(y, [x of each panel])``).
+    """
+    cells, y, width = [], 0, 1
+    for b in boxes:
+        if b is None:
+            cells.append(None)
+            continue
+        h, w = b[1] - b[0], b[3] - b[2]
+        xs = [i * (w + ATLAS_GAP) for i in range(len(PANELS))]
+        cells.append((y, xs))
+        width = max(width, xs[-1] + w)
+        y += h + ATLAS_GAP
+    return (max(1, y - ATLAS_GAP), width), cells
+
+
+def _frame_layers(seq: Sequence, frame: int, hand_verts: np.ndarray, hand_faces: np.ndarray, obj_verts: np.ndarray,
+                  obj_faces: np.ndarray, groups: list[tuple[list[int], PixelRays]], out_dir: Path,
+                  segmentation: str) -> dict:
+    """Render one frame in every camera and write its layers, ``layers/<frame:06d>.png``
+    (:func:`atlas_layout`; no file when nothing is rendered or observed in any view).
+
+    Returns:
+        ``{camera: view_stats(...) plus "cell": None or (y0, y1, x0, x1, atlas y, [atlas x
+        per panel]) and "atlas": (H, W)}``.
+    """
+    cams = seq.cameras
+    found: list = [None] * len(cams)
     for idx, rays in groups:
         for ci, (zbuf, labels, shade, box) in zip(idx, render_views(hand_verts, hand_faces, obj_verts, obj_faces, rays)):
-            cam = seq.cameras[ci]
-            out[cam.name] = _view_panels(seq, cam, frame, zbuf, labels, shade, box, cells("full", ci), cells("thumb", ci),
-                                         segmentation, lut)  # fmt: skip
-    _write_jpeg(out_dir / "img" / f"{frame:06d}.jpg", sheets["full"])
-    _write_jpeg(out_dir / "thumb" / f"{frame:06d}.jpg", sheets["thumb"])
+            found[ci] = view_layers(seq, cams[ci], frame, zbuf, labels, shade, box, segmentation)
+    shape, cells = atlas_layout([f[1] for f in found])
+    out = {}
+    atlas = None
+    for cam, (st, box, layers), cell in zip(cams, found, cells):
+        out[cam.name] = {**st, "cell": None if cell is None else (*box, *cell), "atlas": shape}
+        if cell is None:
+            continue
+        if atlas is None:
+            atlas = np.zeros(shape, np.uint8)
+        y, xs = cell
+        for x, layer in zip(xs, layers):
+            atlas[y : y + layer.shape[0], x : x + layer.shape[1]] = layer
+    if atlas is not None:
+        # inside the report's temporary folder: the folder is swapped in whole
+        write_palette_png(out_dir / "layers" / f"{frame:06d}.png", atlas)
     return out
 
 
@@ -484,27 +491,24 @@ def render_panels(
     progress: bool = True,
     workers: int | None = None,
 ) -> dict[tuple[int, str], dict]:
-    """Render the three panels of every frame and camera and write each frame's two sheets:
-    ``img/<frame:06d>.jpg`` (every camera's panels at the render size, one row per camera) and
-    ``thumb/<frame:06d>.jpg`` (the same at thumbnail size); the page shows each panel as its
-    cell of the thumbnail sheet and opens the full-size sheet on click. Two files per frame
-    instead of six per view: creating a file is the costliest step on some file systems
-    (about 0.5-1 ms each on this project's ext4).
+    """Render every frame and camera and write each frame's layers (``layers/<frame:06d>.png``,
+    :func:`_frame_layers`): one file per frame, holding only the boxes around what is
+    rendered or observed; the page composites them over the sequence's own RGB images.
 
     The main thread poses ``FRAMES_PER_POSE`` frames at a time (:func:`posed_meshes`);
-    ``workers`` threads ray-cast each frame's cameras (:func:`render_views`), read its images
-    and encode its sheets (open3d's ray casting, OpenCV and numpy release the GIL).
+    ``workers`` threads ray-cast each frame's cameras (:func:`render_views`), read its depth
+    and labels and encode its layers (open3d's ray casting, OpenCV and numpy release the GIL).
 
     Args:
         poses: world-frame poses holding ``frames``.
-        out_dir: the report folder (``img/`` and ``thumb/`` are written below it).
+        out_dir: the report folder (``layers/`` is written below it).
         segmentation: observed labels: ``"segmentation"`` or ``"gt"`` (as the fit's config).
         width: render width in pixels (at most each camera's own).
         device: torch device that poses the meshes.
         workers: threads for the frames (default: the CPU count, 1 to 8).
     Returns:
-        ``{(frame, camera): view_stats(...)}``, and under ``"layout"`` the sheets' layout
-        (:func:`sheet_layout`, camera by camera in ``seq.cameras`` order).
+        ``{(frame, camera): view numbers}`` (:func:`_frame_layers`), and under ``"sizes"`` the
+        (H, W) panel size of each camera (by name).
     Raises:
         InputError: an unreadable image (names the file).
     """
@@ -513,7 +517,6 @@ def render_panels(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    lut = _colormap()
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     hand_model = hand_model.to(device)
     obj_verts, obj_faces = obj.verts.to(device), obj.faces.cpu().numpy()
@@ -523,10 +526,8 @@ def render_panels(
     groups = [(idx, PixelRays(np.stack([panel_intrinsics(seq.cameras[ci], size) for ci in idx]),
                               np.stack([np.asarray(seq.cameras[ci].T_world_cam, np.float64) for ci in idx]), size))
               for size, idx in by_size.items()]  # fmt: skip
-    layout = sheet_layout([render_size(cam, width) for cam in seq.cameras])
-    for kind in ("img", "thumb"):
-        (out_dir / kind).mkdir(parents=True, exist_ok=True)
-    stats: dict = {"layout": layout}
+    (out_dir / "layers").mkdir(parents=True, exist_ok=True)
+    stats: dict = {"sizes": {cam.name: render_size(cam, width) for cam in seq.cameras}}
     pending: deque = deque()
     cols = [TextColumn("report"), BarColumn(), MofNCompleteColumn(), TextColumn("views"), TimeRemainingColumn()]
     with Progress(*cols, disable=not progress, transient=False) as bar, ThreadPoolExecutor(workers) as pool:
@@ -546,8 +547,7 @@ def render_panels(
                 hv, ov = hand.vertices.cpu().numpy(), ov.cpu().numpy()
                 hf = hand.faces.cpu().numpy()
                 for b, frame in enumerate(chunk):
-                    fut = pool.submit(_frame_panels, seq, frame, hv[b], hf, ov[b], obj_faces, groups, layout, out_dir,
-                                      segmentation, lut)  # fmt: skip
+                    fut = pool.submit(_frame_layers, seq, frame, hv[b], hf, ov[b], obj_faces, groups, out_dir, segmentation)
                     pending.append((frame, fut))
                 collect(4 * workers)  # bounded: memory does not grow with the sequence
             collect(0)
@@ -750,25 +750,41 @@ def load_refit(seq: Sequence, frames: list[int]) -> dict | None:
             "frames": [int(f) for f in poses.frames if int(f) in shown]}  # fmt: skip
 
 
-def _view_row(stats: dict, f: int, ci: int, c: str, prefix: str = "") -> dict:
-    """Page data of camera ``c`` (index ``ci``) of frame ``f``: its numbers and its panels as
-    cells of the frame's thumbnail sheet (``x``, ``y``: the CSS object-position, pixels)."""
-    h, w, xy = stats["layout"]["thumb"]["cells"][ci]
+def _pct(v: float) -> str:
+    return f"{100.0 * v:.4g}%"
+
+
+def _view_row(seq: Sequence, stats: dict, f: int, c: str, prefix: str = "") -> dict:
+    """Page data of camera ``c`` of frame ``f``: its numbers, its RGB image (relative to
+    ``report/``) and, when anything is rendered or observed, its layers' box over the image and
+    where each panel's layer lies in the frame's layer image (CSS percentages, so the same
+    markup serves the thumbnail and the render size)."""
+    H, W = stats["sizes"][c]
     st = stats[(f, c)]
-    return {"camera": c, "anchor": f"f{f:06d}-{c}", "h": h, "w": w,
-            "panels": [{"name": p, "full": f"{prefix}img/{f:06d}.jpg", "thumb": f"{prefix}thumb/{f:06d}.jpg",
-                        "x": -x, "y": -y} for p, (x, y) in zip(PANELS, xy)],
-            "iou_hand": _fmt(st["iou_hand"]), "iou_object": _fmt(st["iou_object"]), "depth": _fmt(st["depth_residual_mm"])}  # fmt: skip
+    rgb = os.path.relpath(seq.rgb_path(c, f), seq.root / "report").replace(os.sep, "/")
+    row = {"camera": c, "anchor": f"f{f:06d}-{c}{'-before' if prefix else ''}", "H": H, "W": W,
+           "t": f"{min(1.0, THUMB_WIDTH / W):.4g}", "rgb": quote(rgb), "box": None,
+           "panels": [{"name": p, "dim": p != "overlay", "style": ""} for p in PANELS],
+           "iou_hand": _fmt(st["iou_hand"]), "iou_object": _fmt(st["iou_object"]), "depth": _fmt(st["depth_residual_mm"])}  # fmt: skip
+    if st["cell"] is not None:
+        y0, y1, x0, x1, ay, axs = st["cell"]
+        AH, AW = st["atlas"]
+        h, w = y1 - y0, x1 - x0
+        row["layer"] = f"{prefix}layers/{f:06d}.png"
+        row["box"] = f"left:{_pct(x0 / W)};top:{_pct(y0 / H)};width:{_pct(w / W)};height:{_pct(h / H)}"
+        for p, ax in zip(row["panels"], axs):
+            p["style"] = f"width:{_pct(AW / w)};left:{_pct(-ax / w)};top:{_pct(-ay / h)}"
+    return row
 
 
-def _before_row(refit: dict, f: int, cams: list[str], stats: dict) -> dict:
-    """A re-fitted frame's numbers and panels before the re-fit (page data)."""
+def _before_row(seq: Sequence, refit: dict, f: int, stats: dict) -> dict:
+    """A re-fitted frame's numbers (and, with ``stats``, its panels) before the re-fit (page data)."""
     q = refit["quality"]
     i = int(np.flatnonzero(q["frames"] == f)[0])
     val = lambda k: _fmt(q[k][i]) if k in q else "–"  # noqa: E731
     return {"flag": bool(q["flag"][i]) if "flag" in q else False, "iou_hand": val("iou_hand"),
             "iou_object": val("iou_object"), "depth": val("depth_residual_mm"), "start": refit["starts"].get(f, "–"),
-            "views": [_view_row(stats, f, ci, c, "before/") for ci, c in enumerate(cams)]}  # fmt: skip
+            "views": [_view_row(seq, stats, f, c, "before/") for c in seq.camera_names] if stats else []}  # fmt: skip
 
 
 def refit_rows(refit: dict, q: dict[str, np.ndarray]) -> list[dict]:
@@ -776,7 +792,7 @@ def refit_rows(refit: dict, q: dict[str, np.ndarray]) -> list[dict]:
     qi = {int(f): i for i, f in enumerate(q["frames"])}
     rows = []
     for f in refit["frames"]:
-        b = _before_row(refit, f, [], {})
+        b = _before_row(None, refit, f, {})
         i = qi.get(f)
         val = lambda k, i=i: _fmt(q[k][i]) if i is not None and k in q else "–"  # noqa: E731
         rows.append({"frame": f, "anchor": f"f{f:06d}", "start": b["start"],
@@ -871,8 +887,8 @@ def build_report(
                 "iou_hand": val("iou_hand"), "iou_object": val("iou_object"), "depth": val("depth_residual_mm"),
                 "errors": [(k.removesuffix("_error_est_mm"), val(k)) for k in _error_keys(q)],
                 "energies": [(k, val(k)) for k in sorted(k for k in q if k.startswith("E_"))],
-                "views": [_view_row(stats, f, ci, c) for ci, c in enumerate(cams)],
-                "before": _before_row(refit, f, cams, before_stats) if refit is not None and f in refit["frames"] else None,
+                "views": [_view_row(seq, stats, f, c) for c in cams],
+                "before": _before_row(seq, refit, f, before_stats) if refit is not None and f in refit["frames"] else None,
             })  # fmt: skip
         lut = _colormap()
         env = Environment(loader=PackageLoader("hoannot.report", "templates"), autoescape=True,
