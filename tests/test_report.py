@@ -116,30 +116,79 @@ def test_bad_input_is_one_line_error(seq, tmp_path, args, needle):
     assert not (bare / "report").exists() and not (bare / ".report.tmp").exists()
 
 
-def _shown_panel(html: str, report: Path, anchor: str, panel: int, rgb):
-    """Panel ``panel`` of view ``anchor`` as the page composites it: the layer image cut and
-    placed by the page's own CSS percentages, over ``rgb`` (H, W, 3) uint8."""
+def _placed_layer(html: str, report: Path, anchor: str, panel: int, size: tuple[int, int]):
+    """Panel ``panel``'s layer of view ``anchor`` as the page places it on a panel of ``size``
+    (H, W) pixels, from the page's own CSS percentages: ``(y0, x0, (h, w) palette indices)``,
+    or None when the view has no layer."""
     import numpy as np
     from PIL import Image
 
-    from hoannot.report.build import composite
-
     view = html[html.index(f'id="{anchor}"'):]
     view = view[: view.index("</figure>")]
-    H, W = rgb.shape[:2]
+    H, W = size
     pct = lambda s: [float(v) / 100 for v in re.findall(r"(-?[\d.e+-]+)%", s)]  # noqa: E731
     boxes = re.findall(r'<span class="ly" style="([^"]+)"><img src="([^"]+)" style="([^"]+)"', view)
     if not boxes:
-        return rgb
+        return None
     box, src, cut = boxes[panel]
     left, top, width, height = pct(box)
     x0, y0, w, h = round(left * W), round(top * H), round(width * W), round(height * H)
     _, cl, ct = pct(cut)
     ax, ay = round(-cl * w), round(-ct * h)
     atlas = np.asarray(Image.open(report / src))  # the palette indices
+    return y0, x0, atlas[ay : ay + h, ax : ax + w]
+
+
+def _shown_panel(html: str, report: Path, anchor: str, panel: int, rgb):
+    """Panel ``panel`` of view ``anchor`` as the page composites it over ``rgb`` (H, W, 3) uint8
+    (a panel of the image's own size)."""
+    from hoannot.report.build import composite
+
+    placed = _placed_layer(html, report, anchor, panel, rgb.shape[:2])
+    if placed is None:
+        return rgb
+    y0, x0, layer = placed
+    h, w = layer.shape
     out = rgb.copy()
-    out[y0 : y0 + h, x0 : x0 + w] = composite(rgb[y0 : y0 + h, x0 : x0 + w], atlas[ay : ay + h, ax : ax + w])
+    out[y0 : y0 + h, x0 : x0 + w] = composite(rgb[y0 : y0 + h, x0 : x0 + w], layer)
     return out
+
+
+def test_panels_narrower_than_the_camera_lie_on_its_image(seq, tmp_path):
+    """``--width`` below the camera's: the layers are drawn at that width and the page scales
+    them with the camera's own image; the overlay's pixels must cover the hand and object
+    that the fit's renderer draws at the camera's full size, shrunk to the panel."""
+    import cv2
+    import numpy as np
+
+    from hoannot.datasets.loaders import load_hand_model, load_sequence_object
+    from hoannot.datasets.sequence import open_sequence
+    from hoannot.renderers.cameras import ViewCameras
+    from hoannot.renderers.renderer import HandObjectRenderer
+    from hoannot.report.build import PANELS, posed_meshes, render_size
+
+    root = tmp_path / "seq"
+    shutil.copytree(seq, root, ignore=lambda d, e: [x for x in e if Path(d) == seq and x == "report"])
+    r = invoke("report", root, "--width", 48)
+    assert r.exit_code == 0, r.output
+    html = (root / "report" / "index.html").read_text()
+    s = open_sequence(root)
+    cfg_faces = json.loads((root / "fit" / "info.json").read_text())["config"]["object_max_faces"]
+    hand_model, obj = load_hand_model(s), load_sequence_object(s, None, cfg_faces)
+    poses = HandObjectPoses.load(root / "fit" / "poses.npz")
+    hand, ov = posed_meshes(poses, hand_model, obj.verts)
+    full = (s.cameras[0].height, s.cameras[0].width)
+    theirs = HandObjectRenderer()(hand.vertices, hand.faces, ov, obj.faces, ViewCameras.from_cameras(s.cameras, None, full),
+                                  soft=False).labels.numpy()  # fmt: skip
+    for ci, cam in enumerate(s.cameras):
+        size = render_size(cam, 48)
+        assert size[1] == 48 < cam.width
+        for b, f in enumerate(poses.frames):
+            y0, x0, layer = _placed_layer(html, root / "report", f"f{int(f):06d}-{cam.name}", PANELS.index("overlay"), size)
+            mine = np.zeros(size, bool)
+            mine[y0 : y0 + layer.shape[0], x0 : x0 + layer.shape[1]] = layer > 0
+            ref = cv2.resize((theirs[b, ci] > 0).astype(np.uint8), size[::-1], interpolation=cv2.INTER_AREA) > 0
+            assert (mine & ref).sum() / (mine | ref).sum() > 0.8, (f, cam.name)
 
 
 def test_overlay_is_the_fits_renderer_drawn_over_the_image(seq):
