@@ -154,9 +154,11 @@ def estimated_hand_error(seq: Sequence, hand_model: HandModel, obj: ObjectModel,
     residuals, joint limits, temporal jumps and the depth energy, through the shipped
     calibration; none of its features reads the 2D joints).
 
-    Used to choose between whole-sequence starts: on the auto_annotation captures the start
-    with the lower mean estimate was the one that fitted better on 6 of 7 (the seventh within
-    0.4 mm; ``benchmarks/results/auto_annotation.md``).
+    Used to choose between whole-sequence starts (the grasp searches with and without the 2D
+    joints): on the 10 auto_annotation captures the start with the lower mean estimate was the
+    one that fitted better on 8 (2 of the 3 held out); the misses were by 0.4 mm and, on an
+    estimate tie (7.38 vs 7.32 mm), 4.6 mm (``benchmarks/results/auto_annotation.md``). It
+    ranks near-duplicate hypotheses of one search no better than the search's energy does.
 
     Args:
         poses: world-frame poses of frames of ``seq`` (its ``segmentation/`` and depth are read

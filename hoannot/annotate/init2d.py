@@ -71,6 +71,9 @@ HAND_INITS = ("search", "joints")
 #: weights of the 2D joints in the grasp search (``search_grasp`` ``lambda_2d``), one search
 #: each; the start with the lowest estimated hand error wins (:func:`initialize_sequence`)
 SEARCH_JOINTS = (0.0, 0.3)
+#: at most this many frames (evenly spread) score the searches' starts: a grasp held in the
+#: object frame reads the same on a subset, and a long sequence's quality pass is not repeated
+SCORE_FRAMES = 16
 
 
 class HandInit(NamedTuple):
@@ -504,10 +507,10 @@ def initialize_sequence(
             (:func:`~hoannot.annotate.hand_search.search_grasp` ``lambda_2d``; 0: the joints
             are not used), one search per weight. With several, each search's winner is
             scored by its estimated hand error (:func:`hoannot.annotate.hypotheses.
-            estimated_hand_error`, mean over the frames) and the lowest is kept: the joints
-            helped the search on some captures and hurt it on others
-            (``benchmarks/results/auto_annotation_search_joints.md``), and the estimate,
-            which does not read the joints, tells which.
+            estimated_hand_error`, mean over at most ``SCORE_FRAMES`` evenly spread frames)
+            and the lowest is kept: the joints help the search on some captures and hurt it
+            on others, and the estimate, which does not read the joints, tells which on 8 of
+            10 (``benchmarks/results/auto_annotation.md``).
     Returns:
         :class:`HandObjectPoses` (world frame), ``source`` = ``"2d-joints+registration"``
         plus the path taken.
@@ -569,9 +572,11 @@ def initialize_sequence(
         if len(searches) > 1:  # the search's energies differ by weight: compare the winners by their estimated error
             from hoannot.annotate.hypotheses import estimated_hand_error
 
+            sub = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), SCORE_FRAMES)).round().astype(int))
             est = [float(np.mean(estimated_hand_error(seq, hand_model, obj, HandObjectPoses(
-                frames=np.asarray(frames), global_orient=c.global_orient, hand_pose=c.hand_pose, betas=c.betas,
-                transl=c.transl, obj_rot=obj_rot, obj_transl=obj_transl, source="grasp search"), fit_cfg)))
+                frames=np.asarray(frames)[sub], global_orient=c.global_orient[sub], hand_pose=c.hand_pose[sub],
+                betas=c.betas, transl=c.transl[sub], obj_rot=np.asarray(obj_rot)[sub],
+                obj_transl=np.asarray(obj_transl)[sub], source="grasp search"), fit_cfg)))
                 for c in searches]  # fmt: skip
             k = int(np.argmin(est))
             s = searches[k]

@@ -196,7 +196,7 @@ def compute_quality(
 # A panel is the sequence's own RGB image (dimmed by CSS for masks and depth) under a layer
 # that covers the box holding the rendered and the observed labels; the browser composites
 # them. So the report decodes no RGB image. Each layer is drawn in one 8-bit palette
-# (``PALETTE``: the overlay's two colours at ``SHADES`` shading levels, the mask codes, the
+# (:func:`palette`: the overlay's two colours at ``SHADES`` shading levels, the mask codes, the
 # depth colour map at ``DEPTH_LEVELS`` levels), a quarter of the bytes of RGBA to compress.
 
 SHADES = 32  # overlay shading levels per colour
@@ -768,7 +768,7 @@ def _view_row(seq: Sequence, stats: dict, f: int, c: str, prefix: str = "") -> d
            "iou_hand": _fmt(st["iou_hand"]), "iou_object": _fmt(st["iou_object"]), "depth": _fmt(st["depth_residual_mm"])}  # fmt: skip
     if st["cell"] is not None:
         y0, y1, x0, x1, ay, axs = st["cell"]
-        AH, AW = st["atlas"]
+        AW = st["atlas"][1]
         h, w = y1 - y0, x1 - x0
         row["layer"] = f"{prefix}layers/{f:06d}.png"
         row["box"] = f"left:{_pct(x0 / W)};top:{_pct(y0 / H)};width:{_pct(w / W)};height:{_pct(h / H)}"
