@@ -153,6 +153,46 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b > 0 else float("nan")
 
 
+#: the two single-search variants whose fits a choice after the fit compares
+SINGLE_SEARCHES = ("auto_no_joints", "auto_search_joints")
+TIE_MM = 0.5  # init estimates closer than this count as a tie (the rule measured below)
+
+
+def selection_after_fit(res: dict) -> list[str]:
+    """Markdown lines: per capture, the two searches' estimates before and after their fits,
+    their fitted hand MPJPE, and which search three rules would keep (the default's rule on
+    the init estimates; the lower estimate after fitting both; the latter only on an init tie
+    within ``TIE_MM``). Empty when the runs lack the fit estimates."""
+    rows, hits = [], {"init": 0, "fit": 0, "tie": 0}
+    for c in res["captures"]:
+        v = c["variants"]
+        ch = _chosen(c["variants"].get(next(iter(res["variants"])), {}).get("init_summary", ""))
+        if not ch or not all("fit_hand_error_est_mm" in v.get(n, {}) for n in SINGLE_SEARCHES):
+            continue
+        init_est = [float(x.split(":")[1].split()[0]) for x in ch[1].split(", ")]
+        fit_est = [v[n]["fit_hand_error_est_mm"] for n in SINGLE_SEARCHES]
+        mpjpe = [v[n]["fit_hand_mpjpe_mm"] for n in SINGLE_SEARCHES]
+        best = int(np.argmin(mpjpe))
+        pick = {"init": int(np.argmin(init_est)), "fit": int(np.argmin(fit_est))}
+        pick["tie"] = pick["fit"] if abs(init_est[0] - init_est[1]) <= TIE_MM else pick["init"]
+        for k in hits:
+            hits[k] += mpjpe[pick[k]] == mpjpe[best]
+        cells = [f"{mpjpe[pick[k]]}{'' if mpjpe[pick[k]] == mpjpe[best] else ' (miss)'}" for k in ("init", "fit", "tie")]
+        rows.append(f"| {c['name']} | {init_est[0]:.2f} / {init_est[1]:.2f} | {fit_est[0]:.2f} / {fit_est[1]:.2f} | "
+                    f"{mpjpe[0]} / {mpjpe[1]} | " + " | ".join(cells) + " |")  # fmt: skip
+    if not rows:
+        return []
+    n = len(rows)
+    return ["", "## Choosing between the two searches: before or after their fits", "",
+            f"Estimated hand error (mm, no ground truth) and fitted hand MPJPE (mm) of `{SINGLE_SEARCHES[0]}` / "
+            f"`{SINGLE_SEARCHES[1]}`, and the fitted MPJPE each rule keeps: *init* the lower estimate of the two "
+            f"starts (the default); *fit* the lower estimate after fitting both; *tie* fit both only when the "
+            f"starts' estimates are within {TIE_MM} mm. Best kept: init {hits['init']}/{n}, fit {hits['fit']}/{n}, "
+            f"tie {hits['tie']}/{n}.", "",
+            "| capture | init estimate | fit estimate | fitted MPJPE | init rule | fit rule | tie rule |",
+            "|---|---|---|---|---|---|---|", *rows]  # fmt: skip
+
+
 def markdown(res: dict) -> str:
     v0 = res["default_variant"]
     lines = [
@@ -192,6 +232,7 @@ def markdown(res: dict) -> str:
         for name, ch in chosen:
             if ch:
                 lines.append(f"| {name} | {'yes' if name in HELD_OUT else ''} | {ch[1]} | {ch[0]} |")
+    lines += selection_after_fit(res)
     lines += ["", "## Ablation: fitted hand MPJPE / object ADD (mm) per capture and route", ""]
     names = list(res["variants"])
     lines.append("| capture | gt_start | " + " | ".join(names) + " |")
@@ -215,7 +256,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-write", action="store_true", help="print, do not write benchmarks/results")
     ap.add_argument("--out", default="auto_annotation", help="results name (benchmarks/results/NAME.json and .md)")
+    ap.add_argument("--markdown", action="store_true", help="only rewrite benchmarks/results/OUT.md from OUT.json")
     a = ap.parse_args()
+    if a.markdown:
+        res = json.loads((Path(__file__).parent / "results" / f"{a.out}.json").read_text())
+        (Path(__file__).parent / "results" / f"{a.out}.md").write_text(markdown(res))
+        return
     if not WEBXR_HAND.is_file():
         sys.exit(f"{SHARED}: ../shared not found (this benchmark needs its meshes and hand)")
     torch.set_num_threads(a.threads)

@@ -201,7 +201,9 @@ def fit(
     from hoannot.fitting.config import load_fit_config
     from hoannot.pipeline import run_fit
 
-    started = time.time()
+    # file times come from the kernel's coarse clock, up to a tick behind time.time(): a
+    # checkpoint written in this run's first milliseconds may look older than its start
+    started = time.time() - 0.05
     try:
         weights = {}
         for w in weight:

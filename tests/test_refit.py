@@ -69,12 +69,16 @@ def fitted(tmp_path_factory, _flags_by_iou_and_depth):
     return root
 
 
-def test_refit_flagged_fixes_the_bad_frame_and_leaves_the_others_bit_for_bit(fitted, tmp_path):
+def test_refit_flagged_fixes_the_bad_frame_and_leaves_the_others_bit_for_bit(fitted, tmp_path, monkeypatch):
     import shutil
+
+    from hoannot.report import panels
 
     root = tmp_path / "seq"
     shutil.copytree(fitted, root)
     before = HandObjectPoses.load(root / "fit" / "poses.npz")
+    layers = root / "fit" / "layers"  # the fit's drawings of its poses, for the report
+    drawn_before = {int(f): (layers / f"{int(f):06d}.png").read_bytes() for f in before.frames}
     q_before = json.loads((root / "fit" / "quality.json").read_text())
     flagged = [f for f, b in zip(q_before["frames"], q_before["flag"]) if b]
     assert flagged == [BAD_FRAME], q_before
@@ -103,8 +107,15 @@ def test_refit_flagged_fixes_the_bad_frame_and_leaves_the_others_bit_for_bit(fit
     assert rec["runs"][0]["energy_after"] < rec["runs"][0]["energy_before"]
     info = json.loads((root / "fit" / "info.json").read_text())
     assert info["refits"][-1]["frames"] == [BAD_FRAME] and "--refit" in info["refits"][-1]["command"]
-    # the report shows the frame before and after
+    # the re-fit redrew its frame's layers only
+    for f, png in drawn_before.items():
+        assert ((layers / f"{f:06d}.png").read_bytes() == png) == (f != BAD_FRAME), f
+    # the report shows the frame before and after, drawing only its state before
+    drawn = []
+    draw = panels._frame_layers
+    monkeypatch.setattr(panels, "_frame_layers", lambda s, frame, *a: drawn.append(frame) or draw(s, frame, *a))
     r = invoke("report", root)
+    assert drawn == [BAD_FRAME]
     assert r.exit_code == 0, r.output
     html = (root / "report" / "index.html").read_text()
     assert 'id="refitted"' in html and f'data-frame="{BAD_FRAME}"' in html

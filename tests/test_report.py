@@ -96,6 +96,53 @@ def test_report_opens_in_chromium_with_every_image_and_the_fits_flags(seq, tmp_p
     assert f'id="f{BAD_FRAME:06d}"' in dom  # the table's links point at the frame's images
 
 
+def test_report_takes_the_fits_drawings_and_draws_what_changed_since(seq, tmp_path, monkeypatch):
+    """The fit keeps its poses' layers (``fit/layers/``); the report takes them as they are and
+    draws only the frames whose pose or observations changed after the fit."""
+    import os
+
+    import numpy as np
+
+    from hoannot.report import panels
+
+    root = tmp_path / "seq"
+    shutil.copytree(seq, root, ignore=lambda d, e: [x for x in e if Path(d) == seq and x == "report"])
+    kept = root / "fit" / "layers"
+    index = json.loads((kept / "index.json").read_text())
+    assert sorted(int(f) for f in index["frames"]) == [0, 1, 2]
+    drawn = []
+    draw = panels._frame_layers
+    monkeypatch.setattr(panels, "_frame_layers", lambda s, frame, *a: drawn.append(frame) or draw(s, frame, *a))
+
+    assert invoke("report", root).exit_code == 0
+    assert drawn == []
+    assert "3 frame(s) as the fit drew them (fit/layers/), 0 frame(s) drawn" in (root / "report" / "index.html").read_text()
+    for f in range(3):
+        assert (root / "report" / "layers" / f"{f:06d}.png").read_bytes() == (kept / f"{f:06d}.png").read_bytes()
+
+    poses = HandObjectPoses.load(root / "fit" / "poses.npz")
+    poses.obj_transl[2] += np.float32(0.01)  # frame 2's object moved 1 cm
+    poses.save(root / "fit" / "poses.npz")
+    depth = root / "depth" / "cam1" / "000000.png"  # frame 0's depth replaced (here: only touched)
+    st = os.stat(depth)
+    os.utime(depth, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert invoke("report", root).exit_code == 0
+    assert sorted(drawn) == [0, 2]
+    assert "1 frame(s) as the fit drew them (fit/layers/), 2 frame(s) drawn" in (root / "report" / "index.html").read_text()
+    new = {f: (root / "report" / "layers" / f"{f:06d}.png").read_bytes() for f in range(3)}
+    assert new[1] == (kept / "000001.png").read_bytes() and new[2] != (kept / "000002.png").read_bytes()
+    # the redrawn frame is what a report drawing everything draws
+    from hoannot.report.build import fit_config, load_stage
+    from hoannot.datasets.loaders import load_hand_model, load_sequence_object
+
+    s, p, frames = load_stage(root, "fit")
+    cfg = fit_config(s)[0]
+    fresh = tmp_path / "fresh"
+    panels.render_panels(s, p, load_hand_model(s), load_sequence_object(s, None, cfg.object_max_faces), fresh, frames,
+                         cfg.segmentation, progress=False)  # fmt: skip
+    assert (fresh / "layers" / "000002.png").read_bytes() == new[2]
+
+
 def test_report_of_init_poses_builds(seq):
     r = invoke("report", seq, "--stage", "init")
     assert r.exit_code == 0, r.output
@@ -142,7 +189,7 @@ def _placed_layer(html: str, report: Path, anchor: str, panel: int, size: tuple[
 def _shown_panel(html: str, report: Path, anchor: str, panel: int, rgb):
     """Panel ``panel`` of view ``anchor`` as the page composites it over ``rgb`` (H, W, 3) uint8
     (a panel of the image's own size)."""
-    from hoannot.report.build import composite
+    from hoannot.report.panels import composite
 
     placed = _placed_layer(html, report, anchor, panel, rgb.shape[:2])
     if placed is None:
@@ -165,7 +212,7 @@ def test_panels_narrower_than_the_camera_lie_on_its_image(seq, tmp_path):
     from hoannot.datasets.sequence import open_sequence
     from hoannot.renderers.cameras import ViewCameras
     from hoannot.renderers.renderer import HandObjectRenderer
-    from hoannot.report.build import PANELS, posed_meshes, render_size
+    from hoannot.report.panels import PANELS, posed_meshes, render_size
 
     root = tmp_path / "seq"
     shutil.copytree(seq, root, ignore=lambda d, e: [x for x in e if Path(d) == seq and x == "report"])
@@ -204,7 +251,7 @@ def test_overlay_is_the_fits_renderer_drawn_over_the_image(seq):
     from hoannot.renderers.cameras import ViewCameras
     from hoannot.renderers.raycast import PixelRays
     from hoannot.renderers.renderer import HandObjectRenderer
-    from hoannot.report.build import PANELS, panel_intrinsics, posed_meshes, render_size, render_views
+    from hoannot.report.panels import PANELS, panel_intrinsics, posed_meshes, render_size, render_views
 
     r = invoke("report", seq)
     assert r.exit_code == 0, r.output

@@ -7,7 +7,10 @@
                             in its sequence folder
     layers/<frame:06d>.png  the frame's drawings, one 8-bit palette PNG with transparency:
                             per camera, the box around what is rendered or observed, one
-                            layer per panel; the page cuts each out and lays it over the image
+                            layer per panel; the page cuts each out and lays it over the image.
+                            For a fit: hard links to ``fit/layers/`` (the fit's last step draws
+                            them, :func:`hoannot.pipeline.keep_layers`) for every frame whose
+                            pose and observations are unchanged since; the others drawn here
     before/                 the same for the frames of the last re-fit, before it
 
 Panels: ``overlay`` (the posed hand and object meshes, shaded, over the RGB image),

@@ -15,7 +15,7 @@ time slider. Entity paths (world frame = the sequence's, metres)::
     world/hand, world/object          Mesh3D: triangle indices and colour static, vertex
                                       positions and normals (world frame) per frame
 
-The meshes are posed with the report's own code (:func:`hoannot.report.build.posed_meshes`,
+The meshes are posed with the report's own code (:func:`hoannot.report.panels.posed_meshes`,
 the fit's :class:`~hoannot.fitting.parameters.PoseParameters`) from the same poses, hand
 model and (decimated) object mesh as the fit. Lens distortion is not modelled (``Pinhole``
 is ideal; the images are shown as stored).
@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from hoannot.io import InputError
-from hoannot.report.build import HAND_RGB, OBJECT_RGB, fit_config, load_stage, posed_meshes
+from hoannot.report.build import fit_config, load_stage
+from hoannot.report.panels import HAND_RGB, OBJECT_RGB, posed_meshes
 
 TIMELINE = "frame"
 MAX_POINTS_PER_VIEW = 5_000  # back-projected depth points logged per camera and frame, at most (16 B each)
