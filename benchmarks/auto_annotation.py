@@ -227,11 +227,12 @@ def markdown(res: dict) -> str:
         lines += ["", f"## `{v0}`: which grasp search the estimated hand error chose", "",
                   "Each 2D-joint weight's search winner is scored by the fit's quality pass without ground truth "
                   "(mean estimated hand MPJPE over the frames); the lowest is kept. Held-out captures "
-                  f"({', '.join(HELD_OUT)}) were added after this rule was chosen.", "",
+                  f"({', '.join(HELD_OUT)}, and the `VALIDATION` captures {', '.join(VALIDATION)}) were added after "
+                  "this rule was chosen.", "",
                   "| capture | held out | estimate per weight | chosen |", "|---|---|---|---|"]  # fmt: skip
         for name, ch in chosen:
             if ch:
-                lines.append(f"| {name} | {'yes' if name in HELD_OUT else ''} | {ch[1]} | {ch[0]} |")
+                lines.append(f"| {name} | {'yes' if name in HELD_OUT or name in VALIDATION else ''} | {ch[1]} | {ch[0]} |")
     lines += selection_after_fit(res)
     lines += ["", "## Ablation: fitted hand MPJPE / object ADD (mm) per capture and route", ""]
     names = list(res["variants"])
