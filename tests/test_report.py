@@ -138,9 +138,13 @@ def test_report_takes_the_fits_drawings_and_draws_what_changed_since(seq, tmp_pa
     s, p, frames = load_stage(root, "fit")
     cfg = fit_config(s)[0]
     fresh = tmp_path / "fresh"
-    panels.render_panels(s, p, load_hand_model(s), load_sequence_object(s, None, cfg.object_max_faces), fresh, frames,
-                         cfg.segmentation, progress=False)  # fmt: skip
+    hand_model, obj = load_hand_model(s), load_sequence_object(s, None, cfg.object_max_faces)
+    panels.render_panels(s, p, hand_model, obj, fresh, frames, cfg.segmentation, progress=False)
     assert (fresh / "layers" / "000002.png").read_bytes() == new[2]
+    # the shape is the sequence's: other betas, every frame's key changes
+    keys = panels.layer_keys(s, p, frames, hand_model, obj, cfg.segmentation, 320)
+    p.betas[3] += np.float32(0.5)
+    assert all(k != keys[f] for f, k in panels.layer_keys(s, p, frames, hand_model, obj, cfg.segmentation, 320).items())
 
 
 def test_report_of_init_poses_builds(seq):

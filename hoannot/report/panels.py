@@ -387,8 +387,9 @@ def layer_keys(seq: Sequence, poses: HandObjectPoses, frames: list[int], hand_mo
                segmentation: str, width: int) -> dict[int, str]:
     """Per frame, a digest of everything its layers are drawn from: ``LAYERS_VERSION``, the
     panel width, the cameras (intrinsics, extrinsics, size, depth scale), the hand model (kind,
-    file, size and time of the file), the decimated object mesh, the frame's pose parameters,
-    and the size and modification time of each camera's depth and observed-label files.
+    file, size and time of the file), the decimated object mesh, the sequence's ``betas``, the
+    frame's pose parameters, and the size and modification time of each camera's depth and
+    observed-label files.
 
     Args:
         poses: world-frame poses holding ``frames``.
@@ -409,8 +410,9 @@ def layer_keys(seq: Sequence, poses: HandObjectPoses, frames: list[int], hand_mo
     }, sort_keys=True).encode())  # fmt: skip
     h.update(obj.verts.detach().cpu().numpy().astype(np.float32).tobytes())
     h.update(obj.faces.detach().cpu().numpy().astype(np.int64).tobytes())
+    h.update(np.ascontiguousarray(poses.betas, np.float64).tobytes())  # (B,): the sequence's shape
     arrays = [np.ascontiguousarray(getattr(poses, k), np.float64)
-              for k in ("global_orient", "hand_pose", "betas", "transl", "obj_rot", "obj_transl")]  # fmt: skip
+              for k in ("global_orient", "hand_pose", "transl", "obj_rot", "obj_transl")]  # (F, .) each
     row = {int(f): i for i, f in enumerate(poses.frames)}
     files = [_view_files(str(seq.root), c.name, segmentation) for c in seq.cameras]
     keys = {}
