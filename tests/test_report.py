@@ -147,6 +147,24 @@ def test_report_takes_the_fits_drawings_and_draws_what_changed_since(seq, tmp_pa
     assert all(k != keys[f] for f, k in panels.layer_keys(s, p, frames, hand_model, obj, cfg.segmentation, 320).items())
 
 
+def test_the_fits_layer_step_warns_on_a_bad_image_and_loses_nothing(seq, tmp_path):
+    from hoannot.datasets.loaders import load_hand_model, load_sequence_object
+    from hoannot.datasets.sequence import open_sequence
+    from hoannot.pipeline import keep_layers
+    from hoannot.report.build import fit_config
+
+    root = tmp_path / "seq"
+    shutil.copytree(seq, root, ignore=lambda d, e: [x for x in e if Path(d) == seq and x == "report"])
+    shutil.rmtree(root / "fit" / "layers")
+    (root / "depth" / "cam0" / "000001.png").write_bytes(b"not a png")
+    s = open_sequence(root)
+    cfg = fit_config(s)[0]
+    fit_files = {p: p.read_bytes() for p in (root / "fit").iterdir() if p.is_file()}
+    with pytest.warns(UserWarning, match=r"depth/cam0/000001.png: unreadable image"):
+        assert keep_layers(s, load_hand_model(s), load_sequence_object(s, None, cfg.object_max_faces), cfg, False) is None
+    assert {p: p.read_bytes() for p in (root / "fit").iterdir() if p.is_file()} == fit_files
+
+
 def test_report_of_init_poses_builds(seq):
     r = invoke("report", seq, "--stage", "init")
     assert r.exit_code == 0, r.output
