@@ -258,7 +258,17 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print, do not write benchmarks/results")
     ap.add_argument("--out", default="auto_annotation", help="results name (benchmarks/results/NAME.json and .md)")
     ap.add_argument("--markdown", action="store_true", help="only rewrite benchmarks/results/OUT.md from OUT.json")
+    ap.add_argument("--one", metavar="NAME", help="only run capture NAME's first --variants (default: the default "
+                    "path) into --run-dir, uncached, and print its result as one JSON line (train_kp.py --score)")
+    ap.add_argument("--run-dir", type=Path, help="with --one: the run's folder (replaced)")
     a = ap.parse_args()
+    if a.one:
+        if a.one not in ALL_CAPTURES or a.run_dir is None:
+            sys.exit(f"--one {a.one}: needs a known capture ({', '.join(ALL_CAPTURES)}) and --run-dir")
+        torch.set_num_threads(a.threads)
+        variant = (a.variants or list(VARIANTS))[0]
+        print(json.dumps(run_one(make_capture(Path(a.work), a.one), a.run_dir, VARIANTS[variant])))
+        return
     if a.markdown:
         res = json.loads((Path(__file__).parent / "results" / f"{a.out}.json").read_text())
         (Path(__file__).parent / "results" / f"{a.out}.md").write_text(markdown(res))

@@ -92,6 +92,29 @@ def auto_annotation(r: dict) -> list[Row]:
              "ratio <= 1.2 (1.3) on every capture")]  # fmt: skip
 
 
+def auto_annotation_validation(r: dict) -> list[Row]:
+    (name, res, target), = auto_annotation(r)
+    caps = [c for c in r["captures"] if all("fit_hand_mpjpe_mm" in c["variants"].get(v, {})
+                                            for v in ("auto_no_joints", "auto_search_joints"))]  # fmt: skip
+    kept = sum(c["auto"]["fit_hand_mpjpe_mm"] == min(c["variants"][v]["fit_hand_mpjpe_mm"]
+                                                     for v in ("auto_no_joints", "auto_search_joints")) for c in caps)  # fmt: skip
+    name = name.replace("`auto_annotation.py` (", "`auto_annotation.py --only VALIDATION` (held out from every rule: ")
+    return [(name, res + f"; the default's choice between the two searches kept the better one on {kept} of {len(caps)}",
+             target)]  # fmt: skip
+
+
+def auto_fit_lr(r: dict) -> list[Row]:
+    caps = r["captures"]
+    mm = lambda c, s, v: f"{c[s][v]['fit_hand_mpjpe_mm']:.1f}"  # noqa: E731
+    return [(f"`auto_fit_lr.py` ({len(caps)} captures): a faster (lr_pose 0.02) or longer (300 iterations) finger "
+             "articulation for automatic starts",
+             "fitted hand MPJPE, automatic start default / lr 0.02 / 300 it: " + ", ".join(
+                 f"{c['name']} {mm(c, 'auto', 'default')} / {mm(c, 'auto', 'lr_pose_0.02')} / "
+                 f"{mm(c, 'auto', 'iterations_300')}" for c in caps) + "; ground-truth start default / lr 0.02: " +
+             ", ".join(f"{c['name']} {mm(c, 'gt_start', 'default')} / {mm(c, 'gt_start', 'lr_pose_0.02')}" for c in caps)
+             + " mm", "diagnosis (issue 19)")]  # fmt: skip
+
+
 def grasp_search(r: dict) -> list[Row]:
     caps = r["captures"]
     v = "default"
@@ -250,6 +273,7 @@ def train_kp(r: dict) -> list[Row]:
 #: results file (stem) -> its rows, in the order of the table
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
+    "auto_annotation_validation": auto_annotation_validation, "auto_fit_lr": auto_fit_lr,
     "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "auto_diagnosis": auto_diagnosis, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "train_kp": train_kp, "real_photo": real_photo, "baselines": baselines,
     "render": render, "fit": fit, "scale": scale, "qa": qa, "report_speed": report_speed,
 }  # fmt: skip

@@ -140,12 +140,9 @@ def _fit_one(weights: Path, capture: str, work: Path) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     for src, dst in ((weights, "keypoints.pt"), (weights.with_name(weights.name + ".json"), "keypoints.pt.json")):
         (home / dst).write_bytes(src.read_bytes())
-    code = ("import sys, json, torch; torch.set_num_threads(1); sys.path.insert(0, 'benchmarks'); "
-            "from pathlib import Path; import auto_annotation as A; "
-            f"cap = A.make_capture(Path({str(work / 'auto')!r}), {capture!r}); "
-            f"print(json.dumps(A.run_one(cap, Path({str(work / 'runs' / key / capture)!r}), A.VARIANTS['auto'])))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "HOANNOT_CACHE": str(home)},
-                         capture_output=True, text=True)  # fmt: skip
+    cmd = [sys.executable, str(REPO / "benchmarks" / "auto_annotation.py"), "--one", capture, "--variants", "auto",
+           "--work", str(work / "auto"), "--run-dir", str(work / "runs" / key / capture), "--threads", "1"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=REPO, env={**os.environ, "HOANNOT_CACHE": str(home)}, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"train_kp: the fit of {capture} failed:\n{out.stderr[-2000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
