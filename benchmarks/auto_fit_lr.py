@@ -101,7 +101,10 @@ def main() -> None:
                 print(name, start, tag, r, flush=True)
                 entry[start][tag] = r
         caps.append(entry)
-    res = {**stamp(__file__, config_digest=settings_digest(VARIANTS)), "threads": a.threads, "captures": caps}
+    from auto_annotation import data_files  # the ../shared meshes and hand the captures are made from
+
+    res = {**stamp(__file__, config_digest=settings_digest(VARIANTS), data=data_files()), "threads": a.threads,
+           "captures": caps}  # fmt: skip
     md = markdown(res)
     print(md)
     write_result("auto_fit_lr", res, md)
