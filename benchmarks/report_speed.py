@@ -126,6 +126,7 @@ def fit_layer_step(seq: Path) -> dict:
     import shutil
 
     from hoannot.datasets.loaders import load_hand_model, load_sequence_object
+    from hoannot.datasets.poses import HandObjectPoses
     from hoannot.datasets.sequence import open_sequence
     from hoannot.fitting.config import FitConfig
     from hoannot.pipeline import keep_layers
@@ -134,8 +135,9 @@ def fit_layer_step(seq: Path) -> dict:
     cfg = FitConfig()
     hand_model, obj = load_hand_model(s), load_sequence_object(s, None, cfg.object_max_faces)
     shutil.rmtree(seq / "fit" / "layers", ignore_errors=True)
+    poses = HandObjectPoses.load(seq / "fit" / "poses.npz", s.frames)
     t0 = time.perf_counter()
-    drawn = keep_layers(s, hand_model, obj, cfg, progress=False)
+    drawn = keep_layers(s, poses, hand_model, obj, cfg, progress=False)
     seconds = time.perf_counter() - t0
     views = len(s.frames) * len(s.cameras)
     assert drawn == len(s.frames), drawn

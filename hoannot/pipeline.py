@@ -280,21 +280,27 @@ def run_fit(
                 "config": cfg.model_dump(), "seconds": time.perf_counter() - t0, "hand_model": hand_model.name,
                 "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic, **extra})  # fmt: skip
             shutil.rmtree(seq.root / "fit" / "refit", ignore_errors=True)  # an earlier re-fit's before state is stale now
-            keep_layers(seq, hand_model, obj, cfg, progress)
+            keep_layers(seq, result.poses, hand_model, obj, cfg, progress)
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
     return result
 
 
-def keep_layers(seq, hand_model, obj, cfg: FitConfig, progress: bool = True) -> int | None:
-    """The fit's last step: draw the report's layers of ``fit/poses.npz`` into ``fit/layers/``
-    (:func:`hoannot.report.panels.update_layers`; only frames whose poses or observations
-    changed since they were drawn), so ``hoannot report`` of a fit draws nothing.
+def keep_layers(seq: Sequence, poses: HandObjectPoses, hand_model, obj: ObjectModel, cfg: FitConfig,
+                progress: bool = True) -> int | None:
+    """The fit's last step: draw the report's layers of the poses it just saved into
+    ``fit/layers/`` (:func:`hoannot.report.panels.update_layers`; only frames whose poses or
+    observations changed since they were drawn), so ``hoannot report`` of a fit draws nothing.
 
     The fit is already saved: a failure here loses nothing and is a warning (the report
     then draws the frames itself and names the unreadable file).
 
+    Args:
+        poses: the world-frame poses written to ``fit/poses.npz`` (all frames).
+        hand_model, obj: the fit's models (:class:`hoannot.models.hand.HandModel`, the object
+            decimated to ``cfg.object_max_faces``).
+        cfg: the fit's settings (observed labels, device).
     Returns:
         the number of frames drawn, or None on a failure.
     """
@@ -304,7 +310,6 @@ def keep_layers(seq, hand_model, obj, cfg: FitConfig, progress: bool = True) -> 
 
     fit_dir = seq.root / "fit"
     try:
-        poses = HandObjectPoses.load(fit_dir / "poses.npz", seq.frames)
         return update_layers(seq, fit_dir, poses, hand_model, obj, cfg.segmentation, device=cfg.device, progress=progress)
     except (InputError, OSError) as e:
         warnings.warn(f"{fit_dir / 'layers'}: the report's pictures were not drawn ({e}); `hoannot report` draws them",
@@ -437,7 +442,7 @@ def run_refit(
                 fit_dir / "refit" / "before_quality.json": json_bytes(before_q),
                 fit_dir / "refit" / "refit.json": json_bytes(record),
             })  # fmt: skip
-            keep_layers(seq, hand_model, obj, cfg, progress=False)  # draws the re-fitted frames only
+            keep_layers(seq, result.poses, hand_model, obj, cfg, progress=False)  # draws the re-fitted frames only
     finally:
         torch.set_num_threads(saved)
     return result, record

@@ -157,11 +157,13 @@ def test_the_fits_layer_step_warns_on_a_bad_image_and_loses_nothing(seq, tmp_pat
     shutil.copytree(seq, root, ignore=lambda d, e: [x for x in e if Path(d) == seq and x == "report"])
     shutil.rmtree(root / "fit" / "layers")
     (root / "depth" / "cam0" / "000001.png").write_bytes(b"not a png")
-    s = open_sequence(root)
+    s = open_sequence(root)  # not validated: that would stop at the damaged image first
+    poses = HandObjectPoses.load(root / "fit" / "poses.npz", s.frames)
     cfg = fit_config(s)[0]
     fit_files = {p: p.read_bytes() for p in (root / "fit").iterdir() if p.is_file()}
     with pytest.warns(UserWarning, match=r"depth/cam0/000001.png: unreadable image"):
-        assert keep_layers(s, load_hand_model(s), load_sequence_object(s, None, cfg.object_max_faces), cfg, False) is None
+        hand_model, obj = load_hand_model(s), load_sequence_object(s, None, cfg.object_max_faces)
+        assert keep_layers(s, poses, hand_model, obj, cfg, False) is None
     assert {p: p.read_bytes() for p in (root / "fit").iterdir() if p.is_file()} == fit_files
 
 

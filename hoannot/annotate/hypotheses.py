@@ -157,7 +157,8 @@ def estimated_hand_error(seq: Sequence, hand_model: HandModel, obj: ObjectModel,
     Used to choose between whole-sequence starts (the grasp searches with and without the 2D
     joints): on the 10 auto_annotation captures the start with the lower mean estimate was the
     one that fitted better on 8 (2 of the 3 held out); the misses were by 0.4 mm and, on an
-    estimate tie (7.38 vs 7.32 mm), 4.6 mm (``benchmarks/results/auto_annotation.md``). It
+    estimate tie (7.38 vs 7.32 mm), 4.6 mm (``benchmarks/results/auto_annotation.md``); on 6
+    captures held out from the rule, 5 (a miss by 0.3 mm; ``auto_annotation_validation.md``). It
     ranks near-duplicate hypotheses of one search no better than the search's energy does.
 
     Args:

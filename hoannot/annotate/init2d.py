@@ -510,7 +510,8 @@ def initialize_sequence(
             estimated_hand_error`, mean over at most ``SCORE_FRAMES`` evenly spread frames)
             and the lowest is kept: the joints help the search on some captures and hurt it
             on others, and the estimate, which does not read the joints, tells which on 8 of
-            10 (``benchmarks/results/auto_annotation.md``).
+            10 (``benchmarks/results/auto_annotation.md``) and on 5 of 6 captures held out from
+            the rule (``auto_annotation_validation.md``).
     Returns:
         :class:`HandObjectPoses` (world frame), ``source`` = ``"2d-joints+registration"``
         plus the path taken.
