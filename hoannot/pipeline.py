@@ -278,7 +278,8 @@ def run_fit(
                 result = fit_sequence(seq, init, hand_model, obj, cfg, seq.root / "fit", resume=resume, progress=progress)
             save_fit(seq.root / "fit", result, {
                 "config": cfg.model_dump(), "seconds": time.perf_counter() - t0, "hand_model": hand_model.name,
-                "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic, **extra})  # fmt: skip
+                "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic,
+                "finger_search": result.fingers, **extra})  # fmt: skip
             shutil.rmtree(seq.root / "fit" / "refit", ignore_errors=True)  # an earlier re-fit's before state is stale now
             keep_layers(seq, result.poses, hand_model, obj, cfg, progress)
     finally:

@@ -153,7 +153,7 @@ def test_single_camera_schedule_reduces_errors(shared_dir, tmp_path):
     run_init(seq, from_gt=True, seed=0)
     cfg = load_fit_config(None, iterations=20, batch_size=4, overlap=1, crop_size=48, num_points=500,
                           grasp_iterations=30, grasp_frames=3, object_iterations=10)  # fmt: skip
-    assert [s.kind for s in make_plan(cfg, 4, 1)] == ["grasp"] + ["object"] * 4 + ["batch"]
+    assert [s.kind for s in make_plan(cfg, 4, 1)] == ["grasp"] + ["object"] * 4 + ["batch", "fingers", "batch"]
     run_fit(seq, cfg, progress=False)
     run_export(seq, "init")
     run_export(seq, "fit")
@@ -168,10 +168,12 @@ def test_single_camera_schedule_reduces_errors(shared_dir, tmp_path):
 def test_multi_camera_plan_tracks_then_overlapping_batches():
     cfg = load_fit_config(None, track_iterations=5, batch_size=4, overlap=1, iterations=7)
     plan = make_plan(cfg, 7, 3)
-    assert [s.kind for s in plan] == ["track"] * 7 + ["batch"] * 2
-    assert [s.indices for s in plan[7:]] == [(0, 1, 2, 3), (3, 4, 5, 6)]
+    assert [s.kind for s in plan] == ["track"] * 7 + ["batch"] * 2 + ["fingers"] + ["batch"] * 2
+    assert [s.indices for s in plan[7:9]] == [(0, 1, 2, 3), (3, 4, 5, 6)] == [s.indices for s in plan[10:]]
+    assert plan[9].indices == tuple(range(7))  # the finger search may change every frame
     assert plan[7].frozen == 0 and plan[8].frozen == 1  # the overlap frame links the batches
-    assert plan[7].fit_betas and not plan[8].fit_betas  # shape once per sequence
+    assert plan[7].fit_betas and not any(s.fit_betas for s in plan[8:])  # shape once per sequence
+    assert [s.kind for s in make_plan(cfg.model_copy(update={"finger_search": 0}), 7, 3)] == ["track"] * 7 + ["batch"] * 2
     assert not plan[0].init_from_previous and all(s.init_from_previous for s in plan[1:7])
     assert batches(5, 5, 1) == [(0, 5)]
     with pytest.raises(InputError, match="overlap"):

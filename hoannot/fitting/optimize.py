@@ -10,7 +10,8 @@ HOnnotate Sec. 4.2 (multi-camera) and 4.3 (single camera) in three parts, read t
    renderer and the resolved config;
 3. each step (:func:`hoannot.fitting.steps.run_step`: start, free variables, Adam, merge),
    on the observations of its frames only, so memory is bounded by the batch size, not by
-   the sequence length;
+   the sequence length; a ``fingers`` step (:func:`hoannot.fitting.finger_search.finger_step`)
+   reads its frames' observations batch by batch itself;
 
 then the quality pass (:func:`hoannot.fitting.quality.sequence_quality`) on the final poses.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from hoannot.fitting.config import FitConfig
 from hoannot.fitting.objective import Objective
 from hoannot.fitting.quality import frame_quality, merge_quality, sequence_quality
 from hoannot.fitting.schedule import make_plan
+from hoannot.fitting.finger_search import finger_step
 from hoannot.fitting.steps import run_step
 from hoannot.models.hand import HandModel
 from hoannot.models.objects import ObjectModel
@@ -56,10 +58,14 @@ class FitResult:
             absent when the package has no calibration: ``error_est_calibrated`` False),
             ``flag`` bool: the frame looks wrong. A fit stopped early (``stop_after``) has the
             last steps' residuals and hard flags only.
+        fingers: one record per ``fingers`` step run by this call (a resumed fit: those after
+            the checkpoint): ``step`` (1-based) and :func:`hoannot.fitting.finger_search.finger_step`'s
+            record (the moves taken, how many frames took them).
     """
 
     poses: HandObjectPoses
     quality: dict[str, np.ndarray]
+    fingers: list[dict] = field(default_factory=list)
 
 
 def inputs_digest(seq: Sequence, init: HandObjectPoses) -> str:
@@ -146,6 +152,7 @@ def fit_sequence(
     inputs = inputs_digest(seq, current) if ckpt is not None else ""
     quality: dict[str, np.ndarray] = {}
     first = 0
+    fingers: list[dict] = []
     if resume and ckpt is not None and ckpt.is_file():
         current, first, quality = _load_state(ckpt, cfg.digest(), inputs)
     objective = Objective.make(seq, hand_model, obj, cfg)
@@ -163,14 +170,23 @@ def fit_sequence(
             where = f"{step.kind} step {si + 1}, frames {step_frames[0]}-{step_frames[-1]}"
             bar.update(task, description=f"{step.kind} {si + 1}/{len(plan)} frames {step_frames[0]}-{step_frames[-1]}")
             torch.manual_seed(cfg.seed + si)
-            try:
-                obs = objective.observations(seq, step_frames, cfg.seed + si)
-            except InputError:  # bad input (hoannot.datasets.validate): the error line alone, no half bar
-                bar.live.transient = True
-                raise
-            current, params = run_step(step, current, frames, obs, objective, seq.root, where,
-                                       lambda text: bar.update(task, energies=text), lambda: bar.advance(task))  # fmt: skip
-            if last < len(plan) and step.kind != "grasp":
+
+            def load(fr: list[int], seed: int = cfg.seed + si):
+                try:
+                    return objective.observations(seq, fr, seed)
+                except InputError:  # bad input (hoannot.datasets.validate): the error line alone, no half bar
+                    bar.live.transient = True
+                    raise
+
+            show, advance = (lambda text: bar.update(task, energies=text)), (lambda: bar.advance(task))
+            if step.kind == "fingers":  # reads its frames' observations in batches itself
+                current, record = finger_step(step, current, frames, load, objective, show, advance)
+                fingers.append({"step": si + 1, **record})
+                params = None
+            else:
+                obs = load(step_frames)
+                current, params = run_step(step, current, frames, obs, objective, seq.root, where, show, advance)
+            if last < len(plan) and params is not None and step.kind != "grasp":
                 # a fit stopped early returns its last steps' residuals; a finished one gets
                 # its quality from the final pass below, which renders every frame once
                 quality = merge_quality(quality, frame_quality(objective, params, obs), step_frames, frames)
@@ -180,7 +196,7 @@ def fit_sequence(
     current.source = "fit"
     if last == len(plan):  # the whole plan ran: estimate errors on the final poses
         quality = sequence_quality(seq, current, objective)
-    return FitResult(current, quality)
+    return FitResult(current, quality, fingers)
 
 
 def _signal_hook(steps_done: int) -> None:

@@ -19,6 +19,10 @@ Single-camera (Sec. 4.3):
        the line of sight (measured: hand MPJPE 10.1 mm after step 2, 12.0 mm after a
        refinement without it, 9.6 mm with it).
 
+Both schedules then run ``FitConfig.finger_search`` rounds of: a ``fingers`` step (discrete
+moves of one finger at a time, scored by the data energy, :mod:`hoannot.fitting.finger_search`;
+not in HOnnotate) over every frame, and the ``batch`` pass again from its result.
+
 The hand shape ``betas`` is estimated in the first multi-frame step (first ``batch`` step, or
 the ``grasp`` step) and held fixed afterwards. A plan depends only on the config and the
 number of frames and cameras, so a checkpoint can name the next step by its index.
@@ -34,7 +38,7 @@ import numpy as np
 from hoannot.io import InputError
 from hoannot.fitting.config import FitConfig
 
-StepKind = Literal["track", "batch", "grasp", "object"]
+StepKind = Literal["track", "batch", "grasp", "object", "fingers"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Step:
     Attributes:
         kind: what is free (see module docstring).
         indices: positions of its frames in the sequence's frame list (sorted).
-        iterations: Adam iterations.
+        iterations: Adam iterations (``fingers``: the moves it scores).
         frozen: how many leading frames stay fixed (batch overlaps).
         frozen_end: how many trailing frames stay fixed (the neighbours of a re-fitted window,
             :mod:`hoannot.fitting.refit`).
@@ -99,9 +103,14 @@ def make_plan(cfg: FitConfig, num_frames: int, num_cameras: int) -> list[Step]:
         steps.append(Step("grasp", subset, cfg.grasp_iterations, fit_betas=cfg.fit_betas))
         steps += [Step("object", (i,), cfg.object_iterations, init_from_previous=i > 0) for i in range(num_frames)]
     first_batch = True
-    for bi, (start, stop) in enumerate(batches(num_frames, cfg.batch_size, cfg.overlap)):
-        fit_betas = cfg.fit_betas and first_batch and schedule == "multi"
-        steps.append(Step("batch", tuple(range(start, stop)), cfg.iterations,
-                          frozen=min(cfg.overlap, stop - start) if bi > 0 else 0, fit_betas=fit_betas))  # fmt: skip
-        first_batch = False
+    for rnd in range(1 + cfg.finger_search):
+        if rnd > 0:  # a finger search over every frame, then the batch pass again from its result
+            from hoannot.fitting.finger_search import num_moves
+
+            steps.append(Step("fingers", tuple(range(num_frames)), num_moves()))
+        for bi, (start, stop) in enumerate(batches(num_frames, cfg.batch_size, cfg.overlap)):
+            fit_betas = cfg.fit_betas and first_batch and schedule == "multi"
+            steps.append(Step("batch", tuple(range(start, stop)), cfg.iterations,
+                              frozen=min(cfg.overlap, stop - start) if bi > 0 else 0, fit_betas=fit_betas))  # fmt: skip
+            first_batch = False
     return steps

@@ -13,6 +13,10 @@ A step of kind
 - ``object`` (Sec. 4.3 stage 2): frees one frame's object pose, the hand attached to it by the
   grasp; starts from the previous frame's object pose when that has the lower energy;
 
+- ``fingers`` (not in HOnnotate): no Adam; discrete moves of one finger at a time scored by the
+  data energy, run by :func:`hoannot.fitting.finger_search.finger_step` (it reads its
+  observations in batches, so :func:`hoannot.fitting.optimize.fit_sequence` calls it directly);
+
 and any of them may also free the hand shape ``betas`` (``Step.fit_betas``).
 :func:`run_step` runs a step; its parts (:func:`starting_poses`, :func:`free_variables`,
 :func:`minimise`, :func:`apply_step`) are public for the re-fit and the benchmarks.

@@ -1,0 +1,184 @@
+"""Finger search: discrete moves of one finger at a time, scored by the fit's own energy.
+
+Gradient descent on Eq. 3 (HOnnotate) repairs a start's wrist and shape but not a finger that
+starts on the wrong side of a barrier: a pinky held straight where the true one is curled into
+the palm stays straight, although the fit's energy is clearly lower at the true articulation
+(``benchmarks/results/auto_diagnosis.md``: with the true finger angles the same fit ends at the
+floor; the data energy of that fit is lower than the automatic start's fit). A step of
+``kind == "fingers"`` (:mod:`hoannot.fitting.schedule`, after the batch pass) therefore tries
+large moves the optimiser cannot take:
+
+1. **moves** (:data:`MOVES`): for each finger in turn (MANO joint order: index, middle, pinky,
+   ring, thumb), bend its two distal joints together by +-0.5/1/1.5 rad about their flexion
+   axes, its proximal joint by +-0.25/0.5 rad of flexion or +-0.15/0.3 rad of abduction (the
+   open hand's anatomical axes, :func:`hoannot.models.hand.open_hand_axes`);
+2. **score**: each move is applied to every frame of an evenly spaced subset of at most
+   ``FitConfig.finger_frames`` frames (a grasp is mostly one articulation for many frames) and
+   scored by the sum of their weighted data energies (Eq. 3 without E_tc,
+   :meth:`hoannot.fitting.objective.Objective.frame_data_energy`); the lowest sum wins, the
+   current articulation included, so a finger moves only when the energy says so. The fingers
+   are searched one after another, each seeing the moves already taken (greedy coordinate
+   search);
+3. **apply**: the chosen moves are added to the hand pose of every frame, and a frame keeps
+   them only where its own data energy drops (frames whose grasp differs keep theirs);
+   the batch pass that follows (:func:`hoannot.fitting.schedule.make_plan`) re-fits every frame
+   from there.
+
+Measured (``benchmarks/results/finger_search.md``): see the docstring of
+:attr:`hoannot.fitting.config.FitConfig.finger_search`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from hoannot.datasets.poses import HandObjectPoses
+from hoannot.fitting.objective import Objective
+from hoannot.fitting.observations import Observations
+from hoannot.fitting.schedule import Step
+
+#: MANO joint positions (of the 15 in ``hand_pose``) of each finger: proximal, middle, distal
+FINGERS: dict[str, tuple[int, int, int]] = {
+    "index": (0, 1, 2), "middle": (3, 4, 5), "pinky": (6, 7, 8), "ring": (9, 10, 11), "thumb": (12, 13, 14)}  # fmt: skip
+#: (name, joints of the finger moved (positions in FINGERS' triple), axis: 0 flexion / 1 abduction,
+#: angles in radians) of the moves tried on each finger
+MOVES: tuple[tuple[str, tuple[int, ...], int, tuple[float, ...]], ...] = (
+    ("distal flexion", (1, 2), 0, (-1.5, -1.0, -0.5, 0.5, 1.0, 1.5)),
+    ("proximal flexion", (0,), 0, (-0.5, -0.25, 0.25, 0.5)),
+    ("proximal abduction", (0,), 1, (-0.3, -0.15, 0.15, 0.3)),
+)
+
+
+def num_moves() -> int:
+    """How many moves a finger search scores (the ``iterations`` of a ``fingers`` step)."""
+    return len(FINGERS) * sum(len(angles) for *_, angles in MOVES)
+
+
+def move_delta(finger: str, joints: tuple[int, ...], axis: int, angle: float, axes: np.ndarray) -> np.ndarray:
+    """(15, 3) float32 axis-angle increment of one move (added to a (15, 3) ``hand_pose``).
+
+    Args:
+        axes: (15, 3, 3) the joints' anatomical axes (:func:`hoannot.models.hand.open_hand_axes`).
+    """
+    d = np.zeros((15, 3), np.float32)
+    for k in joints:
+        j = FINGERS[finger][k]
+        d[j] = angle * axes[j, axis]
+    return d
+
+
+def _with_delta(poses: HandObjectPoses, delta: np.ndarray, where: np.ndarray | None = None) -> HandObjectPoses:
+    """A copy of ``poses`` with ``delta`` (15, 3) added to the hand pose of every frame (or of
+    the frames where ``where`` (B,) bool is true)."""
+    out = poses.select(poses.frames)
+    hp = out.hand_pose.reshape(len(out), 15, 3)
+    mask = np.ones(len(out), bool) if where is None else where
+    hp[mask] += delta
+    out.hand_pose = hp.reshape(len(out), 45).astype(np.float32)
+    return out
+
+
+def data_energy(objective: Objective, poses: HandObjectPoses, obs: Observations) -> np.ndarray:
+    """(B,) float64 weighted data energy of each frame of ``poses`` (HOnnotate Eq. 3 without
+    E_tc) on ``obs`` (the same frames, same order); no gradients."""
+    from hoannot.fitting.steps import free_variables
+
+    params, _ = free_variables(Step("batch", tuple(range(len(poses))), 0), poses, objective)
+    return objective.frame_data_energy(params, obs).cpu().numpy().astype(np.float64)
+
+
+def search_fingers(
+    objective: Objective,
+    poses: HandObjectPoses,
+    obs: Observations,
+    on_move: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, list[dict]]:
+    """Greedy search of one shared articulation change on some frames (module docstring, 1-2).
+
+    Args:
+        objective: the fit's objective.
+        poses: world-frame poses of the scored frames (B of them).
+        obs: their observations (same order).
+        on_move: called after each scored move (progress).
+    Returns:
+        (delta, taken): (15, 3) float32 axis-angle increment to add to every frame's
+        ``hand_pose`` (zeros when nothing helps), and one dict per finger that moved:
+        ``finger``, ``move``, ``angle_rad``, ``energy_before``, ``energy_after`` (sums over the
+        B frames).
+    """
+    from hoannot.models.hand import open_hand_axes
+
+    axes = open_hand_axes().astype(np.float32)
+    delta = np.zeros((15, 3), np.float32)
+    current = data_energy(objective, poses, obs).sum()
+    taken: list[dict] = []
+    for finger in FINGERS:
+        best = (current, None, None)
+        for name, joints, axis, angles in MOVES:
+            for angle in angles:
+                d = delta + move_delta(finger, joints, axis, angle, axes)
+                e = data_energy(objective, _with_delta(poses, d), obs).sum()
+                if np.isfinite(e) and e < best[0]:
+                    best = (e, d, (name, angle))
+                if on_move is not None:
+                    on_move()
+        if best[1] is not None:
+            taken.append({"finger": finger, "move": best[2][0], "angle_rad": best[2][1],
+                          "energy_before": round(float(current), 6), "energy_after": round(float(best[0]), 6)})  # fmt: skip
+            delta, current = best[1], best[0]
+    return delta, taken
+
+
+def finger_step(
+    step: Step,
+    current: HandObjectPoses,
+    frames: list[int],
+    load_obs: Callable[[list[int]], Observations],
+    objective: Objective,
+    on_check: Callable[[str], None] | None = None,
+    on_iteration: Callable[[], None] | None = None,
+) -> tuple[HandObjectPoses, dict]:
+    """A ``fingers`` step: search on a subset of the step's frames, then apply frame by frame
+    (module docstring, 1-3).
+
+    Args:
+        step: the step; its ``indices`` are the frames the moves may be applied to.
+        current: world-frame poses of every frame of the sequence (positions as in ``frames``).
+        frames: the sequence's frame ids.
+        load_obs: observations of a list of frame ids (loaded in batches of
+            ``FitConfig.batch_size`` frames, so a long sequence is never held at once).
+        on_check: called with a one-line summary (progress text).
+        on_iteration: called after each scored move.
+    Returns:
+        (poses, record): every frame's poses (the hand poses of the frames that took the moves
+        changed, everything else bit for bit ``current``), and ``{"moves": [...]`` (as
+        :func:`search_fingers`), ``"frames_changed": n, "frames": n}``.
+    Raises:
+        InputError: as ``load_obs``.
+    """
+    cfg = objective.cfg
+    idx = list(step.indices)
+    k = min(cfg.finger_frames, len(idx))
+    subset = [frames[idx[int(i)]] for i in np.unique(np.linspace(0, len(idx) - 1, k).round().astype(int))]
+    delta, taken = search_fingers(objective, current.select(subset), load_obs(subset), on_iteration)
+    record = {"moves": taken, "frames_changed": 0, "frames": len(idx)}
+    if not taken:
+        return current, record
+    out = current.select(frames)
+    out.source = current.source
+    for a in range(0, len(idx), cfg.batch_size):
+        chunk = [frames[i] for i in idx[a : a + cfg.batch_size]]
+        before = current.select(chunk)
+        obs = load_obs(chunk)
+        keep = data_energy(objective, _with_delta(before, delta), obs) < data_energy(objective, before, obs)
+        hp = out.hand_pose.reshape(len(out), 15, 3)
+        pos = np.array(idx[a : a + cfg.batch_size])[keep]
+        hp[pos] += delta
+        out.hand_pose = hp.reshape(len(out), 45).astype(np.float32)
+        record["frames_changed"] += int(keep.sum())
+    if on_check is not None:
+        on_check(", ".join(f"{m['finger']} {m['move']} {m['angle_rad']:+g}" for m in taken)
+                 + f" ({record['frames_changed']}/{len(idx)} frames)")  # fmt: skip
+    return out, record
