@@ -180,6 +180,7 @@ def fit(
     crop_size: Optional[int] = _config_option(FitConfig, "crop_size"),
     schedule: Optional[str] = _config_option(FitConfig, "schedule"),
     track_iterations: Optional[int] = _config_option(FitConfig, "track_iterations"),
+    finger_search: Optional[int] = _config_option(FitConfig, "finger_search"),
     keypoints: Optional[str] = _config_option(FitConfig, "keypoints"),
     device: Optional[str] = _config_option(FitConfig, "device"),
     weight: list[str] = typer.Option([], "--weight", help="Energy weight, e.g. --weight mask=20 (repeatable)."),
@@ -217,12 +218,13 @@ def fit(
                 raise InputError("--refit and --chunk-frames: pick one")
             _refit(seq, refit, config, resume, deterministic, weights,
                    dict(iterations=iterations, batch_size=batch_size, crop_size=crop_size, schedule=schedule,
-                        track_iterations=track_iterations, keypoints=keypoints, device=device),
+                        track_iterations=track_iterations, finger_search=finger_search, keypoints=keypoints,
+                        device=device),
                    mano_model_path, ycb_dir, threads)  # fmt: skip
             return
         cfg = load_fit_config(config, iterations=iterations, batch_size=batch_size, crop_size=crop_size,
-                              schedule=schedule, track_iterations=track_iterations, keypoints=keypoints,
-                              device=device, weights=weights or None)  # fmt: skip
+                              schedule=schedule, track_iterations=track_iterations, finger_search=finger_search,
+                              keypoints=keypoints, device=device, weights=weights or None)  # fmt: skip
         result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir, threads=threads, deterministic=deterministic,
                          chunk_frames=chunk_frames, workers=workers)  # fmt: skip
     except InputError as e:

@@ -93,8 +93,9 @@ def fit_energy(result: FitResult, cfg: FitConfig) -> float:
 
 def short_fit_config(cfg: FitConfig, iterations: int = SHORT_ITERATIONS) -> FitConfig:
     """``cfg`` with ``iterations`` Adam iterations per step (and per tracking, grasp and object
-    step where those are not 0): the fit's schedule and energies, briefly."""
-    short = {"iterations": iterations}
+    step where those are not 0) and no finger search (the full fit of the chosen start has
+    it): the fit's schedule and energies, briefly."""
+    short = {"iterations": iterations, "finger_search": 0}
     for name in ("track_iterations", "grasp_iterations", "object_iterations"):
         if getattr(cfg, name) > 0:
             short[name] = iterations

@@ -74,7 +74,7 @@ class FitConfig(BaseModel):
     # finger search (hoannot.fitting.finger_search): moves of one finger at a time that gradient
     # descent cannot take (a straight finger to a curled one), scored by the data energy, then
     # the batch pass again. Measured on 16 captures x 2 starts in benchmarks/results/finger_search.md.
-    finger_search: int = Field(1, ge=0, description="rounds of finger search + another batch pass after the batch pass (0: off)")
+    finger_search: int = Field(1, ge=0, description="rounds of finger search after the batch pass, each followed by another batch pass when a finger moved (0: off)")
     finger_frames: int = Field(8, ge=1, description="frames (evenly spaced) on which the finger search scores its moves")
     batch_size: int = Field(20, ge=1, description="frames optimised jointly in a batch")
     overlap: int = Field(2, ge=0, description="frames shared by consecutive batches (held fixed in the later one)")

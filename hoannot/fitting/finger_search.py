@@ -22,7 +22,9 @@ large moves the optimiser cannot take:
 3. **apply**: the chosen moves are added to the hand pose of every frame, and a frame keeps
    them only where its own data energy drops (frames whose grasp differs keep theirs);
    the batch pass that follows (:func:`hoannot.fitting.schedule.make_plan`) re-fits every frame
-   from there.
+   from there. When no finger moved, the fit skips that pass
+   (:func:`hoannot.fitting.optimize.fit_sequence`): the labels are then those of a fit without
+   the search.
 
 Measured (``benchmarks/results/finger_search.md``): see the docstring of
 :attr:`hoannot.fitting.config.FitConfig.finger_search`.

@@ -164,8 +164,9 @@ def fit_sequence(
             TextColumn("{task.fields[energies]}")]  # fmt: skip
     with Progress(*cols, disable=not progress, transient=False) as bar:
         task = bar.add_task("fit", total=sum(s.iterations for s in plan[first:]), energies="")
-        for si in range(first, last):
-            step = plan[si]
+        si = first
+        while si < last:
+            step, following = plan[si], si + 1
             step_frames = [frames[i] for i in step.indices]
             where = f"{step.kind} step {si + 1}, frames {step_frames[0]}-{step_frames[-1]}"
             bar.update(task, description=f"{step.kind} {si + 1}/{len(plan)} frames {step_frames[0]}-{step_frames[-1]}")
@@ -183,6 +184,9 @@ def fit_sequence(
                 current, record = finger_step(step, current, frames, load, objective, show, advance)
                 fingers.append({"step": si + 1, **record})
                 params = None
+                if not record["moves"]:  # nothing moved: the batch pass after it would only add iterations
+                    following = next((k for k in range(si + 1, len(plan)) if plan[k].kind == "fingers"), len(plan))
+                    bar.advance(task, sum(s.iterations for s in plan[si + 1 : following]))
             else:
                 obs = load(step_frames)
                 current, params = run_step(step, current, frames, obs, objective, seq.root, where, show, advance)
@@ -191,10 +195,11 @@ def fit_sequence(
                 # its quality from the final pass below, which renders every frame once
                 quality = merge_quality(quality, frame_quality(objective, params, obs), step_frames, frames)
             if ckpt is not None:
-                _save_state(ckpt, current, si + 1, quality, cfg.digest(), inputs)
+                _save_state(ckpt, current, following, quality, cfg.digest(), inputs)
             _signal_hook(si + 1)
+            si = following
     current.source = "fit"
-    if last == len(plan):  # the whole plan ran: estimate errors on the final poses
+    if si >= len(plan):  # the whole plan ran: estimate errors on the final poses
         quality = sequence_quality(seq, current, objective)
     return FitResult(current, quality, fingers)
 

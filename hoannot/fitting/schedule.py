@@ -21,7 +21,8 @@ Single-camera (Sec. 4.3):
 
 Both schedules then run ``FitConfig.finger_search`` rounds of: a ``fingers`` step (discrete
 moves of one finger at a time, scored by the data energy, :mod:`hoannot.fitting.finger_search`;
-not in HOnnotate) over every frame, and the ``batch`` pass again from its result.
+not in HOnnotate) over every frame, and the ``batch`` pass again from its result (skipped by
+:func:`hoannot.fitting.optimize.fit_sequence` when no finger moved).
 
 The hand shape ``betas`` is estimated in the first multi-frame step (first ``batch`` step, or
 the ``grasp`` step) and held fixed afterwards. A plan depends only on the config and the
