@@ -53,6 +53,9 @@ def test_finger_search_straightens_a_finger_bent_by_a_radian(shared_dir, tmp_pat
     assert index and index[0]["move"] == "distal flexion" and index[0]["angle_rad"] < 0, record
     assert after < 0.5 * before, (before, after, record)
     assert record["frames_changed"] == len(frames)
-    # only hand poses change; the other fingers of a frame move only where the energy said so
+    # only hand poses change, and every move taken lowered the summed data energy, each from
+    # where the move before it left it
     assert np.array_equal(out.obj_rot, bent.obj_rot) and np.array_equal(out.transl, bent.transl)
-    assert set(FINGERS) >= {m["finger"] for m in record["moves"]}
+    assert all(m["energy_after"] < m["energy_before"] for m in record["moves"])
+    assert all(a["energy_after"] == b["energy_before"] for a, b in zip(record["moves"], record["moves"][1:]))
+    assert [m["finger"] for m in record["moves"]] == [f for f in FINGERS if f in {m["finger"] for m in record["moves"]}]

@@ -15,7 +15,7 @@ large moves the optimiser cannot take:
 2. **score**: each move is applied to every frame of an evenly spaced subset of at most
    ``FitConfig.finger_frames`` frames (a grasp is mostly one articulation for many frames) and
    scored by the sum of their weighted data energies (Eq. 3 without E_tc,
-   :meth:`hoannot.fitting.objective.Objective.frame_data_energy`); the lowest sum wins, the
+   :func:`hoannot.fitting.steps.frame_data_energy`); the lowest sum wins, the
    current articulation included, so a finger moves only when the energy says so. The fingers
    are searched one after another, each seeing the moves already taken (greedy coordinate
    search);
@@ -40,6 +40,7 @@ from hoannot.datasets.poses import HandObjectPoses
 from hoannot.fitting.objective import Objective
 from hoannot.fitting.observations import Observations
 from hoannot.fitting.schedule import Step
+from hoannot.fitting.steps import frame_data_energy
 
 #: MANO joint positions (of the 15 in ``hand_pose``) of each finger: proximal, middle, distal
 FINGERS: dict[str, tuple[int, int, int]] = {
@@ -82,15 +83,6 @@ def _with_delta(poses: HandObjectPoses, delta: np.ndarray, where: np.ndarray | N
     return out
 
 
-def data_energy(objective: Objective, poses: HandObjectPoses, obs: Observations) -> np.ndarray:
-    """(B,) float64 weighted data energy of each frame of ``poses`` (HOnnotate Eq. 3 without
-    E_tc) on ``obs`` (the same frames, same order); no gradients."""
-    from hoannot.fitting.steps import free_variables
-
-    params, _ = free_variables(Step("batch", tuple(range(len(poses))), 0), poses, objective)
-    return objective.frame_data_energy(params, obs).cpu().numpy().astype(np.float64)
-
-
 def search_fingers(
     objective: Objective,
     poses: HandObjectPoses,
@@ -114,14 +106,14 @@ def search_fingers(
 
     axes = open_hand_axes().astype(np.float32)
     delta = np.zeros((15, 3), np.float32)
-    current = data_energy(objective, poses, obs).sum()
+    current = frame_data_energy(objective, poses, obs).sum()
     taken: list[dict] = []
     for finger in FINGERS:
         best = (current, None, None)
         for name, joints, axis, angles in MOVES:
             for angle in angles:
                 d = delta + move_delta(finger, joints, axis, angle, axes)
-                e = data_energy(objective, _with_delta(poses, d), obs).sum()
+                e = frame_data_energy(objective, _with_delta(poses, d), obs).sum()
                 if np.isfinite(e) and e < best[0]:
                     best = (e, d, (name, angle))
                 if on_move is not None:
@@ -168,18 +160,15 @@ def finger_step(
     record = {"moves": taken, "frames_changed": 0, "frames": len(idx)}
     if not taken:
         return current, record
-    out = current.select(frames)
-    out.source = current.source
+    keep = np.zeros(len(frames), bool)  # per position in `frames`: the frame takes the moves
     for a in range(0, len(idx), cfg.batch_size):
-        chunk = [frames[i] for i in idx[a : a + cfg.batch_size]]
-        before = current.select(chunk)
-        obs = load_obs(chunk)
-        keep = data_energy(objective, _with_delta(before, delta), obs) < data_energy(objective, before, obs)
-        hp = out.hand_pose.reshape(len(out), 15, 3)
-        pos = np.array(idx[a : a + cfg.batch_size])[keep]
-        hp[pos] += delta
-        out.hand_pose = hp.reshape(len(out), 45).astype(np.float32)
-        record["frames_changed"] += int(keep.sum())
+        pos = idx[a : a + cfg.batch_size]
+        before = current.select([frames[i] for i in pos])
+        obs = load_obs([frames[i] for i in pos])
+        keep[pos] = frame_data_energy(objective, _with_delta(before, delta), obs) < frame_data_energy(objective, before, obs)
+    out = _with_delta(current, delta, keep)
+    out.source = current.source
+    record["frames_changed"] = int(keep.sum())
     if on_check is not None:
         on_check(", ".join(f"{m['finger']} {m['move']} {m['angle_rad']:+g}" for m in taken)
                  + f" ({record['frames_changed']}/{len(idx)} frames)")  # fmt: skip

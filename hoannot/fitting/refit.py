@@ -38,7 +38,7 @@ from hoannot.fitting.config import FitConfig
 from hoannot.fitting.objective import Objective
 from hoannot.fitting.schedule import Step
 from hoannot.fitting.quality import sequence_quality
-from hoannot.fitting.steps import POSE_FIELDS, free_variables, minimise
+from hoannot.fitting.steps import POSE_FIELDS, frame_data_energy, free_variables, minimise
 from hoannot.models.hand import HandModel, change_frame
 from hoannot.models.objects import ObjectModel
 
@@ -177,12 +177,6 @@ class RefitResult:
     runs: list[RefitRun]
 
 
-def _frame_energy(objective: Objective, poses: HandObjectPoses, obs) -> np.ndarray:
-    """(B,) weighted data energy of each frame (Eq. 3 without E_tc), no gradients."""
-    params, _ = free_variables(Step("batch", tuple(range(len(poses))), 0), poses, objective)
-    return objective.frame_data_energy(params, obs).cpu().numpy().astype(np.float64)
-
-
 def _window_energy(objective: Objective, step: Step, poses: HandObjectPoses, obs) -> float:
     return objective.value(free_variables(step, poses, objective)[0], obs)
 
@@ -246,7 +240,7 @@ def refit_frames(
         obs = objective.observations(seq, win_frames, cfg.seed)
         start = out.select(win_frames)  # the window's current poses (earlier runs already merged)
         in_run = list(range(len(left), len(left) + len(run)))
-        e_frames_before = _frame_energy(objective, start, obs)
+        e_frames_before = frame_data_energy(objective, start, obs)
         e_before = _window_energy(objective, step, start, obs)
         starts = ["current"] * len(run)
         best = start
@@ -261,7 +255,7 @@ def refit_frames(
                         carry_over(c, nb, j, objective.hand_model, grasp=how == "grasp")
                     cands[f"{side}-{how}"] = c
             names = list(cands)
-            e = np.stack([_frame_energy(objective, cands[n], obs) for n in names])  # (K, B)
+            e = np.stack([frame_data_energy(objective, cands[n], obs) for n in names])  # (K, B)
             mix = start.select(win_frames)
             for k, j in enumerate(in_run):
                 pick = names[int(np.nanargmin(np.where(np.isfinite(e[:, j]), e[:, j], np.inf)))]
@@ -278,7 +272,7 @@ def refit_frames(
         minimise(params, groups, obs, objective, step.iterations, seq.root, where)
         fitted = params.to_poses(objective.hand_model)
         e_after = objective.value(params, obs)
-        e_frames_after = _frame_energy(objective, fitted, obs)
+        e_frames_after = frame_data_energy(objective, fitted, obs)
         # the fit's final quality pass (hoannot.fitting.quality: estimates and flags as the fit
         # computes them), over the window so the temporal jumps see the fixed neighbours
         q = sequence_quality(seq, fitted, objective)

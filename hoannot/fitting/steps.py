@@ -19,7 +19,8 @@ A step of kind
 
 and any of them may also free the hand shape ``betas`` (``Step.fit_betas``).
 :func:`run_step` runs a step; its parts (:func:`starting_poses`, :func:`free_variables`,
-:func:`minimise`, :func:`apply_step`) are public for the re-fit and the benchmarks.
+:func:`minimise`, :func:`apply_step`) and :func:`frame_data_energy` are public for the re-fit,
+the finger search and the benchmarks.
 """
 
 from __future__ import annotations
@@ -79,6 +80,13 @@ def free_variables(step: Step, poses: HandObjectPoses, objective: Objective):
     if step.fit_betas:
         groups.append({"params": [params.betas], "lr": cfg.lr_betas})
     return params, groups
+
+
+def frame_data_energy(objective: Objective, poses: HandObjectPoses, obs: Observations) -> np.ndarray:
+    """(B,) float64 weighted data energy of each frame of ``poses`` (HOnnotate Eq. 3 without
+    E_tc, which links frames) on ``obs`` (the same frames, same order); no gradients."""
+    params, _ = free_variables(Step("batch", tuple(range(len(poses))), 0), poses, objective)
+    return objective.frame_data_energy(params, obs).cpu().numpy().astype(np.float64)
 
 
 def copy_previous(current: HandObjectPoses, i: int) -> HandObjectPoses:
