@@ -40,6 +40,7 @@ def run_pair(work: Path, name: str, start: str) -> dict:
 
     torch.set_num_threads(1)
     from hoannot.fitting.config import load_fit_config
+    from hoannot.fitting.finger_search import describe
     from hoannot.io import InputError
     from hoannot.pipeline import run_export, run_fit, run_init
 
@@ -70,8 +71,7 @@ def run_pair(work: Path, name: str, start: str) -> dict:
         hand, add = _errors(dst / "labels" / "labels.npz", dst)
         out[setting] = {"fit_hand_mpjpe_mm": hand, "fit_object_add_mm": add, "seconds": seconds,
                         "frames_flagged": int(np.asarray(result.quality["flag"], bool).sum()),
-                        "finger_moves": [f"{m['finger']} {m['move']} {m['angle_rad']:+g}"
-                                         for r in result.fingers for m in r["moves"]],
+                        "finger_moves": [describe(m) for r in result.fingers for m in r["moves"]],
                         "frames_changed": [r["frames_changed"] for r in result.fingers]}  # fmt: skip
     out["on_over_off_hand"] = round(out["on"]["fit_hand_mpjpe_mm"] / out["off"]["fit_hand_mpjpe_mm"], 3)
     out["on_over_off_object"] = round(out["on"]["fit_object_add_mm"] / out["off"]["fit_object_add_mm"], 3)

@@ -11,7 +11,12 @@ large moves the optimiser cannot take:
 1. **moves** (:data:`MOVES`): for each finger in turn (MANO joint order: index, middle, pinky,
    ring, thumb), bend its two distal joints together by +-0.5/1/1.5 rad about their flexion
    axes, its proximal joint by +-0.25/0.5 rad of flexion or +-0.15/0.3 rad of abduction (the
-   open hand's anatomical axes, :func:`hoannot.models.hand.open_hand_axes`);
+   open hand's anatomical axes, :func:`hoannot.models.hand.open_hand_axes`); and, for the four
+   long fingers, **copy** the articulation of another long finger (0.75 or 1 times its three
+   joints' flexion/abduction/twist, carried over in each joint's anatomical axes): fingers of a
+   grasp curl alike, and a ring finger held straight beside a curled pinky is the common
+   failure a one-joint move cannot undo (meat_c's automatic start:
+   ``benchmarks/results/auto_annotation.md``);
 2. **score**: each move is applied to every frame of an evenly spaced subset of at most
    ``FitConfig.finger_frames`` frames (a grasp is mostly one articulation for many frames) and
    scored by the sum of their weighted data energies (Eq. 3 without E_tc,
@@ -54,9 +59,23 @@ MOVES: tuple[tuple[str, tuple[int, ...], int, tuple[float, ...]], ...] = (
 )
 
 
+#: fingers whose articulation a long finger may copy (the thumb's joints differ), and the scales
+LONG_FINGERS: tuple[str, ...] = ("index", "middle", "pinky", "ring")
+COPY_SCALES: tuple[float, ...] = (0.75, 1.0)
+
+
 def num_moves() -> int:
     """How many moves a finger search scores (the ``iterations`` of a ``fingers`` step)."""
-    return len(FINGERS) * sum(len(angles) for *_, angles in MOVES)
+    copies = len(LONG_FINGERS) * (len(LONG_FINGERS) - 1) * len(COPY_SCALES)
+    return len(FINGERS) * sum(len(angles) for *_, angles in MOVES) + copies
+
+
+def describe(move: dict) -> str:
+    """One move record of :func:`search_fingers` as text, e.g. ``pinky distal flexion +1.5`` or
+    ``ring copy pinky x0.75``."""
+    if "scale" in move:
+        return f"{move['finger']} {move['move']} x{move['scale']:g}"
+    return f"{move['finger']} {move['move']} {move['angle_rad']:+g}"
 
 
 def move_delta(finger: str, joints: tuple[int, ...], axis: int, angle: float, axes: np.ndarray) -> np.ndarray:
@@ -69,6 +88,28 @@ def move_delta(finger: str, joints: tuple[int, ...], axis: int, angle: float, ax
     for k in joints:
         j = FINGERS[finger][k]
         d[j] = angle * axes[j, axis]
+    return d
+
+
+def copy_delta(finger: str, source: str, scale: float, hand_pose: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """(15, 3) float32 increment that gives ``finger`` ``scale`` times the articulation of
+    ``source`` (both in :data:`LONG_FINGERS`), averaged over frames (a move is one increment
+    shared by every frame).
+
+    Each of ``source``'s three joints is written in its anatomical axes (flexion, abduction,
+    twist) and rebuilt about the same axes of ``finger``'s joint at the same position along the
+    finger; rotation vectors are treated as linear in these axes (the joints' rotations are
+    mostly about one axis).
+
+    Args:
+        hand_pose: (B, 45) axis-angle of the frames the move is scored on, radians.
+        axes: (15, 3, 3) :func:`hoannot.models.hand.open_hand_axes`.
+    """
+    hp = hand_pose.reshape(len(hand_pose), 15, 3)
+    d = np.zeros((15, 3), np.float32)
+    for j, js in zip(FINGERS[finger], FINGERS[source]):
+        target = scale * (hp[:, js] @ axes[js].T) @ axes[j]
+        d[j] = (target - hp[:, j]).mean(axis=0)
     return d
 
 
@@ -99,8 +140,8 @@ def search_fingers(
     Returns:
         (delta, taken): (15, 3) float32 axis-angle increment to add to every frame's
         ``hand_pose`` (zeros when nothing helps), and one dict per finger that moved:
-        ``finger``, ``move``, ``angle_rad``, ``energy_before``, ``energy_after`` (sums over the
-        B frames).
+        ``finger``, ``move``, ``angle_rad`` (rotation moves) or ``scale`` (copy moves, ``move``
+        is ``"copy <finger>"``), ``energy_before``, ``energy_after`` (sums over the B frames).
     """
     from hoannot.models.hand import open_hand_axes
 
@@ -109,17 +150,21 @@ def search_fingers(
     current = frame_data_energy(objective, poses, obs).sum()
     taken: list[dict] = []
     for finger in FINGERS:
+        here = _with_delta(poses, delta).hand_pose  # the articulation the moves start from
+        candidates = [(delta + move_delta(finger, joints, axis, angle, axes), {"move": name, "angle_rad": angle})
+                      for name, joints, axis, angles in MOVES for angle in angles]  # fmt: skip
+        if finger in LONG_FINGERS:
+            candidates += [(delta + copy_delta(finger, src, scale, here, axes), {"move": f"copy {src}", "scale": scale})
+                           for src in LONG_FINGERS if src != finger for scale in COPY_SCALES]  # fmt: skip
         best = (current, None, None)
-        for name, joints, axis, angles in MOVES:
-            for angle in angles:
-                d = delta + move_delta(finger, joints, axis, angle, axes)
-                e = frame_data_energy(objective, _with_delta(poses, d), obs).sum()
-                if np.isfinite(e) and e < best[0]:
-                    best = (e, d, (name, angle))
-                if on_move is not None:
-                    on_move()
+        for d, what in candidates:
+            e = frame_data_energy(objective, _with_delta(poses, d), obs).sum()
+            if np.isfinite(e) and e < best[0]:
+                best = (e, d, what)
+            if on_move is not None:
+                on_move()
         if best[1] is not None:
-            taken.append({"finger": finger, "move": best[2][0], "angle_rad": best[2][1],
+            taken.append({"finger": finger, **best[2],
                           "energy_before": round(float(current), 6), "energy_after": round(float(best[0]), 6)})  # fmt: skip
             delta, current = best[1], best[0]
     return delta, taken
@@ -170,6 +215,6 @@ def finger_step(
     out.source = current.source
     record["frames_changed"] = int(keep.sum())
     if on_check is not None:
-        on_check(", ".join(f"{m['finger']} {m['move']} {m['angle_rad']:+g}" for m in taken)
+        on_check(", ".join(describe(m) for m in taken)
                  + f" ({record['frames_changed']}/{len(idx)} frames)")  # fmt: skip
     return out, record
