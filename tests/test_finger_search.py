@@ -10,7 +10,7 @@ from hoannot.datasets.loaders import load_hand_model, load_sequence_object
 from hoannot.datasets.poses import GroundTruth, HandObjectPoses
 from hoannot.datasets.sequence import open_sequence
 from hoannot.fitting.config import load_fit_config
-from hoannot.fitting.finger_search import FINGERS, finger_step, move_delta, num_moves
+from hoannot.fitting.finger_search import FINGERS, copy_delta, describe, finger_step, move_delta, num_moves
 from hoannot.fitting.objective import Objective
 from hoannot.fitting.schedule import Step
 from hoannot.models.hand import open_hand_axes
@@ -59,3 +59,27 @@ def test_finger_search_straightens_a_finger_bent_by_a_radian(shared_dir, tmp_pat
     assert all(m["energy_after"] < m["energy_before"] for m in record["moves"])
     assert all(a["energy_after"] == b["energy_before"] for a, b in zip(record["moves"], record["moves"][1:]))
     assert [m["finger"] for m in record["moves"]] == [f for f in FINGERS if f in {m["finger"] for m in record["moves"]}]
+
+
+def test_copy_move_gives_a_finger_the_articulation_of_another():
+    """A ring finger held straight takes the pinky's curl, joint by joint, in each joint's own
+    anatomical axes: flexion stays flexion. The open hand's long fingers share their axes, so
+    the test gives every joint its own random axes (a plain copy of the rotation vectors fails)."""
+    from scipy.spatial.transform import Rotation
+
+    axes = Rotation.random(15, random_state=1).as_matrix().transpose(0, 2, 1)  # rows: flexion, abduction, twist
+    rng = np.random.default_rng(0)
+    pinky = np.array([[1.2, 0.1, 0.0], [0.9, 0.0, 0.05], [0.6, 0.0, 0.0]])  # (flexion, abduction, twist) per joint
+    hp = np.zeros((2, 15, 3))
+    hp[:, list(FINGERS["index"])] = rng.normal(0, 0.3, (2, 3, 3))  # other fingers: anything
+    for k, j in enumerate(FINGERS["pinky"]):
+        hp[:, j] = pinky[k] @ axes[j]  # the same articulation on both frames
+    for scale in (0.75, 1.0):
+        d = copy_delta("ring", "pinky", scale, hp.reshape(2, 45).astype(np.float32), axes.astype(np.float32))
+        moved = hp + d
+        for k, j in enumerate(FINGERS["ring"]):
+            components = np.linalg.solve(axes[j].T, moved[0, j])  # the ring joint's rotation vector in its axes
+            np.testing.assert_allclose(components, scale * pinky[k], atol=1e-5)
+        untouched = [j for j in range(15) if j not in FINGERS["ring"]]
+        assert not d[untouched].any()
+    assert describe({"finger": "ring", "move": "copy pinky", "scale": 0.75}) == "ring copy pinky x0.75"
