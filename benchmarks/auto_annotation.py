@@ -21,12 +21,13 @@ source, so an interrupted run resumes and a changed package recomputes.
 
 Writes ``benchmarks/results/auto_annotation.{json,md}``.
 
-    python benchmarks/auto_annotation.py [--work /tmp/hoannot_auto] [--only NAME ...] [--variants ...]
+    python benchmarks/auto_annotation.py [--work /tmp/hoannot_auto] [--only NAME ...] [--variants ...] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
 import shutil
 import sys
@@ -249,12 +250,26 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cached_run(work: Path, name: str, run: str, kw: dict, digest: str, threads: int) -> dict:
+    """:func:`run_one` of capture ``name``'s run ``run`` (``kw``: ``run_init``'s arguments),
+    cached under ``work/results/name/run.json`` with the package digest."""
+    torch.set_num_threads(threads)
+    cache = work / "results" / name / f"{run}.json"
+    if cache.is_file() and json.loads(cache.read_text()).get("package_digest") == digest:
+        return json.loads(cache.read_text())["result"]
+    r = run_one(make_capture(work, name), work / "runs" / name / run, kw)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"package_digest": digest, "result": r}))
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/hoannot_auto")
     ap.add_argument("--only", nargs="*", help="captures to run (default: all of CAPTURES; VALIDATION by name)")
     ap.add_argument("--variants", nargs="*", help="automatic variants to run (default all)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (with --jobs 1)")
+    ap.add_argument("--jobs", type=int, default=1, help="(capture, run) pairs at once, one torch thread each")
     ap.add_argument("--no-write", action="store_true", help="print, do not write benchmarks/results")
     ap.add_argument("--out", default="auto_annotation", help="results name (benchmarks/results/NAME.json and .md)")
     ap.add_argument("--markdown", action="store_true", help="only rewrite benchmarks/results/OUT.md from OUT.json")
@@ -283,22 +298,23 @@ def main() -> None:
     names = a.only or list(CAPTURES)
     variants = {k: v for k, v in VARIANTS.items() if not a.variants or k in a.variants}
     runs = {"gt_start": dict(from_gt=True), **variants}
-    captures = []
     for name in names:
         if name not in ALL_CAPTURES:
             sys.exit(f"--only {name}: unknown capture (known: {', '.join(ALL_CAPTURES)})")
+        make_capture(work, name)  # once, before the processes share the folder
+    threads = 1 if a.jobs > 1 else a.threads
+    with cf.ProcessPoolExecutor(a.jobs) as ex:  # (capture, run) pairs; one process runs them one by one
+        done = {(name, run): ex.submit(cached_run, work, name, run, kw, digest, threads)
+                for name in names for run, kw in runs.items()}  # fmt: skip
+        cf.wait(list(done.values()))
+    captures = []
+    for name in names:
         obj, seed, cams, frames, scene = ALL_CAPTURES[name]
         cap = make_capture(work, name)
         entry = {"name": name, "object": obj, "grasp_seed": seed, "cameras": cams, "frames": frames, "scene": scene,
                  "size": [320, 240], "floor_mm": round(floor_mm(cap), 2), "variants": {}}  # fmt: skip
-        for run, kw in runs.items():
-            cache = work / "results" / name / f"{run}.json"
-            if cache.is_file() and json.loads(cache.read_text()).get("package_digest") == digest:
-                r = json.loads(cache.read_text())["result"]
-            else:
-                r = run_one(cap, work / "runs" / name / run, kw)
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                cache.write_text(json.dumps({"package_digest": digest, "result": r}))
+        for run in runs:
+            r = done[(name, run)].result()
             print(name, run, json.dumps(r), flush=True)
             if run == "gt_start":
                 entry["gt_start"] = r
@@ -318,7 +334,7 @@ def main() -> None:
         captures.append(entry)
     res = {
         **stamp(__file__, config_digest=load_fit_config(None).digest(), data=data_files()),
-        "device": "cpu", "threads": a.threads, "default_variant": next(iter(variants)),
+        "device": "cpu", "threads": threads, "jobs": a.jobs, "default_variant": next(iter(variants)),
         "variants": variants,
         "captures": captures,
         "all_meet_target": all(c["meets_target"] for c in captures),

@@ -99,8 +99,9 @@ def auto_annotation_validation(r: dict) -> list[Row]:
     kept = sum(c["auto"]["fit_hand_mpjpe_mm"] == min(c["variants"][v]["fit_hand_mpjpe_mm"]
                                                      for v in ("auto_no_joints", "auto_search_joints")) for c in caps)  # fmt: skip
     name = name.replace("`auto_annotation.py` (", "`auto_annotation.py --only VALIDATION` (held out from every rule: ")
-    return [(name, res + f"; the default's choice between the two searches kept the better one on {kept} of {len(caps)}",
-             target)]  # fmt: skip
+    if caps:  # a run of the default variant alone has no choice to score
+        res += f"; the default's choice between the two searches kept the better one on {kept} of {len(caps)}"
+    return [(name, res, target)]
 
 
 def auto_fit_lr(r: dict) -> list[Row]:
