@@ -235,8 +235,12 @@ def markdown(res: dict) -> str:
             if ch:
                 lines.append(f"| {name} | {'yes' if name in HELD_OUT or name in VALIDATION else ''} | {ch[1]} | {ch[0]} |")
     lines += selection_after_fit(res)
-    lines += ["", "## Ablation: fitted hand MPJPE / object ADD (mm) per capture and route", ""]
     names = list(res["variants"])
+    if len(names) == 1:
+        lines += ["", f"This run measured the default path only (`--variants {names[0]}`). The ablation of the routes "
+                  "(`VARIANTS`) is in this file's history: `git log -p benchmarks/results/" f"{res.get('out', 'auto_annotation')}.md`."]  # fmt: skip
+        return "\n".join(lines) + "\n"
+    lines += ["", "## Ablation: fitted hand MPJPE / object ADD (mm) per capture and route", ""]
     lines.append("| capture | gt_start | " + " | ".join(names) + " |")
     lines.append("|---|---|" + "---|" * len(names))
     for c in res["captures"]:
@@ -286,6 +290,7 @@ def main() -> None:
         return
     if a.markdown:
         res = json.loads((Path(__file__).parent / "results" / f"{a.out}.json").read_text())
+        res.setdefault("out", a.out)
         (Path(__file__).parent / "results" / f"{a.out}.md").write_text(markdown(res))
         return
     if not WEBXR_HAND.is_file():
@@ -334,7 +339,7 @@ def main() -> None:
         captures.append(entry)
     res = {
         **stamp(__file__, config_digest=load_fit_config(None).digest(), data=data_files()),
-        "device": "cpu", "threads": threads, "jobs": a.jobs, "default_variant": next(iter(variants)),
+        "device": "cpu", "threads": threads, "jobs": a.jobs, "out": a.out, "default_variant": next(iter(variants)),
         "variants": variants,
         "captures": captures,
         "all_meet_target": all(c["meets_target"] for c in captures),
