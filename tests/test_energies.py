@@ -160,3 +160,31 @@ def test_nearest_sq_dists_kdtree_matches_a_brute_force_search():
     torch.testing.assert_close(g_kd, g_all, rtol=1e-4, atol=1e-8)
     with pytest.raises(ValueError, match="expected auto, kdtree or brute"):
         E.nearest_sq_dists(points, verts, "fast")
+
+
+@pytest.mark.parametrize("name", ["010_potted_meat_can", "003_cracker_box", "006_mustard_bottle"])
+def test_penetration_against_surface_samples_reads_a_resting_hand_as_outside(shared_dir, name):
+    """E_phy's object points (FitConfig.penetration_samples, ObjectModel.surface_samples) on
+    real YCB meshes: points 1 mm outside the full-resolution surface read as outside, 2 mm inside
+    as 2 mm deep. The decimated render mesh's vertices and averaged normals read more of the
+    outside points as inside (what biased the fits before)."""
+    from pytorch3d.structures import Meshes
+
+    from hoannot.models.objects import load_object
+
+    obj = load_object(str(shared_dir / "data" / "ycb" / name), max_faces=1000)
+    surface, normal = obj.surface_samples(300, seed=7)  # other points than E_phy's (seed 0)
+    samples = obj.surface_samples(4000)
+    decimated = (obj.verts.numpy(), Meshes([obj.verts], [obj.faces]).verts_normals_padded()[0].numpy())
+
+    def depth_mm(points: np.ndarray, obj_points: np.ndarray, obj_normals: np.ndarray) -> np.ndarray:
+        h = torch.as_tensor(points)[:, None]  # one hand vertex per batch entry
+        o, n = (torch.as_tensor(a)[None].expand(len(h), -1, -1) for a in (obj_points, obj_normals))
+        return np.log1p(E.penetration_energy(h, o, n, w=5.0, radius=2.0).numpy()) / 5.0 * 10.0
+
+    outside = surface + 1e-3 * normal
+    wrong = (depth_mm(outside, *samples) > 0.1).mean()
+    assert wrong <= 0.03
+    assert (depth_mm(outside, *decimated) > 0.1).mean() > wrong
+    inside = depth_mm(surface - 2e-3 * normal, *samples)
+    assert np.median(inside) == pytest.approx(2.0, abs=0.1) and (inside > 0.1).mean() > 0.95

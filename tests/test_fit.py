@@ -68,6 +68,11 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
     for name in ("global_orient", "hand_pose", "transl", "betas", "obj_rot", "obj_transl"):  # bit for bit
         np.testing.assert_array_equal(getattr(resumed.poses, name), getattr(full.poses, name), err_msg=name)
     np.testing.assert_array_equal(resumed.quality["iou_hand"], full.quality["iou_hand"])
+    # interrupted right after the finger search: its record survives in the checkpoint
+    kinds = [s.kind for s in make_plan(cfg, len(seq.frames), len(seq.cameras))]
+    fit_sequence(seq, init, hand, obj, cfg, tmp_path / "c", progress=False, stop_after=kinds.index("fingers") + 1)
+    resumed = fit_sequence(seq, init, hand, obj, cfg, tmp_path / "c", resume=True, progress=False)
+    assert full.fingers and resumed.fingers == full.fingers
 
 
 def test_resume_refuses_a_checkpoint_of_other_inputs(tmp_path):

@@ -267,4 +267,5 @@ def fit_chunked(
               "seam_iterations": seam_iterations, "chunk_results": joined,
               "seconds_chunks": t_chunks, "seconds_seams": time.perf_counter() - t1,
               "executor": "single" if len(ranges) == 1 else executor}  # fmt: skip
-    return FitResult(out, quality), record
+    fingers = [{"chunk": k, **f} for k, r in enumerate(results) for f in r.fingers]  # each chunk searches its own frames
+    return FitResult(out, quality, fingers), record

@@ -51,6 +51,12 @@ class FitConfig(BaseModel):
     object_iterations: int = Field(30, ge=0, description="single camera: Adam iterations of the per-frame object step")
     keypoints: Literal["auto", "keypoints2d", "gt", "none"] = Field("auto", description="2D joints for E_j2d: auto (keypoints2d/ when present), keypoints2d, gt or none")
     penetration_w: float = Field(0.5, ge=0, description="E_phy steepness per cm (the paper: w = 5; see energies.penetration_energy)")
+    # E_phy tests the hand against points sampled on the full-resolution object surface (their
+    # face normals), not against the decimated render mesh: on that mesh's vertices and averaged
+    # normals a hand resting on the true surface reads as inside it, and E_phy pushed hand and
+    # object apart (automatic starts, object ADD after / before the fit 0.33-0.46 / 0.09-0.13 mm on
+    # cracker_a, meat_a, meat_b: benchmarks/results/auto_annotation.md)
+    penetration_samples: int = Field(4000, ge=0, description="E_phy: points sampled on the full-resolution object surface (0: the decimated mesh's vertices)")
     # E_tc parts: velocity ||x_t - x_{t-1}||^2 and acceleration ||x_{t+1} - 2x_t + x_{t-1}||^2,
     # each scaled by its factor here and then by eta. The velocity part pulls every moving frame
     # towards its neighbours (measured: object ADD 0.6 mm without E_tc, 3.7 mm with it,

@@ -57,7 +57,11 @@ class Objective:
         hand_model: MANO-layout hand model on ``device``.
         obj: the object; its decimated vertices (V, 3) float32 (object frame, metres) and
             faces on ``device``.
-        obj_normals: (V, 3) float32 object-frame vertex normals (for E_phy).
+        phy_points: (P, 3) float32 object-frame points E_phy tests the hand against: ``P =
+            FitConfig.penetration_samples`` points sampled on the full-resolution surface (seed
+            0), or the decimated vertices when that is 0.
+        phy_normals: (P, 3) float32 their outward unit normals (face normals of the full mesh,
+            or the decimated mesh's vertex normals).
         renderer: the silhouette/depth renderer.
         cfg: the config the energies see: the fit's settings with ``tc_grasp`` resolved for
             the schedule (the checkpoint digest and the recorded config keep the settings as
@@ -68,7 +72,8 @@ class Objective:
 
     hand_model: HandModel
     obj: ObjectModel
-    obj_normals: torch.Tensor
+    phy_points: torch.Tensor
+    phy_normals: torch.Tensor
     renderer: HandObjectRenderer
     cfg: FitConfig
     keypoints: str
@@ -86,9 +91,12 @@ class Objective:
             keypoints = "keypoints2d" if (seq.root / "keypoints2d").is_dir() else "none"
         verts, faces = obj.verts.to(device), obj.faces.to(device)
         objd = ObjectModel(obj.name, obj.mesh, verts, faces, obj.points, obj.diameter, obj.symmetric)
-        normals = Meshes([verts], [faces]).verts_normals_padded()[0]
+        if cfg.penetration_samples > 0:
+            points, normals = (torch.as_tensor(a, device=device) for a in obj.surface_samples(cfg.penetration_samples))
+        else:
+            points, normals = verts, Meshes([verts], [faces]).verts_normals_padded()[0]
         renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
-        return Objective(hand_model.to(device), objd, normals, renderer, resolved, keypoints, device)
+        return Objective(hand_model.to(device), objd, points, normals, renderer, resolved, keypoints, device)
 
     def with_weights(self, **weights: float) -> "Objective":
         """The same objective with some term weights changed (e.g. ``mask=0``)."""
@@ -133,8 +141,9 @@ class Objective:
         if w.j2d > 0 and obs.kp_uv is not None:
             out["j2d"] = E.keypoint_2d_energy(project_points(hand.joints, obs.full_cams), obs.kp_uv, obs.kp_conf)
         if w.penetration > 0:
-            on = torch.einsum("bij,vj->bvi", params.obj_R(), self.obj_normals)
-            out["penetration"] = E.penetration_energy(hand.vertices[:, ::PENETRATION_STRIDE], ov, on, cfg.penetration_w)
+            pts = params.object_vertices(self.phy_points)
+            on = torch.einsum("bij,vj->bvi", params.obj_R(), self.phy_normals)
+            out["penetration"] = E.penetration_energy(hand.vertices[:, ::PENETRATION_STRIDE], pts, on, cfg.penetration_w)
         if w.joint > 0:
             out["joint"] = E.joint_limit_energy(hand_model.limits.violation(params.hand_pose))
         if w.temporal > 0 and isinstance(params, PoseParameters) and len(params.frames) > 1:

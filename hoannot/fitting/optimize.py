@@ -23,6 +23,7 @@ uninterrupted run (every step is seeded from the config).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 from dataclasses import dataclass, field, fields
@@ -58,9 +59,10 @@ class FitResult:
             absent when the package has no calibration: ``error_est_calibrated`` False),
             ``flag`` bool: the frame looks wrong. A fit stopped early (``stop_after``) has the
             last steps' residuals and hard flags only.
-        fingers: one record per ``fingers`` step run by this call (a resumed fit: those after
-            the checkpoint): ``step`` (1-based) and :func:`hoannot.fitting.finger_search.finger_step`'s
-            record (the moves taken, how many frames took them).
+        fingers: one record per ``fingers`` step of the fit (a resumed fit: those before its
+            checkpoint too, kept in it; a chunked fit: every chunk's, with its ``chunk`` index):
+            ``step`` (1-based) and :func:`hoannot.fitting.finger_search.finger_step`'s record (the
+            moves taken, how many frames took them).
     """
 
     poses: HandObjectPoses
@@ -91,11 +93,12 @@ def inputs_digest(seq: Sequence, init: HandObjectPoses) -> str:
     return h.hexdigest()[:12]
 
 
-def _save_state(path: Path, poses: HandObjectPoses, next_step: int, quality: dict, digest: str, inputs: str) -> None:
+def _save_state(path: Path, poses: HandObjectPoses, next_step: int, quality: dict, digest: str, inputs: str,
+                fingers: list[dict]) -> None:  # fmt: skip
     arrays = {f.name: np.asarray(getattr(poses, f.name)) for f in fields(HandObjectPoses)}
     arrays.update({"q_" + k: v for k, v in quality.items()})
     write_npz(path, next_step=np.int64(next_step), config_digest=np.asarray(digest), inputs_digest=np.asarray(inputs),
-              **arrays)  # fmt: skip
+              fingers=np.asarray(json.dumps(fingers)), **arrays)  # fmt: skip
 
 
 def _load_state(path: Path, digest: str, inputs: str):
@@ -107,7 +110,8 @@ def _load_state(path: Path, digest: str, inputs: str):
                              "2D joints or images changed since); rerun without --resume")  # fmt: skip
         poses = HandObjectPoses(**{f.name: z[f.name] for f in fields(HandObjectPoses)})
         quality = {k[2:]: z[k] for k in z.files if k.startswith("q_")}
-        return poses, int(z["next_step"]), quality
+        fingers = json.loads(str(z["fingers"])) if "fingers" in z.files else []
+        return poses, int(z["next_step"]), quality, fingers
 
 
 def fit_sequence(
@@ -154,7 +158,7 @@ def fit_sequence(
     first = 0
     fingers: list[dict] = []
     if resume and ckpt is not None and ckpt.is_file():
-        current, first, quality = _load_state(ckpt, cfg.digest(), inputs)
+        current, first, quality, fingers = _load_state(ckpt, cfg.digest(), inputs)
     objective = Objective.make(seq, hand_model, obj, cfg)
     last = len(plan) if stop_after is None else min(len(plan), first + stop_after)
 
@@ -195,7 +199,7 @@ def fit_sequence(
                 # its quality from the final pass below, which renders every frame once
                 quality = merge_quality(quality, frame_quality(objective, params, obs), step_frames, frames)
             if ckpt is not None:
-                _save_state(ckpt, current, following, quality, cfg.digest(), inputs)
+                _save_state(ckpt, current, following, quality, cfg.digest(), inputs, fingers)
             _signal_hook(si + 1)
             si = following
     current.source = "fit"

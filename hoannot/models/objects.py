@@ -77,6 +77,19 @@ class ObjectModel:
     diameter: float
     symmetric: bool = False
 
+    def surface_samples(self, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Points sampled uniformly (by area) on the full-resolution surface, with normals.
+
+        Args:
+            count: number of points.
+            seed: sampling seed (the same seed gives the same points).
+        Returns:
+            (points, normals): (count, 3) float32 object frame, metres, and (count, 3) float32
+            unit normals of the faces they lie on (outward for a consistently wound mesh).
+        """
+        points, face = trimesh.sample.sample_surface(self.mesh, count, seed=seed)
+        return np.asarray(points, np.float32), np.asarray(self.mesh.face_normals[face], np.float32)
+
     def vertex_colors(self) -> np.ndarray:
         """(N, 3) uint8 colours of the full mesh's vertices (texture sampled at the UVs)."""
         vis = self.mesh.visual
