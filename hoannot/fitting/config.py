@@ -55,7 +55,9 @@ class FitConfig(BaseModel):
     # face normals), not against the decimated render mesh: on that mesh's vertices and averaged
     # normals a hand resting on the true surface reads as inside it, and E_phy pushed hand and
     # object apart (automatic starts, object ADD after / before the fit 0.33-0.46 / 0.09-0.13 mm on
-    # cracker_a, meat_a, meat_b: benchmarks/results/auto_annotation.md)
+    # cracker_a, meat_a, meat_b in benchmarks/results/auto_annotation.md at 921d368; with the
+    # samples 0.15 / 0.28 / 0.41 mm at bfe72f2). Cost: E_phy's nearest-point search against 4000
+    # instead of ~500 points, about 20 ms more per iteration of an 8-frame batch on one CPU thread
     penetration_samples: int = Field(4000, ge=0, description="E_phy: points sampled on the full-resolution object surface (0: the decimated mesh's vertices)")
     # E_tc parts: velocity ||x_t - x_{t-1}||^2 and acceleration ||x_{t+1} - 2x_t + x_{t-1}||^2,
     # each scaled by its factor here and then by eta. The velocity part pulls every moving frame
@@ -82,7 +84,8 @@ class FitConfig(BaseModel):
     # the batch pass again. Measured on 16 captures x 2 starts (benchmarks/results/finger_search.md):
     # automatic starts: a finger moved on 11 of 16, fitted hand MPJPE lower on all 11 (median on /
     # off 0.78; cracker_b 9.05 -> 4.73 mm); ground-truth starts: moved on 6, worse by > 0.1 mm on 3
-    # (meat_d 4.44 -> 5.67 mm); fit time x2.2 / x1.9. On by default: labels without ground truth
+    # (meat_d 4.44 -> 5.67 mm); fit time x2.2 / x1.9 (measured before the copy moves and E_phy's
+    # surface samples; auto_annotation.md has the current defaults). On by default: labels without ground truth
     # start from automatic initialisations.
     finger_search: int = Field(1, ge=0, description="rounds of finger search after the batch pass, each followed by another batch pass when a finger moved (0: off)")
     finger_frames: int = Field(8, ge=1, description="frames (evenly spaced) on which the finger search scores its moves")

@@ -15,8 +15,8 @@ large moves the optimiser cannot take:
    long fingers, **copy** the articulation of another long finger (0.75 or 1 times its three
    joints' flexion/abduction/twist, carried over in each joint's anatomical axes): fingers of a
    grasp curl alike, and a ring finger held straight beside a curled pinky is the common
-   failure a one-joint move cannot undo (meat_c's automatic start:
-   ``benchmarks/results/auto_annotation.md``);
+   failure a one-joint move cannot undo (meat_c's automatic start, 11.91 -> 5.57 mm in
+   ``benchmarks/results/auto_annotation.md`` at commit 921d368);
 2. **score**: each move is applied to every frame of an evenly spaced subset of at most
    ``FitConfig.finger_frames`` frames (a grasp is mostly one articulation for many frames) and
    scored by the sum of their weighted data energies (Eq. 3 without E_tc,
@@ -99,7 +99,7 @@ def copy_delta(finger: str, source: str, scale: float, hand_pose: np.ndarray, ax
     Each of ``source``'s three joints is written in its anatomical axes (flexion, abduction,
     twist) and rebuilt about the same axes of ``finger``'s joint at the same position along the
     finger; rotation vectors are treated as linear in these axes (the joints' rotations are
-    mostly about one axis).
+    mostly about one axis). Ours, not in HOnnotate.
 
     Args:
         hand_pose: (B, 45) axis-angle of the frames the move is scored on, radians.
@@ -150,10 +150,10 @@ def search_fingers(
     current = frame_data_energy(objective, poses, obs).sum()
     taken: list[dict] = []
     for finger in FINGERS:
-        here = _with_delta(poses, delta).hand_pose  # the articulation the moves start from
         candidates = [(delta + move_delta(finger, joints, axis, angle, axes), {"move": name, "angle_rad": angle})
                       for name, joints, axis, angles in MOVES for angle in angles]  # fmt: skip
         if finger in LONG_FINGERS:
+            here = _with_delta(poses, delta).hand_pose  # the articulation the copies start from
             candidates += [(delta + copy_delta(finger, src, scale, here, axes), {"move": f"copy {src}", "scale": scale})
                            for src in LONG_FINGERS if src != finger for scale in COPY_SCALES]  # fmt: skip
         best = (current, None, None)
