@@ -114,6 +114,11 @@ class FitConfig(BaseModel):
     points3d_candidates: int = Field(0, ge=0, description="E_3D: 0 = the exact closest triangle; K = among the K nearest centroids only (approximate)")
     # E_3D's exact closest-triangle search: bvh (open3d's Embree BVH, CPU), brute (every
     # triangle, pytorch3d; no host synchronisation); auto = bvh on CPU, brute on CUDA
+    # E_3D's object surface: "full" = the full-resolution mesh in the object's frame (a BVH built
+    # once; energies.rigid_point_to_surface_energy), "decimated" = the render mesh
+    # (object_max_faces). The render mesh's flat facets sit up to a few mm off the true surface,
+    # so the depth points pulled the registered object off it (see auto_annotation.md).
+    points3d_object_surface: Literal["full", "decimated"] = Field("full", description="E_3D's object surface: full (full-resolution mesh, BVH) or decimated (the render mesh)")
     points3d_search: Literal["auto", "bvh", "brute"] = Field("auto", description="E_3D's closest-triangle search: bvh (open3d Embree, CPU), brute (pytorch3d), auto (bvh on CPU, brute on CUDA)")
     sigma_px2: float = Field(0.15, gt=0, description="soft rasterizer blur sigma, pixels^2")
     faces_per_pixel: int = Field(8, ge=1, description="soft rasterizer: faces blended per pixel")

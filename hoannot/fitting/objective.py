@@ -62,6 +62,9 @@ class Objective:
             0), or the decimated vertices when that is 0.
         phy_normals: (P, 3) float32 their outward unit normals (face normals of the full mesh,
             or the decimated mesh's vertex normals).
+        surface: the object's full-resolution surface for E_3D
+            (``FitConfig.points3d_object_surface == "full"``), else None (E_3D against the
+            decimated mesh).
         renderer: the silhouette/depth renderer.
         cfg: the config the energies see: the fit's settings with ``tc_grasp`` resolved for
             the schedule (the checkpoint digest and the recorded config keep the settings as
@@ -74,6 +77,7 @@ class Objective:
     obj: ObjectModel
     phy_points: torch.Tensor
     phy_normals: torch.Tensor
+    surface: E.RigidSurface | None
     renderer: HandObjectRenderer
     cfg: FitConfig
     keypoints: str
@@ -95,8 +99,9 @@ class Objective:
             points, normals = (torch.as_tensor(a, device=device) for a in obj.surface_samples(cfg.penetration_samples))
         else:
             points, normals = verts, Meshes([verts], [faces]).verts_normals_padded()[0]
+        surface = E.RigidSurface(obj.mesh.vertices, obj.mesh.faces, device) if cfg.points3d_object_surface == "full" else None
         renderer = HandObjectRenderer(cfg.sigma_px2, cfg.faces_per_pixel, cfg.backend)
-        return Objective(hand_model.to(device), objd, points, normals, renderer, resolved, keypoints, device)
+        return Objective(hand_model.to(device), objd, points, normals, surface, renderer, resolved, keypoints, device)
 
     def with_weights(self, **weights: float) -> "Objective":
         """The same objective with some term weights changed (e.g. ``mask=0``)."""
@@ -136,8 +141,12 @@ class Objective:
                 out["depth"] = E.depth_energy(r.zbuf, r.labels, obs.depth, obs.labels, cfg.tukey_c_cm)
         if w.points3d > 0:
             c, k, search = cfg.points3d_truncate_cm, cfg.points3d_candidates, cfg.resolved_points3d_search()
-            out["points3d"] = E.point_to_surface_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hand.faces, c, k, search) + \
-                E.point_to_surface_energy(obs.object_points, obs.object_points_valid, ov, obj.faces, c, k, search)
+            if self.surface is not None:
+                e_obj = E.rigid_point_to_surface_energy(obs.object_points, obs.object_points_valid, params.obj_R(),
+                                                        params.obj_transl, self.surface, c)  # fmt: skip
+            else:
+                e_obj = E.point_to_surface_energy(obs.object_points, obs.object_points_valid, ov, obj.faces, c, k, search)
+            out["points3d"] = E.point_to_surface_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hand.faces, c, k, search) + e_obj
         if w.j2d > 0 and obs.kp_uv is not None:
             out["j2d"] = E.keypoint_2d_energy(project_points(hand.joints, obs.full_cams), obs.kp_uv, obs.kp_conf)
         if w.penetration > 0:
