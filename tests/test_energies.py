@@ -210,6 +210,8 @@ def test_rigid_point_to_surface_matches_trimesh_on_the_posed_full_mesh(shared_di
     valid = torch.ones(2, 400, dtype=torch.bool)
     valid[1, 300:] = False
     got = E.rigid_point_to_surface_energy(world, valid, R, t, surface, truncate=1.5)
+    brute = E.rigid_point_to_surface_energy(world, valid, R, t, surface, truncate=1.5, search="brute")
+    torch.testing.assert_close(brute, got, rtol=1e-4, atol=1e-7)
     for b in (0, 1):
         posed = trimesh.Trimesh(obj.mesh.vertices @ R[b].numpy().T + t[b].numpy(), obj.mesh.faces, process=False)
         _, d, _ = trimesh.proximity.closest_point(posed, world[b][valid[b]].numpy())

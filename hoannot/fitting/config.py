@@ -116,8 +116,11 @@ class FitConfig(BaseModel):
     # triangle, pytorch3d; no host synchronisation); auto = bvh on CPU, brute on CUDA
     # E_3D's object surface: "full" = the full-resolution mesh in the object's frame (a BVH built
     # once; energies.rigid_point_to_surface_energy), "decimated" = the render mesh
-    # (object_max_faces). The render mesh's flat facets sit up to a few mm off the true surface,
-    # so the depth points pulled the registered object off it (see auto_annotation.md).
+    # (object_max_faces). The render mesh's flat facets sit off the true surface, so the depth
+    # points pulled the registered object off it. Measured (same starts, fit from the cached
+    # inits of auto_annotation at bfe72f2, object ADD decimated -> full, mm): automatic starts
+    # meat_a 0.28 -> 0.23, meat_c 0.29 -> 0.24, meat_d 0.19 -> 0.15, meat_e 0.18 -> 0.16;
+    # ground-truth starts meat_a 0.20 -> 0.17, meat_e 0.12 -> 0.09, meat_c and meat_d unchanged.
     points3d_object_surface: Literal["full", "decimated"] = Field("full", description="E_3D's object surface: full (full-resolution mesh, BVH) or decimated (the render mesh)")
     points3d_search: Literal["auto", "bvh", "brute"] = Field("auto", description="E_3D's closest-triangle search: bvh (open3d Embree, CPU), brute (pytorch3d), auto (bvh on CPU, brute on CUDA)")
     sigma_px2: float = Field(0.15, gt=0, description="soft rasterizer blur sigma, pixels^2")

@@ -171,6 +171,7 @@ def rigid_point_to_surface_energy(
     t: torch.Tensor,
     surface: RigidSurface,
     truncate: float = 2.0,
+    search: Literal["bvh", "brute"] = "bvh",
 ) -> torch.Tensor:
     """E_3D (HOnnotate Eq. 7) of a rigid object against its full-resolution surface.
 
@@ -178,8 +179,9 @@ def rigid_point_to_surface_energy(
     and its BVH never change, and each point's squared distance to its closest triangle is
     taken exactly (pytorch3d's ``point_face_distance``); the gradient reaches ``R`` and ``t``
     through the moved points. Same value as :func:`point_to_surface_energy` on the posed full
-    mesh, without posing or re-indexing it every iteration. The BVH query runs on the host, so
-    on a GPU it synchronises once per call.
+    mesh, without posing or re-indexing it every iteration. The closest triangle comes from the
+    BVH (``search="bvh"``, on the host: on a GPU it synchronises) or from every triangle
+    (``"brute"``, pytorch3d, all frames' points as one cloud against the one mesh: the GPU path).
 
     Args:
         points: (B, N, 3) observed object points, world, metres.
@@ -187,14 +189,23 @@ def rigid_point_to_surface_energy(
         R: (B, 3, 3) object-to-world rotations. t: (B, 3) object translations, metres.
         surface: the object's :class:`RigidSurface`.
         truncate: robust cap on a point's distance, centimetres.
+        search: see above.
     Returns:
         (B,) mean truncated squared distance, cm^2 (0 for frames without points).
+    Raises:
+        ValueError: unknown ``search``.
     """
     B, N = points.shape[:2]
+    dev = points.device
     local = torch.einsum("bnj,bji->bni", points - t[:, None], R).reshape(-1, 3)  # R^T (p - t)
-    one = torch.arange(B * N, device=points.device)
-    tris = surface.triangles[surface.closest(local)]
-    d2 = point_face_distance(local * CM, one, tris, one, 1, 1e-12)
+    if search == "bvh":
+        one = torch.arange(B * N, device=dev)
+        d2 = point_face_distance(local * CM, one, surface.triangles[surface.closest(local)], one, 1, 1e-12)
+    elif search == "brute":
+        zero = torch.zeros(1, dtype=torch.int64, device=dev)
+        d2 = point_face_distance(local * CM, zero, surface.triangles, zero, B * N, 1e-12)
+    else:
+        raise ValueError(f"unknown closest-triangle search {search!r} (use 'bvh' or 'brute')")
     valid = points_valid.reshape(-1).to(d2.dtype)
     d2 = (d2.clamp(max=truncate**2) * valid).reshape(B, N)
     return d2.sum(1) / points_valid.sum(1).clamp(min=1)

@@ -143,7 +143,7 @@ class Objective:
             c, k, search = cfg.points3d_truncate_cm, cfg.points3d_candidates, cfg.resolved_points3d_search()
             if self.surface is not None:
                 e_obj = E.rigid_point_to_surface_energy(obs.object_points, obs.object_points_valid, params.obj_R(),
-                                                        params.obj_transl, self.surface, c)  # fmt: skip
+                                                        params.obj_transl, self.surface, c, search)  # fmt: skip
             else:
                 e_obj = E.point_to_surface_energy(obs.object_points, obs.object_points_valid, ov, obj.faces, c, k, search)
             out["points3d"] = E.point_to_surface_energy(obs.hand_points, obs.hand_points_valid, hand.vertices, hand.faces, c, k, search) + e_obj
