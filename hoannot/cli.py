@@ -181,6 +181,7 @@ def fit(
     schedule: Optional[str] = _config_option(FitConfig, "schedule"),
     track_iterations: Optional[int] = _config_option(FitConfig, "track_iterations"),
     finger_search: Optional[int] = _config_option(FitConfig, "finger_search"),
+    restarts: Optional[int] = _config_option(FitConfig, "restarts"),
     keypoints: Optional[str] = _config_option(FitConfig, "keypoints"),
     device: Optional[str] = _config_option(FitConfig, "device"),
     weight: list[str] = typer.Option([], "--weight", help="Energy weight, e.g. --weight mask=20 (repeatable)."),
@@ -218,19 +219,20 @@ def fit(
                 raise InputError("--refit and --chunk-frames: pick one")
             _refit(seq, refit, config, resume, deterministic, weights,
                    dict(iterations=iterations, batch_size=batch_size, crop_size=crop_size, schedule=schedule,
-                        track_iterations=track_iterations, finger_search=finger_search, keypoints=keypoints,
-                        device=device),
+                        track_iterations=track_iterations, finger_search=finger_search, restarts=restarts,
+                        keypoints=keypoints, device=device),
                    mano_model_path, ycb_dir, threads)  # fmt: skip
             return
         cfg = load_fit_config(config, iterations=iterations, batch_size=batch_size, crop_size=crop_size,
                               schedule=schedule, track_iterations=track_iterations, finger_search=finger_search,
-                              keypoints=keypoints, device=device, weights=weights or None)  # fmt: skip
+                              restarts=restarts, keypoints=keypoints, device=device, weights=weights or None)  # fmt: skip
         result = run_fit(seq, cfg, resume, mano_model_path, ycb_dir, threads=threads, deterministic=deterministic,
                          chunk_frames=chunk_frames, workers=workers)  # fmt: skip
     except InputError as e:
         _fail(e)
     except KeyboardInterrupt:
-        ckpt = seq / "fit" / "ckpt" / "state.npz"
+        ckpts = [seq / "fit" / "ckpt" / "state.npz", *sorted((seq / "fit" / "restarts").glob("*/ckpt/state.npz"))]
+        ckpt = max((c for c in ckpts if c.is_file()), key=lambda c: c.stat().st_mtime, default=ckpts[0])
         ours = ckpt.is_file() and ckpt.stat().st_mtime >= started  # an older one may be of other settings
         if refit is not None:
             what = "the re-fit wrote nothing; fit/ is as it was"

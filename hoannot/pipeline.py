@@ -279,7 +279,7 @@ def run_fit(
             save_fit(seq.root / "fit", result, {
                 "config": cfg.model_dump(), "seconds": time.perf_counter() - t0, "hand_model": hand_model.name,
                 "init_source": init.source, "threads": torch.get_num_threads(), "deterministic": deterministic,
-                "finger_search": result.fingers, **extra})  # fmt: skip
+                "finger_search": result.fingers, "restarts": result.restarts, **extra})  # fmt: skip
             shutil.rmtree(seq.root / "fit" / "refit", ignore_errors=True)  # an earlier re-fit's before state is stale now
             keep_layers(seq, result.poses, hand_model, obj, cfg, progress)
     finally:

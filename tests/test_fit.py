@@ -420,3 +420,32 @@ def test_init_from_gt_starts_frames_without_a_hand_label_from_the_nearest_labell
     gt.hand_joints[:] = np.nan
     with pytest.raises(InputError, match="no \\(finite\\) hand keypoints"):
         from_ground_truth(gt, hand, obj.points.mean(0))
+
+
+def test_restarts_keep_the_fit_with_the_lowest_data_energy(tmp_path):
+    """FitConfig.restarts: each restart is the plain fit with seed + 1000 k (restart 0 bit for
+    bit the one-fit result), checkpointed under fit/restarts/k; the chosen one has the lowest data
+    energy, recomputed here on the recorded frames; a resumed run gives the same choice."""
+    from hoannot.fitting.objective import Objective
+    from hoannot.fitting.steps import frame_data_energy
+
+    seq, init, hand, obj = _box_sequence(tmp_path)
+    kw = dict(iterations=4, batch_size=3, overlap=1, crop_size=40, num_points=200, finger_search=0)
+    one = fit_sequence(seq, init, hand, obj, load_fit_config(None, **kw), tmp_path / "one", progress=False)
+    cfg = load_fit_config(None, restarts=2, **kw)
+    res = fit_sequence(seq, init, hand, obj, cfg, tmp_path / "two", progress=False)
+    rec = res.restarts
+    assert rec["seeds"] == [0, 1000] and len(rec["energies"]) == 2
+    assert (tmp_path / "two" / "restarts" / "1" / "ckpt" / "state.npz").is_file()
+    other = fit_sequence(seq, init, hand, obj, load_fit_config(None, seed=1000, **kw), tmp_path / "s1", progress=False)
+    fits = [one, other]
+    assert not np.allclose(one.poses.hand_pose, other.poses.hand_pose)  # other samples, another fit
+    objective = Objective.make(seq, hand, obj, cfg)
+    obs = objective.observations(seq, rec["frames"], cfg.seed)
+    energies = [frame_data_energy(objective, f.poses.select(rec["frames"]), obs).sum() for f in fits]
+    np.testing.assert_allclose(rec["energies"], energies, rtol=1e-5)
+    assert rec["chosen"] == int(np.argmin(energies))
+    np.testing.assert_array_equal(res.poses.hand_pose, fits[rec["chosen"]].poses.hand_pose)
+    again = fit_sequence(seq, init, hand, obj, cfg, tmp_path / "two", resume=True, progress=False)
+    assert again.restarts["chosen"] == rec["chosen"]
+    np.testing.assert_array_equal(again.poses.transl, res.poses.transl)

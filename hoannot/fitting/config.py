@@ -88,6 +88,16 @@ class FitConfig(BaseModel):
     # surface samples; auto_annotation.md has the current defaults). On by default: labels without ground truth
     # start from automatic initialisations.
     finger_search: int = Field(1, ge=0, description="rounds of finger search after the batch pass, each followed by another batch pass when a finger moved (0: off)")
+    # restarts: the whole plan run again with other depth-point samples (seed + 1000 k); the fit
+    # whose data energy (Eq. 3 without E_tc) is lowest on finger_frames evenly spaced frames, read
+    # with this config's seed, wins. The fit is chaotic on the margin: a different sample set can
+    # lead the finger search down another branch. Probe on cached automatic inits at 9666b0f
+    # (fitted hand mm / data energy, seeds 0, 1, 2): meat_b 13.87 / 50.37, 6.71 / 43.57,
+    # 7.52 / 44.70; cracker_d 6.15 / 43.76, 5.62 / 43.37, 5.70 / 43.74; sugar_single 10.35 /
+    # 95.24, 11.02 / 95.45, 8.92 / 93.13; mustard_c 10.62 / 52.23, 10.22 / 52.67, 10.01 / 52.40
+    # (the lowest energy is the best fit on 3 of 4). Off until auto_annotation has measured it
+    # (costs restarts x the fit's time).
+    restarts: int = Field(1, ge=1, description="fits of the whole plan with other point samples; the lowest data energy wins (1: one fit)")
     finger_frames: int = Field(8, ge=1, description="frames (evenly spaced) on which the finger search scores its moves")
     batch_size: int = Field(20, ge=1, description="frames optimised jointly in a batch")
     overlap: int = Field(2, ge=0, description="frames shared by consecutive batches (held fixed in the later one)")

@@ -14,6 +14,8 @@ HOnnotate Sec. 4.2 (multi-camera) and 4.3 (single camera) in three parts, read t
    reads its frames' observations batch by batch itself;
 
 then the quality pass (:func:`hoannot.fitting.quality.sequence_quality`) on the final poses.
+With ``FitConfig.restarts`` > 1 the whole plan runs that many times with other depth-point
+samples (:func:`fit_plan` each) and the fit with the lowest data energy is kept.
 
 After every step the state (all poses so far, next step) is written atomically to
 ``<out>/ckpt/state.npz``; ``resume=True`` continues from it and gives the same result as an
@@ -40,7 +42,7 @@ from hoannot.fitting.objective import Objective
 from hoannot.fitting.quality import frame_quality, merge_quality, sequence_quality
 from hoannot.fitting.schedule import make_plan
 from hoannot.fitting.finger_search import finger_step
-from hoannot.fitting.steps import run_step
+from hoannot.fitting.steps import frame_data_energy, run_step
 from hoannot.models.hand import HandModel
 from hoannot.models.objects import ObjectModel
 
@@ -63,11 +65,14 @@ class FitResult:
             checkpoint too, kept in it; a chunked fit: every chunk's, with its ``chunk`` index):
             ``step`` (1-based) and :func:`hoannot.fitting.finger_search.finger_step`'s record (the
             moves taken, how many frames took them).
+        restarts: with ``FitConfig.restarts > 1``: ``seeds``, ``energies`` (the data energy of
+            each restart's fit on ``frames``), ``chosen`` (its index); else None.
     """
 
     poses: HandObjectPoses
     quality: dict[str, np.ndarray]
     fingers: list[dict] = field(default_factory=list)
+    restarts: dict | None = None
 
 
 def inputs_digest(seq: Sequence, init: HandObjectPoses) -> str:
@@ -114,7 +119,50 @@ def _load_state(path: Path, digest: str, inputs: str):
         return poses, int(z["next_step"]), quality, fingers
 
 
+#: seed offset between restarts (FitConfig.restarts)
+RESTART_SEED_STEP = 1000
+
+
 def fit_sequence(
+    seq: Sequence,
+    init: HandObjectPoses,
+    hand_model: HandModel,
+    obj: ObjectModel,
+    cfg: FitConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Optimise hand and object poses of every frame of ``seq`` along the config's schedule,
+    ``FitConfig.restarts`` times (each with the seed ``cfg.seed + 1000 k``, so other depth-point
+    samples; checkpoints under ``out_dir/restarts/k``), keeping the fit with the lowest data
+    energy (HOnnotate Eq. 3 without E_tc) on ``FitConfig.finger_frames`` evenly spaced frames
+    read with ``cfg.seed``. With one restart, one fit (:func:`fit_plan`).
+
+    Args and raises: as :func:`fit_plan`.
+    Returns:
+        :class:`FitResult` of the chosen restart, with ``restarts`` recorded.
+    """
+    if cfg.restarts <= 1:
+        return fit_plan(seq, init, hand_model, obj, cfg, out_dir, resume, progress, stop_after)
+    seeds = [cfg.seed + RESTART_SEED_STEP * k for k in range(cfg.restarts)]
+    results = [fit_plan(seq, init, hand_model, obj, cfg.model_copy(update={"seed": s, "restarts": 1}),
+                        None if out_dir is None else Path(out_dir) / "restarts" / str(k), resume, progress, stop_after)
+               for k, s in enumerate(seeds)]  # fmt: skip
+    frames = list(seq.frames)
+    pick = np.unique(np.linspace(0, len(frames) - 1, min(cfg.finger_frames, len(frames))).round().astype(int))
+    subset = [frames[i] for i in pick]
+    objective = Objective.make(seq, hand_model, obj, cfg)
+    obs = objective.observations(seq, subset, cfg.seed)
+    energies = [float(frame_data_energy(objective, r.poses.select(subset), obs).sum()) for r in results]
+    k = int(np.argmin(energies))
+    best = results[k]
+    best.restarts = {"seeds": seeds, "energies": energies, "chosen": k, "frames": subset}
+    return best
+
+
+def fit_plan(
     seq: Sequence,
     init: HandObjectPoses,
     hand_model: HandModel,
