@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from init_fit import _copy_inputs  # the capture as a user has it (no init, masks or joints), plus gt/
 
 from harness import SHARED, WEBXR_HAND, package_digest, stamp, write_result
@@ -113,8 +114,9 @@ def _errors(labels: Path, seq: Path) -> tuple[float, float]:
     return round(m["mpjpe_mm"], 2), round(m["add_mm"], 2)
 
 
-def run_one(capture: Path, dst: Path, kw: dict) -> dict:
-    """Copy the capture's inputs (no init, masks or joints), init, export, fit, export, score."""
+def run_one(capture: Path, dst: Path, kw: dict, fit_overrides: dict | None = None) -> dict:
+    """Copy the capture's inputs (no init, masks or joints), init, export, fit (default
+    settings, or with ``fit_overrides``: FitConfig fields), export, score."""
     from hoannot.io import InputError
     from hoannot.fitting.config import load_fit_config
     from hoannot.pipeline import run_export, run_fit, run_init
@@ -129,7 +131,7 @@ def run_one(capture: Path, dst: Path, kw: dict) -> dict:
     t_init = time.perf_counter() - t0
     run_export(dst, "init")
     t0 = time.perf_counter()
-    result = run_fit(dst, load_fit_config(None), progress=False)
+    result = run_fit(dst, load_fit_config(None, **(fit_overrides or {})), progress=False)
     t_fit = time.perf_counter() - t0
     run_export(dst, "fit")
     ih, io = _errors(dst / "labels_init" / "labels.npz", dst)
@@ -202,7 +204,8 @@ def markdown(res: dict) -> str:
         f"`{res['command']}` at `{res['git_commit']}` ({res['date']}, package digest `{res['package_digest']}`"
         f"{', fit config digest `' + res['config_digest'] + '`' if res.get('config_digest') else ''}).",
         "WebXR hand holding YCB meshes; `gt_start` = `init --from-gt` (ground truth + noise, ground-truth masks),",
-        f"`{v0}` = `init --auto` with the shipped models, nothing from `gt/`. Both then `fit` at default settings.",
+        f"`{v0}` = `init --auto` with the shipped models, nothing from `gt/`. Both then `fit` at "
+        + (f"default settings except {res['fit_overrides']}." if res.get("fit_overrides") else "default settings."),
         "Targets: auto / gt_start <= 1.2 (single camera 1.3) for hand and object, on every capture.",
         "",
         "| capture | object | cams | scene | floor mm | gt_start hand init / fit mm | auto hand init / fit mm "
@@ -254,14 +257,19 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cached_run(work: Path, name: str, run: str, kw: dict, digest: str, threads: int) -> dict:
+def cached_run(work: Path, name: str, run: str, kw: dict, digest: str, threads: int,
+               fit_overrides: dict | None = None) -> dict:  # fmt: skip
     """:func:`run_one` of capture ``name``'s run ``run`` (``kw``: ``run_init``'s arguments),
-    cached under ``work/results/name/run.json`` with the package digest."""
+    cached under ``work/results/name/run.json`` with the package digest (``run+CONFIGDIGEST``
+    with ``fit_overrides``)."""
+    from hoannot.fitting.config import load_fit_config
+
     torch.set_num_threads(threads)
-    cache = work / "results" / name / f"{run}.json"
+    key = run + (f"+{load_fit_config(None, **fit_overrides).digest()[:8]}" if fit_overrides else "")
+    cache = work / "results" / name / f"{key}.json"
     if cache.is_file() and json.loads(cache.read_text()).get("package_digest") == digest:
         return json.loads(cache.read_text())["result"]
-    r = run_one(make_capture(work, name), work / "runs" / name / run, kw)
+    r = run_one(make_capture(work, name), work / "runs" / name / key, kw, fit_overrides)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"package_digest": digest, "result": r}))
     return r
@@ -280,7 +288,23 @@ def main() -> None:
     ap.add_argument("--one", metavar="NAME", help="only run capture NAME's first --variants (default: the default "
                     "path) into --run-dir, uncached, and print its result as one JSON line (train_kp.py --score)")
     ap.add_argument("--run-dir", type=Path, help="with --one: the run's folder (replaced)")
+    ap.add_argument("--fit-set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a FitConfig field for both runs' fit (YAML value, repeatable), e.g. restarts=3")
     a = ap.parse_args()
+    fit_overrides = {}
+    for item in a.fit_set:
+        k, sep, v = item.partition("=")
+        if not sep:
+            sys.exit(f"--fit-set {item!r}: expected NAME=VALUE")
+        fit_overrides[k.strip()] = yaml.safe_load(v)
+    if fit_overrides:
+        from hoannot.io import InputError
+        from hoannot.fitting.config import load_fit_config
+
+        try:
+            load_fit_config(None, **fit_overrides)
+        except InputError as e:
+            sys.exit(f"--fit-set: {e}")
     if a.one:
         if a.one not in ALL_CAPTURES or a.run_dir is None:
             sys.exit(f"--one {a.one}: needs a known capture ({', '.join(ALL_CAPTURES)}) and --run-dir")
@@ -309,7 +333,7 @@ def main() -> None:
         make_capture(work, name)  # once, before the processes share the folder
     threads = 1 if a.jobs > 1 else a.threads
     with cf.ProcessPoolExecutor(a.jobs) as ex:  # (capture, run) pairs; one process runs them one by one
-        done = {(name, run): ex.submit(cached_run, work, name, run, kw, digest, threads)
+        done = {(name, run): ex.submit(cached_run, work, name, run, kw, digest, threads, fit_overrides)
                 for name in names for run, kw in runs.items()}  # fmt: skip
         cf.wait(list(done.values()))
     captures = []
@@ -338,7 +362,8 @@ def main() -> None:
         entry["gt_start_generalises"] = bool(g["fit_hand_mpjpe_mm"] <= entry["floor_mm"] + 1.0 and g["fit_object_add_mm"] <= 2.0)
         captures.append(entry)
     res = {
-        **stamp(__file__, config_digest=load_fit_config(None).digest(), data=data_files()),
+        **stamp(__file__, config_digest=load_fit_config(None, **fit_overrides).digest(), data=data_files()),
+        "fit_overrides": fit_overrides,
         "device": "cpu", "threads": threads, "jobs": a.jobs, "out": a.out, "default_variant": next(iter(variants)),
         "variants": variants,
         "captures": captures,
