@@ -104,6 +104,28 @@ def auto_annotation_validation(r: dict) -> list[Row]:
     return [(name, res, target)]
 
 
+def auto_annotation_overrides(r: dict) -> list[Row]:
+    """A run of ``auto_annotation.py --fit-set ...``: per capture, the hand ratio against the
+    default run's (``auto_annotation.json`` / ``_validation.json`` of the same captures)."""
+    caps = r["captures"]
+    sets = ", ".join(f"{k}={v}" for k, v in r.get("fit_overrides", {}).items())
+    default = {}
+    for stem in ("auto_annotation", "auto_annotation_validation"):
+        path = RESULTS / f"{stem}.json"
+        if path.is_file():
+            default.update({c["name"]: c for c in json.loads(path.read_text())["captures"]})
+    parts = []
+    for c in caps:
+        d = default.get(c["name"], {})
+        was = f"{d['auto_over_gt_hand']:.2f} -> " if "auto_over_gt_hand" in d else ""
+        parts.append(f"{c['name']} {was}{c.get('auto_over_gt_hand', float('nan')):.2f} "
+                     f"({c['auto']['fit_hand_mpjpe_mm']:.2f} vs {c['gt_start']['fit_hand_mpjpe_mm']:.2f} mm)")  # fmt: skip
+    met = sum(bool(c.get("meets_target")) for c in caps)
+    return [(f"`auto_annotation.py --fit-set {sets}` ({len(caps)} captures)",
+             f"hand ratio (auto / ground-truth start), default run -> this: {'; '.join(parts)}; target met on {met} "
+             f"of {len(caps)}", "ratio <= 1.2 (1.3) on every capture")]  # fmt: skip
+
+
 def auto_fit_lr(r: dict) -> list[Row]:
     caps = r["captures"]
     mm = lambda c, s, v: f"{c[s][v]['fit_hand_mpjpe_mm']:.1f}"  # noqa: E731
@@ -286,7 +308,8 @@ def train_kp(r: dict) -> list[Row]:
 #: results file (stem) -> its rows, in the order of the table
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
-    "auto_annotation_validation": auto_annotation_validation, "finger_search": finger_search, "auto_fit_lr": auto_fit_lr,
+    "auto_annotation_validation": auto_annotation_validation, "auto_annotation_restarts": auto_annotation_overrides,
+    "finger_search": finger_search, "auto_fit_lr": auto_fit_lr,
     "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "auto_diagnosis": auto_diagnosis, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "train_kp": train_kp, "real_photo": real_photo, "baselines": baselines,
     "render": render, "fit": fit, "scale": scale, "qa": qa, "report_speed": report_speed,
 }  # fmt: skip
