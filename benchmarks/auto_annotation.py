@@ -241,7 +241,8 @@ def markdown(res: dict) -> str:
     names = list(res["variants"])
     if len(names) == 1:
         lines += ["", f"This run measured the default path only (`--variants {names[0]}`). The ablation of the routes "
-                  "(`VARIANTS`) is in this file's history: `git log -p benchmarks/results/" f"{res.get('out', 'auto_annotation')}.md`."]  # fmt: skip
+                  "(`VARIANTS`) is in the history of the default run's file: `git log -p benchmarks/results/"
+                  f"{'auto_annotation' if res.get('fit_overrides') else res.get('out', 'auto_annotation')}.md`."]  # fmt: skip
         return "\n".join(lines) + "\n"
     lines += ["", "## Ablation: fitted hand MPJPE / object ADD (mm) per capture and route", ""]
     lines.append("| capture | gt_start | " + " | ".join(names) + " |")
