@@ -573,7 +573,9 @@ def initialize_sequence(
         if len(searches) > 1:  # the search's energies differ by weight: compare the winners by their estimated error
             from hoannot.annotate.hypotheses import estimated_hand_error
 
-            sub = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), SCORE_FRAMES)).round().astype(int))
+            from hoannot.fitting.schedule import evenly_spaced
+
+            sub = evenly_spaced(len(frames), SCORE_FRAMES)
             est = [float(np.mean(estimated_hand_error(seq, hand_model, obj, HandObjectPoses(
                 frames=np.asarray(frames)[sub], global_orient=c.global_orient[sub], hand_pose=c.hand_pose[sub],
                 betas=c.betas, transl=c.transl[sub], obj_rot=np.asarray(obj_rot)[sub],

@@ -44,7 +44,7 @@ import numpy as np
 from hoannot.datasets.poses import HandObjectPoses
 from hoannot.fitting.objective import Objective
 from hoannot.fitting.observations import Observations
-from hoannot.fitting.schedule import Step
+from hoannot.fitting.schedule import Step, evenly_spaced
 from hoannot.fitting.steps import frame_data_energy
 
 #: MANO joint positions (of the 15 in ``hand_pose``) of each finger: proximal, middle, distal
@@ -199,8 +199,7 @@ def finger_step(
     """
     cfg = objective.cfg
     idx = list(step.indices)
-    k = min(cfg.finger_frames, len(idx))
-    subset = [frames[idx[int(i)]] for i in np.unique(np.linspace(0, len(idx) - 1, k).round().astype(int))]
+    subset = [frames[idx[int(i)]] for i in evenly_spaced(len(idx), cfg.finger_frames)]
     delta, taken = search_fingers(objective, current.select(subset), load_obs(subset), on_iteration)
     record = {"moves": taken, "frames_changed": 0, "frames": len(idx)}
     if not taken:

@@ -40,7 +40,7 @@ from hoannot.datasets.sequence import Sequence
 from hoannot.fitting.config import FitConfig
 from hoannot.fitting.objective import Objective
 from hoannot.fitting.quality import frame_quality, merge_quality, sequence_quality
-from hoannot.fitting.schedule import make_plan
+from hoannot.fitting.schedule import evenly_spaced, make_plan
 from hoannot.fitting.finger_search import finger_step
 from hoannot.fitting.steps import frame_data_energy, run_step
 from hoannot.models.hand import HandModel
@@ -151,8 +151,7 @@ def fit_sequence(
                         None if out_dir is None else Path(out_dir) / "restarts" / str(k), resume, progress, stop_after)
                for k, s in enumerate(seeds)]  # fmt: skip
     frames = list(seq.frames)
-    pick = np.unique(np.linspace(0, len(frames) - 1, min(cfg.finger_frames, len(frames))).round().astype(int))
-    subset = [frames[i] for i in pick]
+    subset = [frames[i] for i in evenly_spaced(len(frames), cfg.finger_frames)]
     objective = Objective.make(seq, hand_model, obj, cfg)
     obs = objective.observations(seq, subset, cfg.seed)
     energies = [float(frame_data_energy(objective, r.poses.select(subset), obs).sum()) for r in results]

@@ -66,6 +66,13 @@ class Step:
     init_from_previous: bool = False
 
 
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """Positions of at most ``k`` evenly spaced items of ``n`` (first and last included):
+    (min(n, k),) int64, ascending, no repeats. The frames a finger search, a restart's score or
+    an init hypothesis' score read."""
+    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(np.int64))
+
+
 def batches(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
     """[start, stop) index ranges of ``size`` frames overlapping by ``overlap``.
 
