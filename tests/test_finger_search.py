@@ -58,7 +58,38 @@ def test_finger_search_straightens_a_finger_bent_by_a_radian(shared_dir, tmp_pat
     assert np.array_equal(out.obj_rot, bent.obj_rot) and np.array_equal(out.transl, bent.transl)
     assert all(m["energy_after"] < m["energy_before"] for m in record["moves"])
     assert all(a["energy_after"] == b["energy_before"] for a, b in zip(record["moves"], record["moves"][1:]))
-    assert [m["finger"] for m in record["moves"]] == [f for f in FINGERS if f in {m["finger"] for m in record["moves"]}]
+    # each sweep visits the fingers in MANO order; a finger moves at most once per sweep
+    order = [(m["sweep"], list(FINGERS).index(m["finger"])) for m in record["moves"]]
+    assert order == sorted(set(order)), record
+
+
+def test_sweeps_let_a_finger_take_a_second_move(monkeypatch):
+    """A search scored by a stand-in energy (squared distance of the index's two distal joints to
+    a flexion of +0.8 rad, in their anatomical axes): one sweep takes the nearest single move
+    (+1.0), a second sweep corrects it (-0.25), a third finds nothing and ends the search; the
+    progress callback is called num_moves(sweeps) times either way."""
+    import hoannot.fitting.finger_search as fs
+
+    axes = open_hand_axes().astype(np.float32)
+    target = move_delta("index", (1, 2), 0, 0.8, axes)
+
+    def energy(objective, poses, obs):
+        hp = poses.hand_pose.reshape(len(poses), 15, 3)
+        return np.square(hp - target).sum(axis=(1, 2)).astype(np.float64)
+
+    monkeypatch.setattr(fs, "frame_data_energy", energy)
+    start = HandObjectPoses(frames=np.arange(2), global_orient=np.zeros((2, 3), np.float32),
+                            hand_pose=np.zeros((2, 45), np.float32), betas=np.zeros(10, np.float32),
+                            transl=np.zeros((2, 3), np.float32), obj_rot=np.zeros((2, 3)), obj_transl=np.zeros((2, 3)))  # fmt: skip
+    results = {}
+    for sweeps in (1, 3):
+        calls = []
+        delta, taken = fs.search_fingers(None, start, None, lambda: calls.append(1), sweeps=sweeps)
+        assert len(calls) == num_moves(sweeps)
+        results[sweeps] = (float(np.square(delta - target).sum()), [(m["finger"], m["angle_rad"], m["sweep"]) for m in taken])
+    assert results[1][1] == [("index", 1.0, 0)]
+    assert results[3][1] == [("index", 1.0, 0), ("index", -0.25, 1)]
+    assert results[3][0] < 0.1 * results[1][0]
 
 
 def test_copy_move_gives_a_finger_the_articulation_of_another():

@@ -88,6 +88,13 @@ class FitConfig(BaseModel):
     # surface samples; auto_annotation.md has the current defaults). On by default: labels without ground truth
     # start from automatic initialisations.
     finger_search: int = Field(1, ge=0, description="rounds of finger search after the batch pass, each followed by another batch pass when a finger moved (0: off)")
+    # sweeps of one finger search over the five fingers (a finger may need two moves), with distal
+    # flexion steps of 0.25 rad as well: probe on cached inits at ce11b07 (fitted hand mm, one
+    # sweep without the 0.25 steps -> 3 sweeps with them): automatic starts meat_d 10.14 -> 7.10,
+    # mustard_c 10.62 -> 9.25, meat_b 13.87 -> 11.64, mustard_e 15.22 -> 14.81, cracker_d 6.15 ->
+    # 5.47, mustard_a 5.54 -> 5.18; ground-truth starts of meat_d, mustard_c, meat_b, mustard_e
+    # unchanged (5.65, 4.73, 5.92, 5.79). Scoring is cheap next to the batch pass a move brings.
+    finger_sweeps: int = Field(3, ge=1, description="most sweeps over the five fingers in one finger search (a sweep that moves nothing ends it)")
     # restarts: the whole plan run again with other depth-point samples (seed + 1000 k); the fit
     # whose data energy (Eq. 3 without E_tc) is lowest on finger_frames evenly spaced frames, read
     # with this config's seed, wins. The fit is chaotic on the margin: a different sample set can

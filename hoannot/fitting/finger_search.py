@@ -9,7 +9,7 @@ floor; the data energy of that fit is lower than the automatic start's fit). A s
 large moves the optimiser cannot take:
 
 1. **moves** (:data:`MOVES`): for each finger in turn (MANO joint order: index, middle, pinky,
-   ring, thumb), bend its two distal joints together by +-0.5/1/1.5 rad about their flexion
+   ring, thumb), bend its two distal joints together by +-0.25/0.5/1/1.5 rad about their flexion
    axes, its proximal joint by +-0.25/0.5 rad of flexion or +-0.15/0.3 rad of abduction (the
    open hand's anatomical axes, :func:`hoannot.models.hand.open_hand_axes`); and, for the four
    long fingers, **copy** the articulation of another long finger (0.75 or 1 times its three
@@ -23,7 +23,9 @@ large moves the optimiser cannot take:
    :func:`hoannot.fitting.steps.frame_data_energy`); the lowest sum wins, the
    current articulation included, so a finger moves only when the energy says so. The fingers
    are searched one after another, each seeing the moves already taken (greedy coordinate
-   search);
+   search), in up to ``FitConfig.finger_sweeps`` sweeps over the five fingers: a finger may
+   need two moves (meat_d's automatic start: pinky distal +0.25 then index distal +0.25 twice;
+   one move each leaves the index straight), and a sweep that moves nothing ends the search;
 3. **apply**: the chosen moves are added to the hand pose of every frame, and a frame keeps
    them only where its own data energy drops (frames whose grasp differs keep theirs);
    the batch pass that follows (:func:`hoannot.fitting.schedule.make_plan`) re-fits every frame
@@ -53,7 +55,7 @@ FINGERS: dict[str, tuple[int, int, int]] = {
 #: (name, joints of the finger moved (positions in FINGERS' triple), axis: 0 flexion / 1 abduction,
 #: angles in radians) of the moves tried on each finger
 MOVES: tuple[tuple[str, tuple[int, ...], int, tuple[float, ...]], ...] = (
-    ("distal flexion", (1, 2), 0, (-1.5, -1.0, -0.5, 0.5, 1.0, 1.5)),
+    ("distal flexion", (1, 2), 0, (-1.5, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0, 1.5)),
     ("proximal flexion", (0,), 0, (-0.5, -0.25, 0.25, 0.5)),
     ("proximal abduction", (0,), 1, (-0.3, -0.15, 0.15, 0.3)),
 )
@@ -64,10 +66,11 @@ LONG_FINGERS: tuple[str, ...] = ("index", "middle", "pinky", "ring")
 COPY_SCALES: tuple[float, ...] = (0.75, 1.0)
 
 
-def num_moves() -> int:
-    """How many moves a finger search scores (the ``iterations`` of a ``fingers`` step)."""
+def num_moves(sweeps: int = 1) -> int:
+    """How many moves a finger search of ``sweeps`` sweeps scores at most (the ``iterations``
+    of a ``fingers`` step)."""
     copies = len(LONG_FINGERS) * (len(LONG_FINGERS) - 1) * len(COPY_SCALES)
-    return len(FINGERS) * sum(len(angles) for *_, angles in MOVES) + copies
+    return sweeps * (len(FINGERS) * sum(len(angles) for *_, angles in MOVES) + copies)
 
 
 def describe(move: dict) -> str:
@@ -129,6 +132,7 @@ def search_fingers(
     poses: HandObjectPoses,
     obs: Observations,
     on_move: Callable[[], None] | None = None,
+    sweeps: int = 1,
 ) -> tuple[np.ndarray, list[dict]]:
     """Greedy search of one shared articulation change on some frames (module docstring, 1-2).
 
@@ -136,12 +140,15 @@ def search_fingers(
         objective: the fit's objective.
         poses: world-frame poses of the scored frames (B of them).
         obs: their observations (same order).
-        on_move: called after each scored move (progress).
+        on_move: called after each scored move (progress; also once for each move a sweep
+            that ended the search early did not score, so a bar of ``num_moves(sweeps)`` ends full).
+        sweeps: most sweeps over the five fingers (a sweep that moves nothing ends the search).
     Returns:
         (delta, taken): (15, 3) float32 axis-angle increment to add to every frame's
-        ``hand_pose`` (zeros when nothing helps), and one dict per finger that moved:
+        ``hand_pose`` (zeros when nothing helps), and one dict per move taken, in order:
         ``finger``, ``move``, ``angle_rad`` (rotation moves) or ``scale`` (copy moves, ``move``
-        is ``"copy <finger>"``), ``energy_before``, ``energy_after`` (sums over the B frames).
+        is ``"copy <finger>"``), ``sweep`` (0-based), ``energy_before``, ``energy_after`` (sums
+        over the B frames).
     """
     from hoannot.models.hand import open_hand_axes
 
@@ -149,24 +156,31 @@ def search_fingers(
     delta = np.zeros((15, 3), np.float32)
     current = frame_data_energy(objective, poses, obs).sum()
     taken: list[dict] = []
-    for finger in FINGERS:
-        candidates = [(delta + move_delta(finger, joints, axis, angle, axes), {"move": name, "angle_rad": angle})
-                      for name, joints, axis, angles in MOVES for angle in angles]  # fmt: skip
-        if finger in LONG_FINGERS:
-            here = _with_delta(poses, delta).hand_pose  # the articulation the copies start from
-            candidates += [(delta + copy_delta(finger, src, scale, here, axes), {"move": f"copy {src}", "scale": scale})
-                           for src in LONG_FINGERS if src != finger for scale in COPY_SCALES]  # fmt: skip
-        best = (current, None, None)
-        for d, what in candidates:
-            e = frame_data_energy(objective, _with_delta(poses, d), obs).sum()
-            if np.isfinite(e) and e < best[0]:
-                best = (e, d, what)
+    for sweep in range(sweeps):
+        moved = False
+        for finger in FINGERS:
+            candidates = [(delta + move_delta(finger, joints, axis, angle, axes), {"move": name, "angle_rad": angle})
+                          for name, joints, axis, angles in MOVES for angle in angles]  # fmt: skip
+            if finger in LONG_FINGERS:
+                here = _with_delta(poses, delta).hand_pose  # the articulation the copies start from
+                candidates += [(delta + copy_delta(finger, src, scale, here, axes), {"move": f"copy {src}", "scale": scale})
+                               for src in LONG_FINGERS if src != finger for scale in COPY_SCALES]  # fmt: skip
+            best = (current, None, None)
+            for d, what in candidates:
+                e = frame_data_energy(objective, _with_delta(poses, d), obs).sum()
+                if np.isfinite(e) and e < best[0]:
+                    best = (e, d, what)
+                if on_move is not None:
+                    on_move()
+            if best[1] is not None:
+                taken.append({"finger": finger, **best[2], "sweep": sweep,
+                              "energy_before": round(float(current), 6), "energy_after": round(float(best[0]), 6)})  # fmt: skip
+                delta, current, moved = best[1], best[0], True
+        if not moved:
             if on_move is not None:
-                on_move()
-        if best[1] is not None:
-            taken.append({"finger": finger, **best[2],
-                          "energy_before": round(float(current), 6), "energy_after": round(float(best[0]), 6)})  # fmt: skip
-            delta, current = best[1], best[0]
+                for _ in range(num_moves(sweeps - sweep - 1)):
+                    on_move()
+            break
     return delta, taken
 
 
@@ -200,7 +214,7 @@ def finger_step(
     cfg = objective.cfg
     idx = list(step.indices)
     subset = [frames[idx[int(i)]] for i in evenly_spaced(len(idx), cfg.finger_frames)]
-    delta, taken = search_fingers(objective, current.select(subset), load_obs(subset), on_iteration)
+    delta, taken = search_fingers(objective, current.select(subset), load_obs(subset), on_iteration, cfg.finger_sweeps)
     record = {"moves": taken, "frames_changed": 0, "frames": len(idx)}
     if not taken:
         return current, record

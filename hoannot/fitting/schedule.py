@@ -115,7 +115,7 @@ def make_plan(cfg: FitConfig, num_frames: int, num_cameras: int) -> list[Step]:
         if rnd > 0:  # a finger search over every frame, then the batch pass again from its result
             from hoannot.fitting.finger_search import num_moves
 
-            steps.append(Step("fingers", tuple(range(num_frames)), num_moves()))
+            steps.append(Step("fingers", tuple(range(num_frames)), num_moves(cfg.finger_sweeps)))
         for bi, (start, stop) in enumerate(batches(num_frames, cfg.batch_size, cfg.overlap)):
             fit_betas = cfg.fit_betas and first_batch and schedule == "multi"
             steps.append(Step("batch", tuple(range(start, stop)), cfg.iterations,
