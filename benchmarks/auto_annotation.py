@@ -258,6 +258,22 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def default_run_ratios(names: list[str]) -> dict:
+    """What a ``--fit-set`` run is compared with: the default run's files as they are now
+    (``auto_annotation.json``, ``auto_annotation_validation.json``): their commits and the
+    hand ratio of each of ``names`` they hold."""
+    out: dict = {"git_commits": {}, "auto_over_gt_hand": {}}
+    for stem in ("auto_annotation", "auto_annotation_validation"):
+        path = Path(__file__).parent / "results" / f"{stem}.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        out["git_commits"][stem] = r.get("git_commit")
+        out["auto_over_gt_hand"].update({c["name"]: c["auto_over_gt_hand"] for c in r["captures"]
+                                         if c["name"] in names and "auto_over_gt_hand" in c})  # fmt: skip
+    return out
+
+
 def cached_run(work: Path, name: str, run: str, kw: dict, digest: str, threads: int,
                fit_overrides: dict | None = None) -> dict:  # fmt: skip
     """:func:`run_one` of capture ``name``'s run ``run`` (``kw``: ``run_init``'s arguments),
@@ -365,6 +381,7 @@ def main() -> None:
     res = {
         **stamp(__file__, config_digest=load_fit_config(None, **fit_overrides).digest(), data=data_files()),
         "fit_overrides": fit_overrides,
+        "baseline": default_run_ratios(names) if fit_overrides else None,
         "device": "cpu", "threads": threads, "jobs": a.jobs, "out": a.out, "default_variant": next(iter(variants)),
         "variants": variants,
         "captures": captures,

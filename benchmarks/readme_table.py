@@ -106,23 +106,21 @@ def auto_annotation_validation(r: dict) -> list[Row]:
 
 def auto_annotation_overrides(r: dict) -> list[Row]:
     """A run of ``auto_annotation.py --fit-set ...``: per capture, the hand ratio against the
-    default run's (``auto_annotation.json`` / ``_validation.json`` of the same captures)."""
+    default run's that the run recorded (``baseline``: the default files when it ran)."""
     caps = r["captures"]
     sets = ", ".join(f"{k}={v}" for k, v in r.get("fit_overrides", {}).items())
-    default = {}
-    for stem in ("auto_annotation", "auto_annotation_validation"):
-        path = RESULTS / f"{stem}.json"
-        if path.is_file():
-            default.update({c["name"]: c for c in json.loads(path.read_text())["captures"]})
+    base = r.get("baseline") or {}
+    was_ratio = base.get("auto_over_gt_hand", {})
+    commits = sorted({str(c)[:7] for c in base.get("git_commits", {}).values() if c})
     parts = []
     for c in caps:
-        d = default.get(c["name"], {})
-        was = f"{d['auto_over_gt_hand']:.2f} -> " if "auto_over_gt_hand" in d else ""
+        was = f"{was_ratio[c['name']]:.2f} -> " if c["name"] in was_ratio else ""
         parts.append(f"{c['name']} {was}{c.get('auto_over_gt_hand', float('nan')):.2f} "
                      f"({c['auto']['fit_hand_mpjpe_mm']:.2f} vs {c['gt_start']['fit_hand_mpjpe_mm']:.2f} mm)")  # fmt: skip
     met = sum(bool(c.get("meets_target")) for c in caps)
+    against = f"default run at {', '.join(f'`{c}`' for c in commits)} -> this" if was_ratio else "this run"
     return [(f"`auto_annotation.py --fit-set {sets}` ({len(caps)} captures)",
-             f"hand ratio (auto / ground-truth start), default run -> this: {'; '.join(parts)}; target met on {met} "
+             f"hand ratio (auto / ground-truth start), {against}: {'; '.join(parts)}; target met on {met} "
              f"of {len(caps)}", "ratio <= 1.2 (1.3) on every capture")]  # fmt: skip
 
 
