@@ -68,6 +68,8 @@ def test_sweeps_let_a_finger_take_a_second_move(monkeypatch):
     a flexion of +0.8 rad, in their anatomical axes): one sweep takes the nearest single move
     (+1.0), a second sweep corrects it (-0.25), a third finds nothing and ends the search; the
     progress callback is called num_moves(sweeps) times either way."""
+    from functools import partial
+
     import hoannot.fitting.finger_search as fs
 
     axes = open_hand_axes().astype(np.float32)
@@ -84,7 +86,7 @@ def test_sweeps_let_a_finger_take_a_second_move(monkeypatch):
     results = {}
     for sweeps in (1, 3):
         calls = []
-        delta, taken = fs.search_fingers(None, start, None, lambda: calls.append(1), sweeps=sweeps)
+        delta, taken = fs.search_fingers(None, start, None, partial(calls.append, 1), sweeps=sweeps)
         assert len(calls) == num_moves(sweeps)
         results[sweeps] = (float(np.square(delta - target).sum()), [(m["finger"], m["angle_rad"], m["sweep"]) for m in taken])
     assert results[1][1] == [("index", 1.0, 0)]
