@@ -24,8 +24,9 @@ large moves the optimiser cannot take:
    current articulation included, so a finger moves only when the energy says so. The fingers
    are searched one after another, each seeing the moves already taken (greedy coordinate
    search), in up to ``FitConfig.finger_sweeps`` sweeps over the five fingers: a finger may
-   need two moves (meat_d's automatic start: pinky distal +0.25 then index distal +0.25 twice;
-   one move each leaves the index straight), and a sweep that moves nothing ends the search;
+   need more than one move (meat_d's automatic start: index and pinky distal +0.25 in the first
+   sweep, index abduction +0.15 in the second, index distal +0.25 again in the third), and a
+   sweep that moves nothing ends the search;
 3. **apply**: the chosen moves are added to the hand pose of every frame, and a frame keeps
    them only where its own data energy drops (frames whose grasp differs keep theirs);
    the batch pass that follows (:func:`hoannot.fitting.schedule.make_plan`) re-fits every frame
