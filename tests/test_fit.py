@@ -449,3 +449,30 @@ def test_restarts_keep_the_fit_with_the_lowest_data_energy(tmp_path):
     again = fit_sequence(seq, init, hand, obj, cfg, tmp_path / "two", resume=True, progress=False)
     assert again.restarts["chosen"] == rec["chosen"]
     np.testing.assert_array_equal(again.poses.transl, res.poses.transl)
+
+
+def test_object_points_leave_out_the_object_masks_border(tmp_path):
+    """E_3D's object points come from the object mask without its 1-pixel border (cv2's
+    erosion with a cross, computed here independently); the hand's points keep every pixel."""
+    import cv2
+    import torch
+
+    from hoannot.fitting.observations import load_observations
+    from hoannot.io import read_image
+
+    seq, *_ = _box_sequence(tmp_path)
+    frames = list(seq.frames)
+    whole = load_observations(seq, frames, num_points=100_000, object_erode=0)
+    inner = load_observations(seq, frames, num_points=100_000, object_erode=1)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    for b, f in enumerate(frames):
+        expected = 0
+        for cam in seq.cameras:
+            mask = (seq.read_segmentation(cam.name, f, "segmentation", required=True) == 2).astype(np.uint8)
+            depth = read_image(seq.depth_path(cam.name, f))
+            expected += int(((cv2.erode(mask, cross, borderValue=0) > 0) & (depth > 0)).sum())
+            assert 0 < expected
+        assert int(inner.object_points_valid[b].sum()) == expected < int(whole.object_points_valid[b].sum())
+        assert torch.equal(inner.hand_points_valid[b], whole.hand_points_valid[b])
+        kept = {tuple(p) for p in inner.object_points[b][inner.object_points_valid[b]].tolist()}
+        assert kept <= {tuple(p) for p in whole.object_points[b][whole.object_points_valid[b]].tolist()}

@@ -35,12 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import binary_erosion
 from scipy.spatial.transform import Rotation
 
 from hoannot.camera import Camera
 from hoannot.io import InputError
-from hoannot.datasets.segmentation import SEGMENTATION_LABELS
+from hoannot.datasets.segmentation import SEGMENTATION_LABELS, mask_interior
 from hoannot.geometry import project, transform
 from hoannot.models._open3d import load as load_open3d
 from hoannot.models.objects import ObjectModel
@@ -122,11 +121,7 @@ def object_points(views: list[DepthView], erode: int = 1, max_points: int = 4000
     """
     pts = []
     for view in views:
-        mask = view.labels == OBJECT
-        if erode > 0:
-            eroded = binary_erosion(mask, iterations=erode)
-            if eroded.sum() >= 0.3 * mask.sum():  # tiny masks keep their border
-                mask = eroded
+        mask = mask_interior(view.labels == OBJECT, erode)
         pts.append(view.camera.backproject(view.depth, mask)[0])
     P = np.concatenate(pts) if pts else np.zeros((0, 3))
     if len(P) > max_points:

@@ -19,6 +19,26 @@ SEGMENTATION_LABELS = {"background": 0, "hand": 1, "object": 2}
 SOURCES = {"segmentation": ("segmentation",), "gt": ("gt", "segmentation")}
 
 
+def mask_interior(mask: np.ndarray, erode: int = 1, keep_fraction: float = 0.3) -> np.ndarray:
+    """``mask`` without its outer ``erode`` pixels (scipy's binary erosion, 4-connected), where
+    the depth of a pixel mixes the labelled surface with what lies behind or in front of it.
+
+    Args:
+        mask: (H, W) bool pixels of one label.
+        erode: pixels removed from the border (0: ``mask`` unchanged).
+        keep_fraction: a mask that would keep less than this fraction of its pixels is
+            returned whole (a tiny or thin region keeps its border rather than vanish).
+    Returns:
+        (H, W) bool.
+    """
+    if erode <= 0:
+        return mask
+    from scipy.ndimage import binary_erosion
+
+    eroded = binary_erosion(mask, iterations=erode)
+    return eroded if eroded.sum() >= keep_fraction * mask.sum() else mask
+
+
 def segmentation_dir(root: str | Path, source: str = "segmentation") -> Path:
     """``SEQ/segmentation`` or ``SEQ/gt/segmentation``.
 

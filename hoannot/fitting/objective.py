@@ -115,7 +115,8 @@ class Objective:
             InputError: as :func:`hoannot.fitting.observations.load_observations`.
         """
         c = self.cfg
-        return load_observations(seq, frames, c.crop_size, c.num_points, c.segmentation, seed, self.keypoints).to(self.device)
+        return load_observations(seq, frames, c.crop_size, c.num_points, c.segmentation, seed, self.keypoints,
+                                 c.points3d_object_erode).to(self.device)  # fmt: skip
 
     def energies(self, params, obs: Observations) -> dict[str, torch.Tensor]:
         """Every term's per-frame energy of ``params`` against ``obs``.

@@ -15,7 +15,7 @@ import torch
 
 from hoannot.io import InputError
 from hoannot.datasets.keypoints2d import keypoints2d_path, read_views
-from hoannot.datasets.segmentation import segmentation_dir
+from hoannot.datasets.segmentation import mask_interior, segmentation_dir
 from hoannot.datasets.sequence import Sequence
 from hoannot.geometry import backproject_depth, crop_nearest
 from hoannot.renderers.cameras import ViewCameras
@@ -132,6 +132,7 @@ def load_observations(
     segmentation: str = "segmentation",
     seed: int = 0,
     keypoints: str = "none",
+    object_erode: int = 0,
 ) -> Observations:
     """Read, crop and back-project the observations of ``frames``.
 
@@ -144,6 +145,9 @@ def load_observations(
         seed: subsampling seed.
         keypoints: 2D joints to load: ``"keypoints2d"`` (perception), ``"gt"`` (synthetic
             ground truth) or ``"none"``.
+        object_erode: pixels dropped from the border of each camera's object mask before its
+            depth points are back-projected (:func:`hoannot.datasets.segmentation.mask_interior`;
+            the masks and depth crops the renders are compared with keep every pixel).
     Raises:
         InputError: a missing or unreadable image, a segmentation or depth image of the wrong
             size, dtype or labels, a frame whose depth is zero in every camera or whose median
@@ -175,7 +179,8 @@ def load_observations(
     for b in range(len(frames)):
         for cls in (1, 2):
             p = np.concatenate([
-                backproject_depth(depth_full[b][ci], c.K, c.T_world_cam, labels_full[b][ci] == cls)[0]
+                backproject_depth(depth_full[b][ci], c.K, c.T_world_cam,
+                                  mask_interior(labels_full[b][ci] == cls, object_erode if cls == 2 else 0))[0]
                 for ci, c in enumerate(seq.cameras)
             ])  # fmt: skip
             if len(p) > num_points:
