@@ -85,15 +85,29 @@ def settings_digest(settings: Any) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def machine() -> dict[str, Any]:
-    """Where a number was measured: host, CPUs, load average, Python, torch and its threads."""
-    out: dict[str, Any] = {"host": platform.node(), "arch": platform.machine(), "cpus": os.cpu_count(),
-                           "python": platform.python_version()}  # fmt: skip
+    """Where a number was measured: host, CPU model, CPUs, load average, Python, torch, its
+    threads and the CPU kernels it picked (``torch_cpu_capability``, e.g. AVX512 or AVX2: the
+    float sums, and so a chaotic fit's path, differ between them)."""
+    out: dict[str, Any] = {"host": platform.node(), "arch": platform.machine(), "cpu_model": cpu_model(),
+                           "cpus": os.cpu_count(), "python": platform.python_version()}  # fmt: skip
     if hasattr(os, "getloadavg"):
         out["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
-        out.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+        out.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                   torch_cpu_capability=torch.backends.cpu.get_cpu_capability())  # fmt: skip
     return out
 
 
