@@ -63,6 +63,54 @@ def test_finger_search_straightens_a_finger_bent_by_a_radian(shared_dir, tmp_pat
     assert order == sorted(set(order)), record
 
 
+def _still_hand(n: int) -> HandObjectPoses:
+    return HandObjectPoses(frames=np.arange(n), global_orient=np.zeros((n, 3), np.float32),
+                           hand_pose=np.zeros((n, 45), np.float32), betas=np.zeros(10, np.float32),
+                           transl=np.zeros((n, 3), np.float32), obj_rot=np.zeros((n, 3)), obj_transl=np.zeros((n, 3)))  # fmt: skip
+
+
+def _with_limits(lower, upper):
+    """A stand-in objective carrying only the hand model's joint-limit box."""
+    from types import SimpleNamespace
+
+    from hoannot.models.joint_limits import JointLimits
+
+    lo, hi = (np.broadcast_to(np.asarray(x, np.float32), (45,)).copy() for x in (lower, upper))
+    return SimpleNamespace(hand_model=SimpleNamespace(limits=JointLimits(lo, hi)))
+
+
+def test_a_move_stops_at_the_joint_limits(monkeypatch):
+    """The index's middle joint may flex 0.2 rad at most (a box on its axis-angle components);
+    the stand-in energy wants it there and the distal joint at +1.0, plus E_joint's penalty
+    (100 x squared violation). Bending both distal joints by +1.0 then lands exactly on the
+    target: the middle joint stops at its limit, and the joint it leaves alone (every other
+    component sits outside this box at the start, at 0 > upper) keeps its value."""
+    import hoannot.fitting.finger_search as fs
+
+    axes = open_hand_axes().astype(np.float32)
+    mid, dist = FINGERS["index"][1], FINGERS["index"][2]
+    lo, hi = np.full((15, 3), -10.0, np.float32), np.full((15, 3), 10.0, np.float32)
+    lo[mid], hi[mid] = -0.2 * np.abs(axes[mid, 0]), 0.2 * np.abs(axes[mid, 0])
+    hi[FINGERS["thumb"][0]] = -0.5  # a component already outside the box: a move elsewhere leaves it
+    objective = _with_limits(lo.reshape(45), hi.reshape(45))
+    target = np.zeros((15, 3), np.float32)
+    target[mid], target[dist] = 0.2 * axes[mid, 0], 1.0 * axes[dist, 0]
+    start = _still_hand(2)
+
+    def energy(objective, poses, obs):
+        hp = poses.hand_pose.reshape(len(poses), 15, 3)
+        off = np.maximum(hp - hi, 0) + np.maximum(lo - hp, 0)
+        off[:, FINGERS["thumb"][0]] = 0  # the stand-in's E_joint ignores the thumb
+        return (np.square(hp - target).sum(axis=(1, 2)) + 100 * np.square(off).sum(axis=(1, 2))).astype(np.float64)
+
+    monkeypatch.setattr(fs, "frame_data_energy", energy)
+    delta, taken = fs.search_fingers(objective, start, None, sweeps=1)
+    assert [(m["finger"], m["move"], m["angle_rad"]) for m in taken] == [("index", "distal flexion", 1.0)]
+    moved = fs._with_delta(start, delta, limits=(lo.reshape(45), hi.reshape(45))).hand_pose.reshape(2, 15, 3)
+    assert np.allclose(moved, target, atol=1e-6)
+    assert taken[0]["energy_after"] < 1e-9
+
+
 def test_sweeps_let_a_finger_take_a_second_move(monkeypatch):
     """A search scored by a stand-in energy (squared distance of the index's two distal joints to
     a flexion of +0.8 rad, in their anatomical axes): one sweep takes the nearest single move
@@ -80,13 +128,11 @@ def test_sweeps_let_a_finger_take_a_second_move(monkeypatch):
         return np.square(hp - target).sum(axis=(1, 2)).astype(np.float64)
 
     monkeypatch.setattr(fs, "frame_data_energy", energy)
-    start = HandObjectPoses(frames=np.arange(2), global_orient=np.zeros((2, 3), np.float32),
-                            hand_pose=np.zeros((2, 45), np.float32), betas=np.zeros(10, np.float32),
-                            transl=np.zeros((2, 3), np.float32), obj_rot=np.zeros((2, 3)), obj_transl=np.zeros((2, 3)))  # fmt: skip
+    start = _still_hand(2)
     results = {}
     for sweeps in (1, 3):
         calls = []
-        delta, taken = fs.search_fingers(None, start, None, partial(calls.append, 1), sweeps=sweeps)
+        delta, taken = fs.search_fingers(_with_limits(-10, 10), start, None, partial(calls.append, 1), sweeps=sweeps)
         assert len(calls) == num_moves(sweeps)
         results[sweeps] = (float(np.square(delta - target).sum()), [(m["finger"], m["angle_rad"], m["sweep"]) for m in taken])
     assert results[1][1] == [("index", 1.0, 0)]

@@ -16,7 +16,13 @@ large moves the optimiser cannot take:
    joints' flexion/abduction/twist, carried over in each joint's anatomical axes): fingers of a
    grasp curl alike, and a ring finger held straight beside a curled pinky is the common
    failure a one-joint move cannot undo (meat_c's automatic start, 11.91 -> 5.57 mm in
-   ``benchmarks/results/auto_annotation.md`` at commit 921d368);
+   ``benchmarks/results/auto_annotation.md`` at commit 921d368). A move stops at the joint
+   limits of E_joint (HOnnotate Eq. 8): a component it would push past the box is clipped to
+   it, so bending a finger whose middle joint is near its limit still curls the distal one
+   (mustard_c's automatic fit, data energy 54.81: ring distal +0.75 raises it to 243.09
+   unclipped, by E_joint, and lowers it to 54.55 clipped; fitted from that cached start, the
+   search now takes the ring's distal flexion and the fit ends at 7.68 mm instead of 10.11,
+   its ground-truth start at 4.75 instead of 4.72);
 2. **score**: each move is applied to every frame of an evenly spaced subset of at most
    ``FitConfig.finger_frames`` frames (a grasp is mostly one articulation for many frames) and
    scored by the sum of their weighted data energies (Eq. 3 without E_tc,
@@ -117,13 +123,22 @@ def copy_delta(finger: str, source: str, scale: float, hand_pose: np.ndarray, ax
     return d
 
 
-def _with_delta(poses: HandObjectPoses, delta: np.ndarray, where: np.ndarray | None = None) -> HandObjectPoses:
+def _with_delta(poses: HandObjectPoses, delta: np.ndarray, where: np.ndarray | None = None,
+                limits: tuple[np.ndarray, np.ndarray] | None = None) -> HandObjectPoses:  # fmt: skip
     """A copy of ``poses`` with ``delta`` (15, 3) added to the hand pose of every frame (or of
-    the frames where ``where`` (B,) bool is true)."""
+    the frames where ``where`` (B,) bool is true).
+
+    With ``limits`` ((45,) lower, (45,) upper: the joint-limit box of E_joint), a move stops at
+    the box: each changed component is clipped to it, or to where it already was when that lies
+    outside (a component the move leaves alone keeps its value)."""
     out = poses.select(poses.frames)
     hp = out.hand_pose.reshape(len(out), 15, 3)
     mask = np.ones(len(out), bool) if where is None else where
-    hp[mask] += delta
+    moved = hp[mask] + delta
+    if limits is not None:
+        lo, hi = (np.asarray(x, np.float32).reshape(15, 3) for x in limits)
+        moved = np.clip(moved, np.minimum(lo, hp[mask]), np.maximum(hi, hp[mask]))
+    hp[mask] = moved
     out.hand_pose = hp.reshape(len(out), 45).astype(np.float32)
     return out
 
@@ -154,6 +169,7 @@ def search_fingers(
     from hoannot.models.hand import open_hand_axes
 
     axes = open_hand_axes().astype(np.float32)
+    limits = objective.hand_model.limits.lower, objective.hand_model.limits.upper
     delta = np.zeros((15, 3), np.float32)
     current = frame_data_energy(objective, poses, obs).sum()
     taken: list[dict] = []
@@ -163,12 +179,12 @@ def search_fingers(
             candidates = [(delta + move_delta(finger, joints, axis, angle, axes), {"move": name, "angle_rad": angle})
                           for name, joints, axis, angles in MOVES for angle in angles]  # fmt: skip
             if finger in LONG_FINGERS:
-                here = _with_delta(poses, delta).hand_pose  # the articulation the copies start from
+                here = _with_delta(poses, delta, limits=limits).hand_pose  # the articulation the copies start from
                 candidates += [(delta + copy_delta(finger, src, scale, here, axes), {"move": f"copy {src}", "scale": scale})
                                for src in LONG_FINGERS if src != finger for scale in COPY_SCALES]  # fmt: skip
             best = (current, None, None)
             for d, what in candidates:
-                e = frame_data_energy(objective, _with_delta(poses, d), obs).sum()
+                e = frame_data_energy(objective, _with_delta(poses, d, limits=limits), obs).sum()
                 if np.isfinite(e) and e < best[0]:
                     best = (e, d, what)
                 if on_move is not None:
@@ -219,13 +235,15 @@ def finger_step(
     record = {"moves": taken, "frames_changed": 0, "frames": len(idx)}
     if not taken:
         return current, record
+    limits = objective.hand_model.limits.lower, objective.hand_model.limits.upper
     keep = np.zeros(len(frames), bool)  # per position in `frames`: the frame takes the moves
     for a in range(0, len(idx), cfg.batch_size):
         pos = idx[a : a + cfg.batch_size]
         before = current.select([frames[i] for i in pos])
         obs = load_obs([frames[i] for i in pos])
-        keep[pos] = frame_data_energy(objective, _with_delta(before, delta), obs) < frame_data_energy(objective, before, obs)
-    out = _with_delta(current, delta, keep)
+        after = frame_data_energy(objective, _with_delta(before, delta, limits=limits), obs)
+        keep[pos] = after < frame_data_energy(objective, before, obs)
+    out = _with_delta(current, delta, keep, limits)
     out.source = current.source
     record["frames_changed"] = int(keep.sum())
     if on_check is not None:
