@@ -83,8 +83,8 @@ def test_a_move_stops_at_the_joint_limits(monkeypatch):
     """The index's middle joint may flex 0.2 rad at most (a box on its axis-angle components);
     the stand-in energy wants it there and the distal joint at +1.0, plus E_joint's penalty
     (100 x squared violation). Bending both distal joints by +1.0 then lands exactly on the
-    target: the middle joint stops at its limit, and the joint it leaves alone (every other
-    component sits outside this box at the start, at 0 > upper) keeps its value."""
+    target: the middle joint stops at its limit, and a thumb component that already lies
+    outside the box (0 > upper = -0.5), which the move leaves alone, keeps its value."""
     import hoannot.fitting.finger_search as fs
 
     axes = open_hand_axes().astype(np.float32)

@@ -471,7 +471,7 @@ def test_object_points_leave_out_the_object_masks_border(tmp_path):
             mask = (seq.read_segmentation(cam.name, f, "segmentation", required=True) == 2).astype(np.uint8)
             depth = read_image(seq.depth_path(cam.name, f))
             expected += int(((cv2.erode(mask, cross, borderValue=0) > 0) & (depth > 0)).sum())
-            assert 0 < expected
+        assert 0 < expected
         assert int(inner.object_points_valid[b].sum()) == expected < int(whole.object_points_valid[b].sum())
         assert torch.equal(inner.hand_points_valid[b], whole.hand_points_valid[b])
         kept = {tuple(p) for p in inner.object_points[b][inner.object_points_valid[b]].tolist()}

@@ -143,6 +143,11 @@ def _with_delta(poses: HandObjectPoses, delta: np.ndarray, where: np.ndarray | N
     return out
 
 
+def _limits(objective: Objective) -> tuple[np.ndarray, np.ndarray]:
+    """(45,) lower and upper joint limits of E_joint (HOnnotate Eq. 8) of the objective's hand."""
+    return objective.hand_model.limits.lower, objective.hand_model.limits.upper
+
+
 def search_fingers(
     objective: Objective,
     poses: HandObjectPoses,
@@ -169,7 +174,7 @@ def search_fingers(
     from hoannot.models.hand import open_hand_axes
 
     axes = open_hand_axes().astype(np.float32)
-    limits = objective.hand_model.limits.lower, objective.hand_model.limits.upper
+    limits = _limits(objective)
     delta = np.zeros((15, 3), np.float32)
     current = frame_data_energy(objective, poses, obs).sum()
     taken: list[dict] = []
@@ -235,7 +240,7 @@ def finger_step(
     record = {"moves": taken, "frames_changed": 0, "frames": len(idx)}
     if not taken:
         return current, record
-    limits = objective.hand_model.limits.lower, objective.hand_model.limits.upper
+    limits = _limits(objective)
     keep = np.zeros(len(frames), bool)  # per position in `frames`: the frame takes the moves
     for a in range(0, len(idx), cfg.batch_size):
         pos = idx[a : a + cfg.batch_size]
