@@ -144,6 +144,62 @@ def run_one(capture: Path, dst: Path, kw: dict, fit_overrides: dict | None = Non
             "frames_flagged": int(flags.sum()), "init_summary": summary.splitlines()[-1]}  # fmt: skip
 
 
+def energy_check(runs: dict[str, Path], fit_overrides: dict | None = None) -> dict:
+    """Which fit the data energy prefers: the data energy (Eq. 3 without E_tc, summed over all
+    frames; :func:`hoannot.fitting.optimize.data_energies`) of the ``auto`` and ``gt_start``
+    runs' fitted poses, both read against each run's own observations (its masks and depth
+    points). Where the automatic fit's energy is the lower on both, the energy ranks it above the
+    ground-truth start's fit: a start or search that lowers the energy need not bring it nearer.
+
+    Args:
+        runs: ``{"auto": folder, "gt_start": folder}`` of one capture, each fitted.
+    Returns:
+        ``{"<obs run>_obs": {"auto": energy, "gt_start": energy}, "auto_lower": bool}``.
+    """
+    from hoannot.datasets.poses import HandObjectPoses
+    from hoannot.datasets.validate import open_validated
+    from hoannot.fitting.config import load_fit_config
+    from hoannot.fitting.optimize import data_energies
+    from hoannot.pipeline import load_hand_model, load_sequence_object
+
+    cfg = load_fit_config(None, **(fit_overrides or {}))
+    out: dict = {}
+    for obs_run, folder in runs.items():
+        seq = open_validated(folder, "fit", None, segmentation=cfg.segmentation)
+        frames = list(seq.frames)
+        fits = [HandObjectPoses.load(runs[r] / "fit" / "poses.npz", frames) for r in runs]
+        e = data_energies(seq, load_hand_model(seq, None), load_sequence_object(seq, None, cfg.object_max_faces), cfg,
+                          fits, frames)  # fmt: skip
+        out[f"{obs_run}_obs"] = {r: round(x, 3) for r, x in zip(runs, e)}
+    out["auto_lower"] = all(v["auto"] < v["gt_start"] for k, v in out.items() if k.endswith("_obs"))
+    return out
+
+
+def energy_lines(res: dict) -> list[str]:
+    """Markdown: per capture, the two fits' data energies (:func:`energy_check`) beside the hand ratio."""
+    rows = [c for c in res["captures"] if "energy_check" in c]
+    if not rows:
+        return []
+    lines = ["", "## Which fit the energy prefers", "",
+             "Data energy (Eq. 3 without E_tc, all frames) of the `auto` fit / the `gt_start` fit, read against the `auto` "
+             "run's observations (automatic masks) and against the `gt_start` run's (ground-truth masks). Where the "
+             "automatic fit has the lower energy on both, the energy ranks it above the ground-truth start's fit, so a "
+             "start or search that lowers the energy further need not bring it nearer the truth: its gap is the "
+             "energy's (the hand model and the data terms), not the search's. Where it has the higher, the fit "
+             "stopped in a worse minimum than the ground-truth start's: a search can close that gap.", "",
+             "| capture | hand ratio | auto obs: auto / gt_start | gt obs: auto / gt_start | energy prefers |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for c in rows:
+        a, g = c["energy_check"]["auto_obs"], c["energy_check"]["gt_start_obs"]
+        pref = "auto fit" if c["energy_check"]["auto_lower"] else (
+            "gt_start fit" if a["auto"] > a["gt_start"] and g["auto"] > g["gt_start"] else "split")  # fmt: skip
+        lines.append(f"| {c['name']} | {c.get('auto_over_gt_hand', '-')} | {a['auto']:.2f} / {a['gt_start']:.2f} | "
+                     f"{g['auto']:.2f} / {g['gt_start']:.2f} | {pref} |")  # fmt: skip
+    n = sum(c["energy_check"]["auto_lower"] for c in rows)
+    lines += ["", f"The automatic fit has the lower energy on {n} of {len(rows)} captures."]
+    return lines
+
+
 def _chosen(summary: str) -> tuple[str, str] | None:
     """(chosen weight, "weight w: e mm, ...") from an init summary that compared searches, else None."""
     import re
@@ -237,6 +293,7 @@ def markdown(res: dict) -> str:
         for name, ch in chosen:
             if ch:
                 lines.append(f"| {name} | {'yes' if name in HELD_OUT or name in VALIDATION else ''} | {ch[1]} | {ch[0]} |")
+    lines += energy_lines(res)
     lines += selection_after_fit(res)
     names = list(res["variants"])
     if len(names) == 1:
@@ -375,6 +432,10 @@ def main() -> None:
             entry["meets_target"] = bool(entry["auto_over_gt_hand"] <= limit and entry["auto_over_gt_object"] <= limit)
         else:
             entry["meets_target"] = False
+        if "fit_hand_mpjpe_mm" in entry["auto"] and "fit_hand_mpjpe_mm" in entry["gt_start"]:
+            key = "" if not fit_overrides else f"+{load_fit_config(None, **fit_overrides).digest()[:8]}"
+            entry["energy_check"] = energy_check({"auto": work / "runs" / name / (first + key),
+                                                  "gt_start": work / "runs" / name / ("gt_start" + key)}, fit_overrides)  # fmt: skip
         g = entry["gt_start"]
         entry["gt_start_generalises"] = bool(g["fit_hand_mpjpe_mm"] <= entry["floor_mm"] + 1.0 and g["fit_object_add_mm"] <= 2.0)
         captures.append(entry)

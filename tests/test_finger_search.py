@@ -104,11 +104,42 @@ def test_a_move_stops_at_the_joint_limits(monkeypatch):
         return (np.square(hp - target).sum(axis=(1, 2)) + 100 * np.square(off).sum(axis=(1, 2))).astype(np.float64)
 
     monkeypatch.setattr(fs, "frame_data_energy", energy)
-    delta, taken = fs.search_fingers(objective, start, None, sweeps=1)
+    increments, taken = fs.search_fingers(objective, start, None, sweeps=1)
     assert [(m["finger"], m["move"], m["angle_rad"]) for m in taken] == [("index", "distal flexion", 1.0)]
-    moved = fs._with_delta(start, delta, limits=(lo.reshape(45), hi.reshape(45))).hand_pose.reshape(2, 15, 3)
+    moved = fs.apply_moves(start, increments, (lo.reshape(45), hi.reshape(45))).hand_pose.reshape(2, 15, 3)
     assert np.allclose(moved, target, atol=1e-6)
     assert taken[0]["energy_after"] < 1e-9
+
+
+def test_a_move_back_after_a_clipped_move_takes_effect(monkeypatch):
+    """The index's middle joint may flex 0.2 rad at most; the stand-in energy wants it at -0.05
+    and the distal joint at +0.95. The first sweep bends both by +1.0 (the middle joint stops
+    at 0.2); the second bends them back by 0.25, which must move the middle joint to -0.05 from
+    where it stopped (and the distal joint to 0.75). Adding the moves' sum (+0.75) and clipping it once would leave the middle
+    joint at its limit, a move that changes the distal joint only, which the search would not take."""
+    import hoannot.fitting.finger_search as fs
+
+    axes = open_hand_axes().astype(np.float32)
+    mid, dist = FINGERS["index"][1], FINGERS["index"][2]
+    lo, hi = np.full((15, 3), -10.0, np.float32), np.full((15, 3), 10.0, np.float32)
+    lo[mid], hi[mid] = -0.2 * np.abs(axes[mid, 0]), 0.2 * np.abs(axes[mid, 0])
+    target = np.zeros((15, 3), np.float32)
+    target[mid], target[dist] = -0.05 * axes[mid, 0], 0.95 * axes[dist, 0]
+
+    def energy(objective, poses, obs):
+        hp = poses.hand_pose.reshape(len(poses), 15, 3)
+        return np.square(hp - target).sum(axis=(1, 2)).astype(np.float64)
+
+    monkeypatch.setattr(fs, "frame_data_energy", energy)
+    limits = (lo.reshape(45), hi.reshape(45))
+    start = _still_hand(2)
+    increments, taken = fs.search_fingers(_with_limits(*limits), start, None, sweeps=3)
+    assert [(m["finger"], m["angle_rad"], m["sweep"]) for m in taken] == [("index", 1.0, 0), ("index", -0.25, 1)]
+    moved = fs.apply_moves(start, increments, limits).hand_pose.reshape(2, 15, 3)
+    assert np.allclose(moved[:, mid], -0.05 * axes[mid, 0], atol=1e-6)  # back from the limit
+    assert np.allclose(moved[:, dist], 0.75 * axes[dist, 0], atol=1e-6)
+    once = fs._with_delta(start, np.sum(increments, axis=0), limits=limits).hand_pose.reshape(2, 15, 3)
+    assert np.allclose(once[:, mid], 0.2 * axes[mid, 0], atol=1e-6)  # the sum, clipped once: stuck at the limit
 
 
 def test_sweeps_let_a_finger_take_a_second_move(monkeypatch):
@@ -132,8 +163,9 @@ def test_sweeps_let_a_finger_take_a_second_move(monkeypatch):
     results = {}
     for sweeps in (1, 3):
         calls = []
-        delta, taken = fs.search_fingers(_with_limits(-10, 10), start, None, partial(calls.append, 1), sweeps=sweeps)
+        increments, taken = fs.search_fingers(_with_limits(-10, 10), start, None, partial(calls.append, 1), sweeps=sweeps)
         assert len(calls) == num_moves(sweeps)
+        delta = np.sum(increments, axis=0)  # no limit is reached: the moves add up
         results[sweeps] = (float(np.square(delta - target).sum()), [(m["finger"], m["angle_rad"], m["sweep"]) for m in taken])
     assert results[1][1] == [("index", 1.0, 0)]
     assert results[3][1] == [("index", 1.0, 0), ("index", -0.25, 1)]

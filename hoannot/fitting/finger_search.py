@@ -33,7 +33,8 @@ large moves the optimiser cannot take:
    need more than one move (meat_d's automatic start: index and pinky distal +0.25 in the first
    sweep, index abduction +0.15 in the second, index distal +0.25 again in the third), and a
    sweep that moves nothing ends the search;
-3. **apply**: the chosen moves are added to the hand pose of every frame, and a frame keeps
+3. **apply**: the chosen moves are added to the hand pose of every frame, one after another and
+   each stopped at the joint limits, as the search scored them (:func:`apply_moves`); a frame keeps
    them only where its own data energy drops (frames whose grasp differs keep theirs);
    the batch pass that follows (:func:`hoannot.fitting.schedule.make_plan`) re-fits every frame
    from there. When no finger moved, the fit skips that pass
@@ -143,6 +144,23 @@ def _with_delta(poses: HandObjectPoses, delta: np.ndarray, where: np.ndarray | N
     return out
 
 
+def apply_moves(poses: HandObjectPoses, increments: list[np.ndarray], limits: tuple[np.ndarray, np.ndarray],
+                where: np.ndarray | None = None) -> HandObjectPoses:  # fmt: skip
+    """``poses`` with the moves of :func:`search_fingers` added one after another, each stopped
+    at the joint-limit box ``limits`` (:func:`_with_delta`; only on the frames where ``where``
+    (B,) bool is true): the articulation the search scored. Adding their sum once would differ
+    where a move was clipped, and a later move back on that joint would then change nothing.
+
+    Args:
+        poses: world-frame poses of B frames.
+        increments: (15, 3) float32 axis-angle increments, in the order they were taken.
+    """
+    out = poses.select(poses.frames)
+    for d in increments:
+        out = _with_delta(out, d, where, limits)
+    return out
+
+
 def _limits(objective: Objective) -> tuple[np.ndarray, np.ndarray]:
     """(45,) lower and upper joint limits of E_joint (HOnnotate Eq. 8) of the objective's hand."""
     return objective.hand_model.limits.lower, objective.hand_model.limits.upper
@@ -165,8 +183,9 @@ def search_fingers(
             that ended the search early did not score, so a bar of ``num_moves(sweeps)`` ends full).
         sweeps: most sweeps over the five fingers (a sweep that moves nothing ends the search).
     Returns:
-        (delta, taken): (15, 3) float32 axis-angle increment to add to every frame's
-        ``hand_pose`` (zeros when nothing helps), and one dict per move taken, in order:
+        (increments, taken): the (15, 3) float32 axis-angle increment of each move taken, in
+        order (empty when nothing helps; :func:`apply_moves` adds them one after another, each
+        stopped at the joint limits, as the search scored them), and one dict per move taken:
         ``finger``, ``move``, ``angle_rad`` (rotation moves) or ``scale`` (copy moves, ``move``
         is ``"copy <finger>"``), ``sweep`` (0-based), ``energy_before``, ``energy_after`` (sums
         over the B frames).
@@ -175,21 +194,21 @@ def search_fingers(
 
     axes = open_hand_axes().astype(np.float32)
     limits = _limits(objective)
-    delta = np.zeros((15, 3), np.float32)
+    here = poses  # the scored frames with the moves taken so far
+    increments: list[np.ndarray] = []
     current = frame_data_energy(objective, poses, obs).sum()
     taken: list[dict] = []
     for sweep in range(sweeps):
         moved = False
         for finger in FINGERS:
-            candidates = [(delta + move_delta(finger, joints, axis, angle, axes), {"move": name, "angle_rad": angle})
+            candidates = [(move_delta(finger, joints, axis, angle, axes), {"move": name, "angle_rad": angle})
                           for name, joints, axis, angles in MOVES for angle in angles]  # fmt: skip
             if finger in LONG_FINGERS:
-                here = _with_delta(poses, delta, limits=limits).hand_pose  # the articulation the copies start from
-                candidates += [(delta + copy_delta(finger, src, scale, here, axes), {"move": f"copy {src}", "scale": scale})
+                candidates += [(copy_delta(finger, src, scale, here.hand_pose, axes), {"move": f"copy {src}", "scale": scale})
                                for src in LONG_FINGERS if src != finger for scale in COPY_SCALES]  # fmt: skip
             best = (current, None, None)
             for d, what in candidates:
-                e = frame_data_energy(objective, _with_delta(poses, d, limits=limits), obs).sum()
+                e = frame_data_energy(objective, _with_delta(here, d, limits=limits), obs).sum()
                 if np.isfinite(e) and e < best[0]:
                     best = (e, d, what)
                 if on_move is not None:
@@ -197,13 +216,14 @@ def search_fingers(
             if best[1] is not None:
                 taken.append({"finger": finger, **best[2], "sweep": sweep,
                               "energy_before": round(float(current), 6), "energy_after": round(float(best[0]), 6)})  # fmt: skip
-                delta, current, moved = best[1], best[0], True
+                here, current, moved = _with_delta(here, best[1], limits=limits), best[0], True
+                increments.append(best[1])
         if not moved:
             if on_move is not None:
                 for _ in range(num_moves(sweeps - sweep - 1)):
                     on_move()
             break
-    return delta, taken
+    return increments, taken
 
 
 def finger_step(
@@ -236,7 +256,7 @@ def finger_step(
     cfg = objective.cfg
     idx = list(step.indices)
     subset = [frames[idx[int(i)]] for i in evenly_spaced(len(idx), cfg.finger_frames)]
-    delta, taken = search_fingers(objective, current.select(subset), load_obs(subset), on_iteration, cfg.finger_sweeps)
+    increments, taken = search_fingers(objective, current.select(subset), load_obs(subset), on_iteration, cfg.finger_sweeps)
     record = {"moves": taken, "frames_changed": 0, "frames": len(idx)}
     if not taken:
         return current, record
@@ -246,9 +266,9 @@ def finger_step(
         pos = idx[a : a + cfg.batch_size]
         before = current.select([frames[i] for i in pos])
         obs = load_obs([frames[i] for i in pos])
-        after = frame_data_energy(objective, _with_delta(before, delta, limits=limits), obs)
+        after = frame_data_energy(objective, apply_moves(before, increments, limits), obs)
         keep[pos] = after < frame_data_energy(objective, before, obs)
-    out = _with_delta(current, delta, keep, limits)
+    out = apply_moves(current, increments, limits, keep)
     out.source = current.source
     record["frames_changed"] = int(keep.sum())
     if on_check is not None:

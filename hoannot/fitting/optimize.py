@@ -152,13 +152,30 @@ def fit_sequence(
                for k, s in enumerate(seeds)]  # fmt: skip
     frames = list(seq.frames)
     subset = [frames[i] for i in evenly_spaced(len(frames), cfg.finger_frames)]
-    objective = Objective.make(seq, hand_model, obj, cfg)
-    obs = objective.observations(seq, subset, cfg.seed)
-    energies = [float(frame_data_energy(objective, r.poses.select(subset), obs).sum()) for r in results]
+    energies = data_energies(seq, hand_model, obj, cfg, [r.poses for r in results], subset)
     k = int(np.argmin(energies))
     best = results[k]
     best.restarts = {"seeds": seeds, "energies": energies, "chosen": k, "frames": subset}
     return best
+
+
+def data_energies(seq: Sequence, hand_model: HandModel, obj: ObjectModel, cfg: FitConfig,
+                  candidates: list[HandObjectPoses], frames: list[int]) -> list[float]:  # fmt: skip
+    """The data energy (HOnnotate Eq. 3 without E_tc: :func:`hoannot.fitting.steps.frame_data_energy`)
+    of each of several pose sets of one sequence, summed over ``frames``, all read against the
+    same observations (``cfg.seed``'s depth-point samples), so their energies compare.
+
+    Args:
+        candidates: world-frame poses, each holding at least ``frames``.
+        frames: frame ids (the observations of all of them are held at once: a few).
+    Returns:
+        one float per candidate, in order.
+    Raises:
+        InputError: as :func:`hoannot.fitting.observations.load_observations`.
+    """
+    objective = Objective.make(seq, hand_model, obj, cfg)
+    obs = objective.observations(seq, frames, cfg.seed)
+    return [float(frame_data_energy(objective, p.select(frames), obs).sum()) for p in candidates]
 
 
 def fit_plan(
