@@ -144,17 +144,63 @@ def run_one(capture: Path, dst: Path, kw: dict, fit_overrides: dict | None = Non
             "frames_flagged": int(flags.sum()), "init_summary": summary.splitlines()[-1]}  # fmt: skip
 
 
+def floor_poses(seq: Path):
+    """:class:`hoannot.datasets.poses.HandObjectPoses`: our hand model fitted straight to the
+    ground-truth keypoints (the floor, :func:`floor_mm`) with the ground-truth object pose, the
+    start nearest the truth our model can take."""
+    from hoannot.datasets.poses import GroundTruth, HandObjectPoses
+    from hoannot.fitting.ik import fit_keypoints
+    from hoannot.models.hand import HandModel
+
+    gt = GroundTruth.load(seq / "gt" / "poses.npz")
+    k = fit_keypoints(HandModel(None), gt.hand_joints)
+    return HandObjectPoses(frames=gt.frames, global_orient=k["global_orient"], hand_pose=k["hand_pose"], betas=k["betas"],
+                           transl=k["transl"], obj_rot=np.asarray(gt.obj_rot, np.float32),
+                           obj_transl=np.asarray(gt.obj_transl, np.float32), source="floor start")  # fmt: skip
+
+
+def floor_start_run(auto_run: Path, dst: Path, fit_overrides: dict | None = None) -> dict:
+    """The automatic run's observations (its masks and 2D joints, copied) fitted from
+    :func:`floor_poses`: where the fit ends when it starts at the truth, against the energy the
+    automatic fit minimised (:func:`energy_check`)."""
+    from hoannot.fitting.config import load_fit_config
+    from hoannot.pipeline import run_export, run_fit, run_init
+
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(auto_run, dst, symlinks=True,
+                    ignore=shutil.ignore_patterns("init", "fit", "labels", "labels_init", "report"))  # fmt: skip
+    floor_poses(dst).save(dst / "floor_start.npz")
+    run_init(dst, poses_file=dst / "floor_start.npz", segmentation_from_gt=False)
+    run_export(dst, "init")
+    t0 = time.perf_counter()
+    run_fit(dst, load_fit_config(None, **(fit_overrides or {})), progress=False)
+    t_fit = time.perf_counter() - t0
+    run_export(dst, "fit")
+    ih, io = _errors(dst / "labels_init" / "labels.npz", dst)
+    fh, fo = _errors(dst / "labels" / "labels.npz", dst)
+    return {"init_hand_mpjpe_mm": ih, "init_object_add_mm": io, "fit_hand_mpjpe_mm": fh, "fit_object_add_mm": fo,
+            "seconds": {"fit": round(t_fit, 1)}}  # fmt: skip
+
+
+#: the fits :func:`energy_check` compares, and the runs whose observations it reads them against
+ENERGY_FITS = ("auto", "gt_start", "floor_start")
+ENERGY_OBS = ("auto", "gt_start")
+
+
 def energy_check(runs: dict[str, Path], fit_overrides: dict | None = None) -> dict:
     """Which fit the data energy prefers: the data energy (Eq. 3 without E_tc, summed over all
-    frames; :func:`hoannot.fitting.optimize.data_energies`) of the ``auto`` and ``gt_start``
-    runs' fitted poses, both read against each run's own observations (its masks and depth
-    points). Where the automatic fit's energy is the lower on both, the energy ranks it above the
-    ground-truth start's fit: a start or search that lowers the energy need not bring it nearer.
+    frames; :func:`hoannot.fitting.optimize.data_energies`) of the fitted poses of the runs in
+    ``runs`` (:data:`ENERGY_FITS`), read against the ``auto`` and ``gt_start`` runs' own
+    observations (their masks and depth points). Where the fit started at the floor pose
+    (``floor_start``, the automatic run's observations) ends with a lower energy than the
+    automatic fit, the energy has a minimum nearer the truth that the automatic start and search
+    missed (``"search"``); where it does not, the energy ranks the automatic fit at least as
+    high as one started at the truth, and no start or search closes its gap (``"energy"``).
 
     Args:
-        runs: ``{"auto": folder, "gt_start": folder}`` of one capture, each fitted.
+        runs: folder of each run in :data:`ENERGY_FITS` of one capture, each fitted.
     Returns:
-        ``{"<obs run>_obs": {"auto": energy, "gt_start": energy}, "auto_lower": bool}``.
+        ``{"<obs run>_obs": {run: energy, ...}, "gap": "search" | "energy"}``.
     """
     from hoannot.datasets.poses import HandObjectPoses
     from hoannot.datasets.validate import open_validated
@@ -164,39 +210,43 @@ def energy_check(runs: dict[str, Path], fit_overrides: dict | None = None) -> di
 
     cfg = load_fit_config(None, **(fit_overrides or {}))
     out: dict = {}
-    for obs_run, folder in runs.items():
-        seq = open_validated(folder, "fit", None, segmentation=cfg.segmentation)
+    for obs_run in ENERGY_OBS:
+        seq = open_validated(runs[obs_run], "fit", None, segmentation=cfg.segmentation)
         frames = list(seq.frames)
-        fits = [HandObjectPoses.load(runs[r] / "fit" / "poses.npz", frames) for r in runs]
+        fits = [HandObjectPoses.load(runs[r] / "fit" / "poses.npz", frames) for r in ENERGY_FITS]
         e = data_energies(seq, load_hand_model(seq, None), load_sequence_object(seq, None, cfg.object_max_faces), cfg,
                           fits, frames)  # fmt: skip
-        out[f"{obs_run}_obs"] = {r: round(x, 3) for r, x in zip(runs, e)}
-    out["auto_lower"] = all(v["auto"] < v["gt_start"] for k, v in out.items() if k.endswith("_obs"))
+        out[f"{obs_run}_obs"] = {r: round(x, 3) for r, x in zip(ENERGY_FITS, e)}
+    a = out["auto_obs"]
+    out["gap"] = "search" if a["floor_start"] < a["auto"] else "energy"
     return out
 
 
 def energy_lines(res: dict) -> list[str]:
-    """Markdown: per capture, the two fits' data energies (:func:`energy_check`) beside the hand ratio."""
+    """Markdown: per capture, the fits' data energies (:func:`energy_check`) beside their hand MPJPE."""
     rows = [c for c in res["captures"] if "energy_check" in c]
     if not rows:
         return []
-    lines = ["", "## Which fit the energy prefers", "",
-             "Data energy (Eq. 3 without E_tc, all frames) of the `auto` fit / the `gt_start` fit, read against the `auto` "
-             "run's observations (automatic masks) and against the `gt_start` run's (ground-truth masks). Where the "
-             "automatic fit has the lower energy on both, the energy ranks it above the ground-truth start's fit, so a "
-             "start or search that lowers the energy further need not bring it nearer the truth: its gap is the "
-             "energy's (the hand model and the data terms), not the search's. Where it has the higher, the fit "
-             "stopped in a worse minimum than the ground-truth start's: a search can close that gap.", "",
-             "| capture | hand ratio | auto obs: auto / gt_start | gt obs: auto / gt_start | energy prefers |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = ["", "## Where the automatic fit's gap lies: the start and search, or the energy", "",
+             "`floor_start`: the `auto` run's observations (its masks and 2D joints) fitted from our hand model fitted "
+             "straight to the ground-truth keypoints, with the ground-truth object pose (the start nearest the truth "
+             "our model can take). Data energy (Eq. 3 without E_tc, all frames) of the three fits, read against the "
+             "`auto` run's observations and against the `gt_start` run's (ground-truth masks). *search*: the "
+             "`floor_start` fit has a lower energy than the `auto` fit on the `auto` run's observations, so the energy "
+             "has a minimum nearer the truth that the automatic start and search missed; *energy*: it does not, and "
+             "no start or search would close the automatic fit's gap.", "",
+             "| capture | hand ratio | fitted hand mm: auto / gt_start / floor_start | energy on auto obs: auto / gt_start / "
+             "floor_start | on gt obs: auto / gt_start / floor_start | gap |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for c in rows:
         a, g = c["energy_check"]["auto_obs"], c["energy_check"]["gt_start_obs"]
-        pref = "auto fit" if c["energy_check"]["auto_lower"] else (
-            "gt_start fit" if a["auto"] > a["gt_start"] and g["auto"] > g["gt_start"] else "split")  # fmt: skip
-        lines.append(f"| {c['name']} | {c.get('auto_over_gt_hand', '-')} | {a['auto']:.2f} / {a['gt_start']:.2f} | "
-                     f"{g['auto']:.2f} / {g['gt_start']:.2f} | {pref} |")  # fmt: skip
-    n = sum(c["energy_check"]["auto_lower"] for c in rows)
-    lines += ["", f"The automatic fit has the lower energy on {n} of {len(rows)} captures."]
+        fl = c.get("floor_start", {})
+        lines.append(f"| {c['name']} | {c.get('auto_over_gt_hand', '-')} | {c['auto'].get('fit_hand_mpjpe_mm')} / "
+                     f"{c['gt_start'].get('fit_hand_mpjpe_mm')} / {fl.get('fit_hand_mpjpe_mm')} | "
+                     + " / ".join(f"{a[r]:.2f}" for r in ENERGY_FITS) + " | " + " / ".join(f"{g[r]:.2f}" for r in ENERGY_FITS)
+                     + f" | {c['energy_check']['gap']} |")  # fmt: skip
+    n = sum(c["energy_check"]["gap"] == "search" for c in rows)
+    lines += ["", f"The automatic fit's gap is the start's and search's on {n} of {len(rows)} captures."]
     return lines
 
 
@@ -349,6 +399,20 @@ def cached_run(work: Path, name: str, run: str, kw: dict, digest: str, threads: 
     return r
 
 
+def cached_floor_start(work: Path, name: str, auto_key: str, digest: str, threads: int,
+                       fit_overrides: dict | None = None) -> dict:  # fmt: skip
+    """:func:`floor_start_run` of capture ``name`` from its automatic run ``auto_key``, cached as
+    :func:`cached_run` caches (``floor_start`` plus the automatic run's key suffix)."""
+    torch.set_num_threads(threads)
+    key = "floor_start" + auto_key[auto_key.index("+"):] if "+" in auto_key else "floor_start"
+    cache = work / "results" / name / f"{key}.json"
+    if cache.is_file() and json.loads(cache.read_text()).get("package_digest") == digest:
+        return json.loads(cache.read_text())["result"]
+    r = floor_start_run(work / "runs" / name / auto_key, work / "runs" / name / key, fit_overrides)
+    cache.write_text(json.dumps({"package_digest": digest, "result": r}))
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/hoannot_auto")
@@ -410,6 +474,11 @@ def main() -> None:
         done = {(name, run): ex.submit(cached_run, work, name, run, kw, digest, threads, fit_overrides)
                 for name in names for run, kw in runs.items()}  # fmt: skip
         cf.wait(list(done.values()))
+        first = next(iter(variants))
+        key = f"+{load_fit_config(None, **fit_overrides).digest()[:8]}" if fit_overrides else ""
+        floors = {name: ex.submit(cached_floor_start, work, name, first + key, digest, threads, fit_overrides)
+                  for name in names if "fit_hand_mpjpe_mm" in done[(name, first)].result()}  # fmt: skip
+        cf.wait(list(floors.values()))
     captures = []
     for name in names:
         obj, seed, cams, frames, scene = ALL_CAPTURES[name]
@@ -423,7 +492,6 @@ def main() -> None:
                 entry["gt_start"] = r
             else:
                 entry["variants"][run] = r
-        first = next(iter(variants))
         entry["auto"] = entry["variants"][first]
         if "fit_hand_mpjpe_mm" in entry["auto"]:
             entry["auto_over_gt_hand"] = _ratio(entry["auto"]["fit_hand_mpjpe_mm"], entry["gt_start"]["fit_hand_mpjpe_mm"])
@@ -432,10 +500,13 @@ def main() -> None:
             entry["meets_target"] = bool(entry["auto_over_gt_hand"] <= limit and entry["auto_over_gt_object"] <= limit)
         else:
             entry["meets_target"] = False
-        if "fit_hand_mpjpe_mm" in entry["auto"] and "fit_hand_mpjpe_mm" in entry["gt_start"]:
-            key = "" if not fit_overrides else f"+{load_fit_config(None, **fit_overrides).digest()[:8]}"
+        if name in floors:
+            entry["floor_start"] = floors[name].result()
+            print(name, "floor_start", json.dumps(entry["floor_start"]), flush=True)
+        if "fit_hand_mpjpe_mm" in entry.get("floor_start", {}) and "fit_hand_mpjpe_mm" in entry["gt_start"]:
             entry["energy_check"] = energy_check({"auto": work / "runs" / name / (first + key),
-                                                  "gt_start": work / "runs" / name / ("gt_start" + key)}, fit_overrides)  # fmt: skip
+                                                  "gt_start": work / "runs" / name / ("gt_start" + key),
+                                                  "floor_start": work / "runs" / name / ("floor_start" + key)}, fit_overrides)  # fmt: skip
         g = entry["gt_start"]
         entry["gt_start_generalises"] = bool(g["fit_hand_mpjpe_mm"] <= entry["floor_mm"] + 1.0 and g["fit_object_add_mm"] <= 2.0)
         captures.append(entry)
