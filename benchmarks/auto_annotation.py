@@ -428,6 +428,7 @@ def main() -> None:
     ap.add_argument("--run-dir", type=Path, help="with --one: the run's folder (replaced)")
     ap.add_argument("--fit-set", action="append", default=[], metavar="NAME=VALUE",
                     help="a FitConfig field for both runs' fit (YAML value, repeatable), e.g. restarts=3")
+    ap.add_argument("--no-floor", action="store_true", help="no floor_start runs (and so no energy check)")
     a = ap.parse_args()
     fit_overrides = {}
     for item in a.fit_set:
@@ -477,7 +478,7 @@ def main() -> None:
         first = next(iter(variants))
         key = f"+{load_fit_config(None, **fit_overrides).digest()[:8]}" if fit_overrides else ""
         floors = {name: ex.submit(cached_floor_start, work, name, first + key, digest, threads, fit_overrides)
-                  for name in names if "fit_hand_mpjpe_mm" in done[(name, first)].result()}  # fmt: skip
+                  for name in names if not a.no_floor and "fit_hand_mpjpe_mm" in done[(name, first)].result()}  # fmt: skip
         cf.wait(list(floors.values()))
     captures = []
     for name in names:

@@ -87,7 +87,12 @@ class FitConfig(BaseModel):
     # (meat_d 4.44 -> 5.67 mm); fit time x2.2 / x1.9 (measured before the copy moves and E_phy's
     # surface samples; auto_annotation.md has the current defaults). On by default: labels without ground truth
     # start from automatic initialisations.
-    finger_search: int = Field(1, ge=0, description="rounds of finger search after the batch pass, each followed by another batch pass when a finger moved (0: off)")
+    finger_search: int = Field(1, ge=0, description="rounds of finger search after the batch pass, each followed by another batch pass (when a finger moved, or always: finger_pass) (0: off)")
+    # the batch pass after a finger search that moved no finger: skipped by default (measured
+    # at 760f93c: it alone moved meat_a's ground-truth start 6.29 -> 7.24 mm). Probe on cached
+    # fits at 68e3701 (one more batch pass over all frames, fitted hand mm): automatic starts
+    # mustard_b 5.85 -> 5.08, cracker_e 6.56 -> 5.73; ground-truth start mustard_b 4.54 -> 4.54.
+    finger_pass: Literal["moved", "always"] = Field("moved", description="the batch pass after a finger search: only when a finger moved, or always")
     # sweeps of one finger search over the five fingers (a finger may need two moves), with distal
     # flexion steps of 0.25 rad as well: probe on cached inits at ce11b07 (fitted hand mm, one
     # sweep without the 0.25 steps -> 3 sweeps with them): automatic starts meat_d 10.14 -> 7.10,

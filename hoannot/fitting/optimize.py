@@ -252,7 +252,7 @@ def fit_plan(
                 current, record = finger_step(step, current, frames, load, objective, show, advance)
                 fingers.append({"step": si + 1, **record})
                 params = None
-                if not record["moves"]:  # nothing moved: the batch pass after it would only add iterations
+                if not record["moves"] and cfg.finger_pass == "moved":  # nothing moved: the pass after it is skipped
                     following = next((k for k in range(si + 1, len(plan)) if plan[k].kind == "fingers"), len(plan))
                     bar.advance(task, sum(s.iterations for s in plan[si + 1 : following]))
             else:
