@@ -476,3 +476,26 @@ def test_object_points_leave_out_the_object_masks_border(tmp_path):
         assert torch.equal(inner.hand_points_valid[b], whole.hand_points_valid[b])
         kept = {tuple(p) for p in inner.object_points[b][inner.object_points_valid[b]].tolist()}
         assert kept <= {tuple(p) for p in whole.object_points[b][whole.object_points_valid[b]].tolist()}
+
+
+@pytest.mark.parametrize("finger_pass, batch_passes", [("moved", 1), ("always", 2)])
+def test_the_pass_after_a_finger_search_that_moved_nothing(tmp_path, monkeypatch, finger_pass, batch_passes):
+    """FitConfig.finger_pass: after a finger search that moved no finger (a stand-in search),
+    the batch pass runs again only with "always"; with "moved" the fit is bit for bit the fit
+    without the search."""
+    import hoannot.fitting.optimize as optimize
+
+    seq, init, hand, obj = _box_sequence(tmp_path)
+    kw = dict(iterations=4, batch_size=4, overlap=1, crop_size=40, num_points=200, finger_sweeps=1)
+    searches, kinds = [], []
+    monkeypatch.setattr(optimize, "finger_step", lambda step, current, *a, **k: (
+        searches.append(1) or (current, {"moves": [], "frames_changed": 0, "frames": len(step.indices)})))  # fmt: skip
+    run_step = optimize.run_step
+    monkeypatch.setattr(optimize, "run_step", lambda step, *a, **k: kinds.append(step.kind) or run_step(step, *a, **k))
+    cfg = load_fit_config(None, finger_search=1, finger_pass=finger_pass, **kw)
+    res = fit_sequence(seq, init, hand, obj, cfg, tmp_path / "fit", progress=False)
+    assert searches == [1] and kinds == ["batch"] * batch_passes
+    plain = fit_sequence(seq, init, hand, obj, load_fit_config(None, finger_search=0, **kw), tmp_path / "plain",
+                         progress=False)  # fmt: skip
+    same = np.array_equal(res.poses.hand_pose, plain.poses.hand_pose)
+    assert same == (finger_pass == "moved")
