@@ -307,7 +307,7 @@ def train_kp(r: dict) -> list[Row]:
 TABLE: dict[str, Callable[[dict], list[Row]]] = {
     "annotation_accuracy": annotation_accuracy, "speed": speed, "auto_annotation": auto_annotation,
     "auto_annotation_validation": auto_annotation_validation, "auto_annotation_restarts": auto_annotation_overrides,
-    "auto_annotation_finger_search2": auto_annotation_overrides,
+    "auto_annotation_finger_search2": auto_annotation_overrides, "auto_annotation_finger_pass": auto_annotation_overrides,
     "finger_search": finger_search, "auto_fit_lr": auto_fit_lr,
     "grasp_search": grasp_search, "grasp_search_fit": grasp_search_fit, "auto_diagnosis": auto_diagnosis, "hypothesis_ranking": hypothesis_ranking, "init_fit": init_fit, "perception": perception, "train_kp": train_kp, "real_photo": real_photo, "baselines": baselines,
     "render": render, "fit": fit, "scale": scale, "qa": qa, "report_speed": report_speed,
