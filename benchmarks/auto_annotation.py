@@ -97,14 +97,21 @@ def make_capture(work: Path, name: str) -> Path:
     return out
 
 
-def floor_mm(seq: Path) -> float:
-    """Our hand model fitted straight to the ground-truth keypoints: mean MPJPE, mm."""
+def floor_fit(seq: Path):
+    """(fit, gt): our hand model fitted straight to the ground-truth keypoints
+    (:func:`hoannot.fitting.ik.fit_keypoints`'s dict) and the capture's
+    :class:`hoannot.datasets.poses.GroundTruth`."""
     from hoannot.datasets.poses import GroundTruth
     from hoannot.fitting.ik import fit_keypoints
     from hoannot.models.hand import HandModel
 
     gt = GroundTruth.load(seq / "gt" / "poses.npz")
-    return float(fit_keypoints(HandModel(None), gt.hand_joints)["mpjpe_mm"].mean())
+    return fit_keypoints(HandModel(None), gt.hand_joints), gt
+
+
+def floor_mm(seq: Path) -> float:
+    """The floor: :func:`floor_fit`'s mean keypoint error, mm."""
+    return float(floor_fit(seq)[0]["mpjpe_mm"].mean())
 
 
 def _errors(labels: Path, seq: Path) -> tuple[float, float]:
@@ -115,14 +122,20 @@ def _errors(labels: Path, seq: Path) -> tuple[float, float]:
 
 
 def run_one(capture: Path, dst: Path, kw: dict, fit_overrides: dict | None = None) -> dict:
-    """Copy the capture's inputs (no init, masks or joints), init, export, fit (default
-    settings, or with ``fit_overrides``: FitConfig fields), export, score."""
+    """Copy the capture's inputs (no init, masks or joints), then :func:`init_fit_score`."""
+    shutil.rmtree(dst, ignore_errors=True)
+    _copy_inputs(capture, dst)
+    return init_fit_score(dst, kw, fit_overrides)
+
+
+def init_fit_score(dst: Path, kw: dict, fit_overrides: dict | None = None) -> dict:
+    """Init (``run_init(dst, seed=0, **kw)``), export, fit (default settings, or with
+    ``fit_overrides``: FitConfig fields), export, score; ``{"init_failed": message}`` when
+    the init refuses the sequence."""
     from hoannot.io import InputError
     from hoannot.fitting.config import load_fit_config
     from hoannot.pipeline import run_export, run_fit, run_init
 
-    shutil.rmtree(dst, ignore_errors=True)
-    _copy_inputs(capture, dst)
     t0 = time.perf_counter()
     try:
         _, summary = run_init(dst, seed=0, **kw)
@@ -145,15 +158,11 @@ def run_one(capture: Path, dst: Path, kw: dict, fit_overrides: dict | None = Non
 
 
 def floor_poses(seq: Path):
-    """:class:`hoannot.datasets.poses.HandObjectPoses`: our hand model fitted straight to the
-    ground-truth keypoints (the floor, :func:`floor_mm`) with the ground-truth object pose, the
-    start nearest the truth our model can take."""
-    from hoannot.datasets.poses import GroundTruth, HandObjectPoses
-    from hoannot.fitting.ik import fit_keypoints
-    from hoannot.models.hand import HandModel
+    """:class:`hoannot.datasets.poses.HandObjectPoses` of :func:`floor_fit`: the start nearest
+    the truth our model can take."""
+    from hoannot.datasets.poses import HandObjectPoses
 
-    gt = GroundTruth.load(seq / "gt" / "poses.npz")
-    k = fit_keypoints(HandModel(None), gt.hand_joints)
+    k, gt = floor_fit(seq)
     return HandObjectPoses(frames=gt.frames, global_orient=k["global_orient"], hand_pose=k["hand_pose"], betas=k["betas"],
                            transl=k["transl"], obj_rot=np.asarray(gt.obj_rot, np.float32),
                            obj_transl=np.asarray(gt.obj_transl, np.float32), source="floor start")  # fmt: skip
@@ -161,25 +170,13 @@ def floor_poses(seq: Path):
 
 def floor_start_run(auto_run: Path, dst: Path, fit_overrides: dict | None = None) -> dict:
     """The automatic run's observations (its masks and 2D joints, copied) fitted from
-    :func:`floor_poses`: where the fit ends when it starts at the truth, against the energy the
-    automatic fit minimised (:func:`energy_check`)."""
-    from hoannot.fitting.config import load_fit_config
-    from hoannot.pipeline import run_export, run_fit, run_init
-
+    :func:`floor_poses` (:func:`init_fit_score`): where the fit ends when it starts at the
+    truth, against the energy the automatic fit minimised (:func:`energy_check`)."""
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(auto_run, dst, symlinks=True,
                     ignore=shutil.ignore_patterns("init", "fit", "labels", "labels_init", "report"))  # fmt: skip
     floor_poses(dst).save(dst / "floor_start.npz")
-    run_init(dst, poses_file=dst / "floor_start.npz", segmentation_from_gt=False)
-    run_export(dst, "init")
-    t0 = time.perf_counter()
-    run_fit(dst, load_fit_config(None, **(fit_overrides or {})), progress=False)
-    t_fit = time.perf_counter() - t0
-    run_export(dst, "fit")
-    ih, io = _errors(dst / "labels_init" / "labels.npz", dst)
-    fh, fo = _errors(dst / "labels" / "labels.npz", dst)
-    return {"init_hand_mpjpe_mm": ih, "init_object_add_mm": io, "fit_hand_mpjpe_mm": fh, "fit_object_add_mm": fo,
-            "seconds": {"fit": round(t_fit, 1)}}  # fmt: skip
+    return init_fit_score(dst, dict(poses_file=dst / "floor_start.npz", segmentation_from_gt=False), fit_overrides)
 
 
 #: the fits :func:`energy_check` compares, and the runs whose observations it reads them against
@@ -195,7 +192,8 @@ def energy_check(runs: dict[str, Path], fit_overrides: dict | None = None) -> di
     (``floor_start``, the automatic run's observations) ends with a lower energy than the
     automatic fit, the energy has a minimum nearer the truth that the automatic start and search
     missed (``"search"``); where it does not, the energy ranks the automatic fit at least as
-    high as one started at the truth, and no start or search closes its gap (``"energy"``).
+    high as the fit started at the truth (``"energy"``): lowering the energy further need not
+    bring it nearer the truth.
 
     Args:
         runs: folder of each run in :data:`ENERGY_FITS` of one capture, each fitted.
@@ -233,8 +231,9 @@ def energy_lines(res: dict) -> list[str]:
              "our model can take). Data energy (Eq. 3 without E_tc, all frames) of the three fits, read against the "
              "`auto` run's observations and against the `gt_start` run's (ground-truth masks). *search*: the "
              "`floor_start` fit has a lower energy than the `auto` fit on the `auto` run's observations, so the energy "
-             "has a minimum nearer the truth that the automatic start and search missed; *energy*: it does not, and "
-             "no start or search would close the automatic fit's gap.", "",
+             "has a minimum nearer the truth that the automatic start and search missed; *energy*: it does not, the "
+             "energy ranks the automatic fit at least as high as the fit from the truth, and lowering the energy "
+             "further need not bring it nearer.", "",
              "| capture | hand ratio | fitted hand mm: auto / gt_start / floor_start | energy on auto obs: auto / gt_start / "
              "floor_start | on gt obs: auto / gt_start / floor_start | gap |",
              "|---|---|---|---|---|---|"]  # fmt: skip
@@ -399,16 +398,16 @@ def cached_run(work: Path, name: str, run: str, kw: dict, digest: str, threads: 
     return r
 
 
-def cached_floor_start(work: Path, name: str, auto_key: str, digest: str, threads: int,
+def cached_floor_start(work: Path, name: str, auto_run: str, suffix: str, digest: str, threads: int,
                        fit_overrides: dict | None = None) -> dict:  # fmt: skip
-    """:func:`floor_start_run` of capture ``name`` from its automatic run ``auto_key``, cached as
-    :func:`cached_run` caches (``floor_start`` plus the automatic run's key suffix)."""
+    """:func:`floor_start_run` of capture ``name`` from its automatic run ``auto_run + suffix``
+    (``suffix``: ``+CONFIGDIGEST`` with ``fit_overrides``), cached as :func:`cached_run` caches."""
     torch.set_num_threads(threads)
-    key = "floor_start" + auto_key[auto_key.index("+"):] if "+" in auto_key else "floor_start"
+    key = "floor_start" + suffix
     cache = work / "results" / name / f"{key}.json"
     if cache.is_file() and json.loads(cache.read_text()).get("package_digest") == digest:
         return json.loads(cache.read_text())["result"]
-    r = floor_start_run(work / "runs" / name / auto_key, work / "runs" / name / key, fit_overrides)
+    r = floor_start_run(work / "runs" / name / (auto_run + suffix), work / "runs" / name / key, fit_overrides)
     cache.write_text(json.dumps({"package_digest": digest, "result": r}))
     return r
 
@@ -477,7 +476,7 @@ def main() -> None:
         cf.wait(list(done.values()))
         first = next(iter(variants))
         key = f"+{load_fit_config(None, **fit_overrides).digest()[:8]}" if fit_overrides else ""
-        floors = {name: ex.submit(cached_floor_start, work, name, first + key, digest, threads, fit_overrides)
+        floors = {name: ex.submit(cached_floor_start, work, name, first, key, digest, threads, fit_overrides)
                   for name in names if not a.no_floor and "fit_hand_mpjpe_mm" in done[(name, first)].result()}  # fmt: skip
         cf.wait(list(floors.values()))
     captures = []
