@@ -88,16 +88,16 @@ class FitConfig(BaseModel):
     # surface samples; auto_annotation.md has the current defaults). On by default: labels without ground truth
     # start from automatic initialisations.
     finger_search: int = Field(1, ge=0, description="rounds of finger search after the batch pass, each followed by another batch pass (when a finger moved, or always: finger_pass) (0: off)")
-    # the batch pass after a finger search that moved no finger: skipped by default (measured
+    # the batch pass after a finger search that moved no finger: was skipped (`moved`; measured
     # at 760f93c: it alone moved meat_a's ground-truth start 6.29 -> 7.24 mm). Probe on cached
     # fits at 68e3701 (one more batch pass over all frames, fitted hand mm): automatic starts
     # mustard_b 5.85 -> 5.08, cracker_e 6.56 -> 5.73; ground-truth start mustard_b 4.54 -> 4.54.
     # benchmarks/results/auto_annotation_finger_pass.md (646dda6, 8 captures): the 5 automatic
     # fits that ran the pass all improved (mustard_b 5.85 -> 5.14, cracker_e 6.56 -> 5.87, mustard_d
     # 7.59 -> 7.06, cracker_a 4.46 -> 4.25, meat_e 4.97 -> 4.84 mm); ground-truth starts meat_a
-    # 5.96 -> 6.49, cracker_d 4.80 -> 4.55, meat_e 5.04 -> 4.78. Not the default yet: the default
-    # runs of auto_annotation{,_validation} were measured without it.
-    finger_pass: Literal["moved", "always"] = Field("moved", description="the batch pass after a finger search: only when a finger moved, or always")
+    # 5.96 -> 6.49, cracker_d 4.80 -> 4.55, meat_e 5.04 -> 4.78. The default since then: users'
+    # fits start from automatic initialisations, and every automatic fit that took the pass improved.
+    finger_pass: Literal["moved", "always"] = Field("always", description="the batch pass after a finger search: only when a finger moved, or always")
     # sweeps of one finger search over the five fingers (a finger may need two moves), with distal
     # flexion steps of 0.25 rad as well: probe on cached inits at ce11b07 (fitted hand mm, one
     # sweep without the 0.25 steps -> 3 sweeps with them): automatic starts meat_d 10.14 -> 7.10,
