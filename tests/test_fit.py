@@ -499,3 +499,39 @@ def test_the_pass_after_a_finger_search_that_moved_nothing(tmp_path, monkeypatch
                          progress=False)  # fmt: skip
     same = np.array_equal(res.poses.hand_pose, plain.poses.hand_pose)
     assert same == (finger_pass == "moved")
+
+
+@pytest.mark.parametrize("moves", ["both", "hand"])
+def test_penetration_moves_the_object_only_when_asked(tmp_path, moves):
+    """FitConfig.penetration_moves: with the box pushed into the hand, E_phy's gradient reaches the
+    object's pose under ``both`` (the paper) and not under ``hand``; the hand's gradient is the
+    same either way."""
+    import torch
+
+    from hoannot.fitting.objective import Objective
+    from hoannot.fitting.schedule import Step
+    from hoannot.fitting.steps import free_variables
+
+    seq, init, hand, obj = _box_sequence(tmp_path)
+    weights = dict(mask=0.0, depth=0.0, points3d=0.0, j2d=0.0, joint=0.0, temporal=0.0, penetration=1.0)
+    grads = {}
+    for m in sorted({"both", moves}):
+        objective = Objective.make(seq, hand, obj, load_fit_config(None, penetration_moves=m, crop_size=32, num_points=100))
+        objective = objective.with_weights(**weights)
+        obs = objective.observations(seq, list(seq.frames), 0)
+        start = init.select(list(seq.frames))
+        with torch.no_grad():
+            p0, _ = free_variables(Step("batch", (0, 1, 2, 3), 1), start, objective)
+            centre = p0.hand(objective.hand_model).vertices.mean(1).numpy()
+        start.obj_transl = centre.astype(np.float32)  # the box's centre inside the hand
+        params, _ = free_variables(Step("batch", (0, 1, 2, 3), 1), start, objective)
+        terms = objective.energies(params, obs)
+        assert terms["penetration"].min() > 0
+        objective.total(terms, params).backward()
+        grads[m] = {n: p.grad.clone() for n, p in params.named_parameters() if p.grad is not None}
+    g = grads[moves]
+    assert g["hand_pose"].abs().max() > 0
+    torch.testing.assert_close(g["hand_pose"], grads["both"]["hand_pose"])
+    obj_grad = max(float(g[n].abs().max()) if n in g else 0.0 for n in ("obj_delta", "obj_transl"))
+    assert {"obj_delta", "obj_transl"} <= set(grads["both"])  # the object is free in this step
+    assert (obj_grad > 0) == (moves == "both")

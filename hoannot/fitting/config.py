@@ -59,6 +59,11 @@ class FitConfig(BaseModel):
     # samples 0.15 / 0.28 / 0.41 mm at bfe72f2). Cost: E_phy's nearest-point search against 4000
     # instead of ~500 points, about 20 ms more per iteration of an 8-frame batch on one CPU thread
     penetration_samples: int = Field(4000, ge=0, description="E_phy: points sampled on the full-resolution object surface (0: the decimated mesh's vertices)")
+    # which poses E_phy moves: in the paper both hand and object. The object is pinned by its depth
+    # points and silhouettes, the hand much less; with a wrong hand the object gave way instead:
+    # meat_b at fd52c04, automatic fit 7.03 mm, object ADD 0.10 mm after init and 0.65 mm after the fit,
+    # and with the object at its true pose every data term lower and only E_phy higher.
+    penetration_moves: Literal["both", "hand"] = Field("both", description="E_phy: poses its gradient moves, hand and object (the paper) or the hand alone (the object held where its data put it)")
     # E_tc parts: velocity ||x_t - x_{t-1}||^2 and acceleration ||x_{t+1} - 2x_t + x_{t-1}||^2,
     # each scaled by its factor here and then by eta. The velocity part pulls every moving frame
     # towards its neighbours (measured: object ADD 0.6 mm without E_tc, 3.7 mm with it,

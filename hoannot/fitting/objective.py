@@ -153,6 +153,8 @@ class Objective:
         if w.penetration > 0:
             pts = params.object_vertices(self.phy_points)
             on = torch.einsum("bij,vj->bvi", params.obj_R(), self.phy_normals)
+            if cfg.penetration_moves == "hand":  # the object's pose gets no gradient from E_phy
+                pts, on = pts.detach(), on.detach()
             out["penetration"] = E.penetration_energy(hand.vertices[:, ::PENETRATION_STRIDE], pts, on, cfg.penetration_w)
         if w.joint > 0:
             out["joint"] = E.joint_limit_energy(hand_model.limits.violation(params.hand_pose))
