@@ -67,8 +67,10 @@ class FitConfig(BaseModel):
     # E_phy moved the object; hand mm, object ADD mm, before -> after), automatic / ground-truth
     # starts: meat_a 6.86 -> 6.83, 0.18 -> 0.16 / 6.49 -> 6.51, 0.19 -> 0.13; meat_b 7.03 -> 7.06,
     # 0.50 -> 0.14 / 5.55 -> 5.64, 0.40 -> 0.14; meat_c 5.48 -> 5.50, 0.16 -> 0.12 / 5.42 -> 5.47,
-    # 0.16 -> 0.12; cracker_a 4.25 -> 4.24, 0.13 -> 0.13 / 4.27 -> 4.27, 0.22 -> 0.15. Objects
-    # better, hands within 0.09 mm. Not the default yet: auto_annotation{,_validation} not rerun.
+    # 0.16 -> 0.12; cracker_a 4.25 -> 4.24, 0.13 -> 0.13 / 4.27 -> 4.27, 0.22 -> 0.15. Held out:
+    # meat_d 7.51 -> 7.49, 0.13 -> 0.09 / 5.65 -> 5.63, 0.10 -> 0.08; cracker_e (auto) 5.87 -> 5.91,
+    # 0.11 -> 0.10; mustard_d (ground truth) 11.84 -> 11.87, 0.15 -> 0.11. Objects better on 11 of
+    # 12, hands within 0.09 mm. Not the default yet: auto_annotation{,_validation} not rerun.
     penetration_moves: Literal["both", "hand"] = Field("both", description="E_phy: poses its gradient moves, hand and object (the paper) or the hand alone (the object held where its data put it)")
     # E_tc parts: velocity ||x_t - x_{t-1}||^2 and acceleration ||x_{t+1} - 2x_t + x_{t-1}||^2,
     # each scaled by its factor here and then by eta. The velocity part pulls every moving frame
