@@ -61,7 +61,7 @@ class FitConfig(BaseModel):
     penetration_samples: int = Field(4000, ge=0, description="E_phy: points sampled on the full-resolution object surface (0: the decimated mesh's vertices)")
     # which poses E_phy moves: in the paper both hand and object. The object is pinned by its depth
     # points and silhouettes, the hand much less; with a wrong hand the object gave way instead:
-    # meat_b at fd52c04, automatic fit 7.03 mm, object ADD 0.10 mm after init and 0.65 mm after the fit,
+    # meat_b at fd52c04, automatic fit 7.03 mm, object ADD 0.13 mm after init and 0.50 after the fit,
     # and with the object at its true pose every data term lower and only E_phy higher.
     # Probe (`hand`, each fit of the fd52c04 benchmark refitted from its own init; captures where
     # E_phy moved the object; hand mm, object ADD mm, before -> after), automatic / ground-truth
