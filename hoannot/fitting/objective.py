@@ -18,8 +18,9 @@ temporal    smoothness of the poses over frames (and, single        E_tc, Sec. 4
             camera, of the hand in the object's frame)             (Eq. 12, made soft)
 =========== ====================================================== =====================
 
-A term whose weight is 0 is not computed (a render is skipped when neither ``mask`` nor
-``depth`` is on). The fit's steps (:mod:`hoannot.fitting.steps`), the re-fit, the chunked
+E_phy moves hand and object, as in the paper, or the hand alone
+(``FitConfig.penetration_moves``). A term whose weight is 0 is not computed (a render is
+skipped when neither ``mask`` nor ``depth`` is on). The fit's steps (:mod:`hoannot.fitting.steps`), the re-fit, the chunked
 fit and the quality pass (:mod:`hoannot.fitting.quality`) all read energies from here, so
 the number a step minimises is the number the quality pass reports.
 """
